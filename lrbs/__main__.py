@@ -1,0 +1,5 @@
+import sys
+
+from lrbs.cli import main
+
+sys.exit(main())

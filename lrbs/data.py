@@ -1,0 +1,480 @@
+"""Datasets: one registry, each loaded once to arrays, split, standardised, then put on a device.
+
+Everything works offline. Generated or bundled sets (MNIST-1D, scikit-learn's digits, a synthetic
+stand-in for covertype) are always there; real image sets are read from files the user already
+has, and a set that is missing raises `DataUnavailable` with a one-line way to get it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import os
+import pickle
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lrbs.errors import ConfigError, DataUnavailable, require
+
+log = logging.getLogger(__name__)
+
+DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
+IDX_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "val": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+# Covertype's class frequencies, so the stand-in is as unbalanced as the real thing.
+COVTYPE_WEIGHTS = (0.365, 0.488, 0.062, 0.005, 0.016, 0.030, 0.034)
+
+
+def default_root() -> Path:
+    """Where torchvision-style dataset folders are looked for (`LRBS_DATA_ROOT`)."""
+    return Path(os.environ.get("LRBS_DATA_ROOT", Path.home() / ".cache" / "lrbs" / "data"))
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """Which data, how much of it, and how to split it. Hashable: it keys caches."""
+
+    name: str = "mnist1d"
+    size: int | None = None  # samples to generate, or training samples to keep; None = default
+    val_fraction: float = 0.2  # used where the set has no official test split
+    seed: int = 0
+    root: str | None = None  # torchvision root folder; None = default_root()
+    download: bool = False  # let torchvision download (needs a network)
+    csv_path: str | None = None
+    target: str | None = None  # target column of a CSV
+
+    def __post_init__(self) -> None:
+        require(
+            self.name in DATASETS, f"unknown dataset {self.name!r}; known: {', '.join(DATASETS)}"
+        )
+        if self.size is not None:
+            require(
+                isinstance(self.size, int) and self.size >= 20,
+                f"dataset size must be a whole number of at least 20, got {self.size!r}",
+            )
+        require(0 < self.val_fraction < 1, "validation fraction must be between 0 and 1")
+        if self.name == "csv":
+            require(bool(self.csv_path), "the CSV dataset needs a file")
+            require(bool(self.target), "the CSV dataset needs a target column")
+
+
+@dataclass(frozen=True)
+class Arrays:
+    """A dataset ready to train on: standardised float32 features, int64 labels."""
+
+    name: str
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    n_classes: int
+    input_shape: tuple[int, ...]
+    class_names: tuple[str, ...]
+    source: str
+    notes: tuple[str, ...] = ()
+
+    @property
+    def n_train(self) -> int:
+        return len(self.y_train)
+
+    def class_counts(self) -> np.ndarray:
+        return np.bincount(self.y_train, minlength=self.n_classes)
+
+
+@dataclass(frozen=True)
+class TensorData:
+    """The same arrays as tensors on one device; minibatches are slices of these."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    n_classes: int
+    input_shape: tuple[int, ...]
+    name: str = ""
+
+    @property
+    def n_train(self) -> int:
+        return len(self.y_train)
+
+    @classmethod
+    def from_arrays(cls, a: Arrays, device: torch.device | str = "cpu") -> TensorData:
+        def put(x: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(np.ascontiguousarray(x)).to(device)
+
+        return cls(
+            put(a.x_train), put(a.y_train), put(a.x_val), put(a.y_val),
+            a.n_classes, a.input_shape, a.name,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Raw:
+    x: np.ndarray
+    y: np.ndarray
+    x_val: np.ndarray | None = None  # the set's own test split, where it has one
+    y_val: np.ndarray | None = None
+    class_names: tuple[str, ...] | None = None
+    source: str = ""
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DatasetEntry:
+    name: str
+    title: str
+    kind: str  # "image", "sequence" or "tabular": decides standardisation and which models fit
+    about: str
+    how_to_get: str
+    load: Callable[[DataSpec], Raw] = field(repr=False)
+    present: Callable[[DataSpec], bool] = field(repr=False, default=lambda spec: True)
+    default_size: int | None = None
+
+
+# ---------------------------------------------------------------------------- file formats
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file (MNIST's format), gzipped or not."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
+        raise DataUnavailable(f"{path} is not an unsigned-byte IDX file")
+    ndim = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(shape)):
+        raise DataUnavailable(f"{path} is truncated: expected {np.prod(shape)} values")
+    return body.reshape(shape)
+
+
+def _find_idx(folder: Path, stem: str) -> Path | None:
+    for candidate in (folder / stem, folder / f"{stem}.gz"):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def _idx_folder(spec: DataSpec, torchvision_name: str) -> Path | None:
+    """The first folder holding all four IDX files: the torchvision root, then Debian's."""
+    root = Path(spec.root) if spec.root else default_root()
+    folders = [root / torchvision_name / "raw", root]
+    if torchvision_name == "FashionMNIST":
+        folders.append(DEBIAN_FASHION)
+    for folder in folders:
+        stems = [s for pair in IDX_FILES.values() for s in pair]
+        if all(_find_idx(folder, s) for s in stems):
+            return folder
+    return None
+
+
+def _load_idx_set(spec: DataSpec, torchvision_name: str, classes: tuple[str, ...]) -> Raw:
+    folder = _idx_folder(spec, torchvision_name)
+    if folder is None and spec.download:
+        import torchvision.datasets as tvd
+
+        root = Path(spec.root) if spec.root else default_root()
+        try:
+            for train in (True, False):
+                getattr(tvd, torchvision_name)(str(root), train=train, download=True)
+        except Exception as exc:  # network errors come in many types
+            raise DataUnavailable(f"could not download {torchvision_name}: {exc}") from None
+        folder = _idx_folder(spec, torchvision_name)
+    if folder is None:
+        raise DataUnavailable(f"{torchvision_name} files not found. {ENTRY_HOW[torchvision_name]}")
+    parts = {}
+    for split, (images, labels) in IDX_FILES.items():
+        x = read_idx(_find_idx(folder, images))
+        y = read_idx(_find_idx(folder, labels))
+        if len(x) != len(y):
+            raise DataUnavailable(f"{folder}: {len(x)} images but {len(y)} labels")
+        parts[split] = (x[:, None].astype(np.float32) / 255.0, y.astype(np.int64))
+    return Raw(*parts["train"], *parts["val"], class_names=classes, source=str(folder))
+
+
+def _cifar_folder(spec: DataSpec) -> Path:
+    return (Path(spec.root) if spec.root else default_root()) / "cifar-10-batches-py"
+
+
+def _load_cifar10(spec: DataSpec) -> Raw:
+    folder = _cifar_folder(spec)
+    if not (folder / "data_batch_1").exists() and spec.download:
+        import torchvision.datasets as tvd
+
+        try:
+            tvd.CIFAR10(str(folder.parent), train=True, download=True)
+        except Exception as exc:
+            raise DataUnavailable(f"could not download CIFAR-10: {exc}") from None
+    files = sorted(folder.glob("data_batch_*"))
+    if not files or not (folder / "test_batch").exists():
+        raise DataUnavailable(f"CIFAR-10 not found in {folder}. {ENTRY_HOW['cifar10']}")
+
+    def batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+        with open(path, "rb") as f:
+            d = pickle.load(f, encoding="latin1")  # the format torchvision's CIFAR10 reads
+        x = np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+        return x.astype(np.float32) / 255.0, np.asarray(d.get("labels", d.get("fine_labels")))
+
+    xs, ys = zip(*(batch(p) for p in files), strict=True)
+    x_val, y_val = batch(folder / "test_batch")
+    names = None
+    if (folder / "batches.meta").exists():
+        with open(folder / "batches.meta", "rb") as f:
+            names = tuple(pickle.load(f, encoding="latin1")["label_names"])
+    return Raw(np.concatenate(xs), np.concatenate(ys).astype(np.int64), x_val,
+               y_val.astype(np.int64), names, str(folder))  # fmt: skip
+
+
+# ---------------------------------------------------------------------------- always-present sets
+
+
+def _load_mnist1d(spec: DataSpec) -> Raw:
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    args = get_dataset_args()  # make_dataset generates locally; get_dataset() would download
+    args.num_samples = spec.size or 5000
+    args.seed = 42 + spec.seed
+    require(args.num_samples <= 70000, "MNIST-1D size is at most 70000")
+    d = make_dataset(args)
+    x, x_val = (np.asarray(d[k], dtype=np.float32)[:, None, :] for k in ("x", "x_test"))
+    return Raw(x, np.asarray(d["y"], np.int64), x_val, np.asarray(d["y_test"], np.int64),
+               tuple(str(i) for i in range(10)), "generated by the mnist1d package")  # fmt: skip
+
+
+def _load_digits(spec: DataSpec) -> Raw:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = d.data.astype(np.float32).reshape(-1, 1, 8, 8) / 16.0
+    return Raw(x, d.target.astype(np.int64), class_names=tuple(map(str, d.target_names)),
+               source="scikit-learn (bundled)")  # fmt: skip
+
+
+def _load_covertype_synthetic(spec: DataSpec) -> Raw:
+    from sklearn.datasets import make_classification
+
+    x, y = make_classification(
+        n_samples=spec.size or 20000, n_features=54, n_informative=24, n_redundant=10,
+        n_classes=7, n_clusters_per_class=3, weights=list(COVTYPE_WEIGHTS), flip_y=0.03,
+        class_sep=1.0, random_state=spec.seed,
+    )  # fmt: skip
+    return Raw(x.astype(np.float32), y.astype(np.int64), source="synthetic (make_classification)")
+
+
+def _covtype_home() -> Path:
+    from sklearn.datasets import get_data_home
+
+    return Path(get_data_home()) / "covertype"
+
+
+def _load_covertype(spec: DataSpec) -> Raw:
+    from sklearn.datasets import fetch_covtype
+
+    try:
+        d = fetch_covtype(download_if_missing=spec.download)
+    except OSError:
+        raise DataUnavailable(
+            f"covertype not in scikit-learn's cache. {ENTRY_HOW['covertype']}"
+        ) from None
+    x, y = d.data.astype(np.float32), d.target.astype(np.int64) - 1  # classes 1..7 -> 0..6
+    return Raw(x, y, source=str(_covtype_home()))
+
+
+def _load_csv(spec: DataSpec) -> Raw:
+    x, y, names, notes = read_csv_dataset(spec.csv_path, spec.target)
+    return Raw(x, y, class_names=names, source=Path(spec.csv_path).name, notes=notes)
+
+
+def read_csv_dataset(path: str, target: str) -> tuple[np.ndarray, np.ndarray, tuple, tuple]:
+    """Numeric feature columns and a target column from a CSV, or a ConfigError saying why not."""
+    import pandas as pd
+
+    p = Path(path)
+    if not p.exists():
+        raise ConfigError(f"CSV file {path} does not exist")
+    if p.stat().st_size == 0:
+        raise ConfigError("the CSV file is empty")
+    try:
+        df = pd.read_csv(p)
+    except UnicodeDecodeError:
+        raise ConfigError("the file is not a text CSV (it could not be decoded as text)") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise ConfigError(
+            f"the file could not be read as CSV: {str(exc).splitlines()[0]}"
+        ) from None
+    if df.empty:
+        raise ConfigError("the CSV has a header but no rows")
+    if target not in df.columns:
+        shown = ", ".join(map(str, df.columns[:12]))
+        raise ConfigError(f"target column {target!r} is not in the CSV; its columns are: {shown}")
+    missing = df.isna().sum()
+    missing = missing[missing > 0]
+    if len(missing):
+        cols = ", ".join(f"{c} ({n})" for c, n in missing.items())
+        raise ConfigError(f"the CSV has missing values in: {cols}; fill or drop them first")
+    features = df.drop(columns=[target])
+    numeric = features.select_dtypes("number")
+    if numeric.shape[1] == 0:
+        raise ConfigError("the CSV has no numeric feature columns besides the target")
+    notes = []
+    dropped = [c for c in features.columns if c not in numeric.columns]
+    if dropped:
+        notes.append(f"ignored non-numeric columns: {', '.join(map(str, dropped))}")
+    codes, classes = pd.factorize(df[target], sort=True)
+    if len(classes) < 2:
+        raise ConfigError(f"target column {target!r} has a single class; it needs at least two")
+    if len(classes) > 1000:
+        raise ConfigError(
+            f"target column {target!r} has {len(classes)} distinct values; "
+            "lrbs trains classifiers, so the target must be a class label"
+        )
+    return (numeric.to_numpy(np.float32), codes.astype(np.int64),
+            tuple(map(str, classes)), tuple(notes))  # fmt: skip
+
+
+# ---------------------------------------------------------------------------- registry
+
+ENTRY_HOW = {
+    "FashionMNIST": "On Debian/Ubuntu: `apt-get install dataset-fashion-mnist`; or put the four "
+    "IDX files in <root>/FashionMNIST/raw/ (root: LRBS_DATA_ROOT), or allow a download.",
+    "MNIST": "Put the four IDX files in <root>/MNIST/raw/ (root: LRBS_DATA_ROOT, as torchvision "
+    "lays them out), or allow a download where you have a network.",
+    "cifar10": "Unpack cifar-10-python.tar.gz into <root>/cifar-10-batches-py/ "
+    "(root: LRBS_DATA_ROOT), or allow a download where you have a network.",
+    "covertype": "Run `python -c 'from sklearn.datasets import fetch_covtype; fetch_covtype()'` "
+    "once with a network (or set SCIKIT_LEARN_DATA to a folder holding it); "
+    "meanwhile use 'covertype-synthetic'.",
+}
+
+FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                   "Sneaker", "Bag", "Ankle boot")  # fmt: skip
+
+DATASETS: dict[str, DatasetEntry] = {
+    e.name: e
+    for e in [
+        DatasetEntry(
+            "mnist1d",
+            "MNIST-1D",
+            "sequence",
+            "10 digit-like 1-D signals of 40 points, generated locally; small and hard "
+            "enough that the learning rate and the batch size matter.",
+            "Always available (generated by the mnist1d package).",
+            _load_mnist1d,
+            default_size=5000,
+        ),  # fmt: skip
+        DatasetEntry(
+            "fashion-mnist",
+            "Fashion-MNIST",
+            "image",
+            "70,000 28x28 greyscale photos of clothes in 10 classes (real data).",
+            ENTRY_HOW["FashionMNIST"],
+            lambda s: _load_idx_set(s, "FashionMNIST", FASHION_CLASSES),
+            lambda s: _idx_folder(s, "FashionMNIST") is not None,
+        ),  # fmt: skip
+        DatasetEntry(
+            "digits",
+            "Digits (8x8)",
+            "image",
+            "scikit-learn's 1,797 handwritten digits at 8x8 pixels; tiny and quick.",
+            "Always available (bundled with scikit-learn).",
+            _load_digits,
+        ),  # fmt: skip
+        DatasetEntry(
+            "covertype-synthetic",
+            "Covertype stand-in (synthetic)",
+            "tabular",
+            "54 features, 7 unbalanced classes shaped like covertype, made by make_classification.",
+            "Always available (generated).",
+            _load_covertype_synthetic,
+            default_size=20000,
+        ),  # fmt: skip
+        DatasetEntry(
+            "mnist",
+            "MNIST",
+            "image",
+            "70,000 28x28 handwritten digits.",
+            ENTRY_HOW["MNIST"],
+            lambda s: _load_idx_set(s, "MNIST", tuple(map(str, range(10)))),
+            lambda s: _idx_folder(s, "MNIST") is not None,
+        ),  # fmt: skip
+        DatasetEntry(
+            "cifar10",
+            "CIFAR-10",
+            "image",
+            "60,000 32x32 colour photos, 10 classes.",
+            ENTRY_HOW["cifar10"],
+            _load_cifar10,
+            lambda s: (_cifar_folder(s) / "test_batch").exists(),
+        ),  # fmt: skip
+        DatasetEntry(
+            "covertype",
+            "Covertype (real)",
+            "tabular",
+            "581,012 forest cells, 54 features, 7 cover types (seed 004's data).",
+            ENTRY_HOW["covertype"],
+            _load_covertype,
+            lambda s: (_covtype_home() / "samples_py3").exists(),
+        ),  # fmt: skip
+        DatasetEntry(
+            "csv",
+            "Your CSV",
+            "tabular",
+            "Numeric feature columns and a class column from a file you provide.",
+            "Upload a CSV (numeric features, one target column).",
+            _load_csv,
+            lambda s: bool(s.csv_path) and Path(s.csv_path).exists(),
+        ),  # fmt: skip
+    ]
+}
+
+
+def availability(spec_kwargs: dict | None = None) -> dict[str, bool]:
+    """Which datasets can be loaded here without a download."""
+    out = {}
+    for name, entry in DATASETS.items():
+        if name == "csv":
+            continue
+        out[name] = bool(entry.present(DataSpec(name=name, **(spec_kwargs or {}))))
+    return out
+
+
+def load(spec: DataSpec) -> Arrays:
+    """Load, split and standardise. Raises DataUnavailable or ConfigError with a clear message."""
+    entry = DATASETS[spec.name]
+    raw = entry.load(spec)
+    rng = np.random.default_rng(spec.seed)
+    x, y = raw.x, raw.y
+    if raw.x_val is None:
+        order = rng.permutation(len(y))
+        n_val = max(1, int(round(len(y) * spec.val_fraction)))
+        if len(y) - n_val < 2:
+            raise ConfigError(f"the dataset has {len(y)} rows: too few to split")
+        x, y, x_val, y_val = x[order[n_val:]], y[order[n_val:]], x[order[:n_val]], y[order[:n_val]]
+    else:
+        x_val, y_val = raw.x_val, raw.y_val
+        if spec.size is not None and entry.default_size is None and spec.size < len(y):
+            keep = np.sort(rng.permutation(len(y))[: spec.size])
+            x, y = x[keep], y[keep]
+    n_classes = int(max(y.max(), y_val.max())) + 1
+    x, x_val = _standardise(x, x_val, entry.kind)
+    names = raw.class_names or tuple(str(i) for i in range(n_classes))
+    log.info("loaded %s: %d train, %d val, shape %s", spec.name, len(y), len(y_val), x.shape[1:])
+    return Arrays(spec.name, x, y, x_val, y_val, n_classes, tuple(x.shape[1:]), names,
+                  raw.source, raw.notes)  # fmt: skip
+
+
+def _standardise(x: np.ndarray, x_val: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """Zero mean, unit variance from the training split: per channel for images, per feature
+    otherwise. Constant features are left centred, not divided by zero."""
+    axes = (0, *range(2, x.ndim)) if kind == "image" else (0,)
+    mean = x.mean(axis=axes, keepdims=True, dtype=np.float64)
+    std = x.std(axis=axes, keepdims=True, dtype=np.float64)
+    std[std < 1e-8] = 1.0
+    return ((x - mean) / std).astype(np.float32), ((x_val - mean) / std).astype(np.float32)

@@ -1,0 +1,34 @@
+"""From names to a ready run: data on the device and a seeded model. Pages and the CLI share it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from lrbs.data import Arrays, DataSpec, TensorData, load
+from lrbs.device import pick_device
+from lrbs.models import ModelSpec, build_model
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What every training experiment shares: data, model, seed and device."""
+
+    data: DataSpec = DataSpec()
+    model: ModelSpec = ModelSpec()
+    seed: int = 0
+    device: str = "auto"
+
+    def torch_device(self) -> torch.device:
+        return pick_device(self.device)
+
+    def fresh_model(self, arrays: Arrays | TensorData, device: torch.device) -> nn.Module:
+        """The run's initial weights: bit-equal for every call with one seed."""
+        return build_model(self.model, arrays.input_shape, arrays.n_classes, self.seed).to(device)
+
+
+def load_tensors(setup: Setup, arrays: Arrays | None = None) -> TensorData:
+    arrays = arrays if arrays is not None else load(setup.data)
+    return TensorData.from_arrays(arrays, setup.torch_device())

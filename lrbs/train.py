@@ -1,0 +1,371 @@
+"""THE training loop: every experiment in lrbs trains through `train`.
+
+Data sits on the device; a minibatch is a slice of one shuffled index per epoch. The learning
+rate (a torch scheduler) and the batch size (a function of progress) may change at any step.
+Budgets count steps, epochs, samples or seconds of training (evaluation time is not counted).
+Losses are summed on the device and read every `log_every` steps, so a GPU is not synchronised
+each step. A NaN/inf loss, or one above `divergence_factor` x the best so far (and above the
+first loss read), ends the run as `diverged`, which is a result like any other.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+
+import torch
+from torch import nn
+
+from lrbs.data import TensorData
+from lrbs.device import is_out_of_memory, peak_memory_bytes, release_memory, reset_peak_memory
+from lrbs.errors import ConfigError, positive_int, positive_number, require
+from lrbs.models import set_generator
+
+log = logging.getLogger(__name__)
+
+OPTIMIZERS = {
+    "sgd": "SGD",
+    "momentum": "SGD with momentum",
+    "adam": "Adam",
+    "adamw": "AdamW",
+}
+STATUSES = ("finished", "stopped", "diverged", "oom", "error")
+
+
+@dataclass(frozen=True)
+class OptimSpec:
+    name: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9  # for "momentum" only
+    weight_decay: float = 0.0
+
+    def __post_init__(self) -> None:
+        require(
+            self.name in OPTIMIZERS,
+            f"unknown optimizer {self.name!r}; known: {', '.join(OPTIMIZERS)}",
+        )
+        positive_number("learning rate", self.lr)
+        require(self.lr <= 1e6, f"learning rate {self.lr:g} is absurdly large (limit 1e6)")
+        require(0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}")
+        require(self.weight_decay >= 0, "weight decay must be >= 0")
+
+    @property
+    def effective_momentum(self) -> float:
+        return self.momentum if self.name == "momentum" else 0.0
+
+    def build(self, params) -> torch.optim.Optimizer:
+        if self.name in ("sgd", "momentum"):
+            return torch.optim.SGD(
+                params, lr=self.lr, momentum=self.effective_momentum, weight_decay=self.weight_decay
+            )
+        cls = torch.optim.Adam if self.name == "adam" else torch.optim.AdamW
+        return cls(params, lr=self.lr, weight_decay=self.weight_decay)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """When a run ends: the first limit reached. At least one must be set."""
+
+    steps: int | None = None
+    epochs: float | None = None
+    samples: int | None = None
+    seconds: float | None = None
+
+    def __post_init__(self) -> None:
+        set_ = {k: v for k, v in asdict(self).items() if v is not None}
+        require(bool(set_), "a budget needs steps, epochs, samples or seconds")
+        for k, v in set_.items():
+            positive_number(f"the {k} budget", v)
+        if self.steps is not None:
+            positive_int("the steps budget", self.steps)
+        if self.samples is not None:
+            positive_int("the samples budget", self.samples)
+
+    def fraction(self, p: Progress) -> float:
+        """How much of the budget is spent, 0..1 (the limit nearest to its end)."""
+        parts = [
+            p.step / self.steps if self.steps else 0.0,
+            p.epoch / self.epochs if self.epochs else 0.0,
+            p.samples / self.samples if self.samples else 0.0,
+            p.elapsed / self.seconds if self.seconds else 0.0,
+        ]
+        return min(1.0, max(parts))
+
+    def describe(self) -> str:
+        units = {"steps": "steps", "epochs": "epochs", "samples": "samples", "seconds": "s"}
+        return ", ".join(f"{v:g} {units[k]}" for k, v in asdict(self).items() if v is not None)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int = 128
+    budget: Budget = field(default_factory=lambda: Budget(epochs=1))
+    optim: OptimSpec = field(default_factory=OptimSpec)
+    seed: int = 0
+    log_every: int = 10  # steps between train events (and host reads of the loss)
+    eval_every: int | None = None  # steps between evaluations, besides epoch ends
+    eval_each_epoch: bool = True
+    divergence_factor: float | None = 10.0  # None: only NaN/inf count as divergence
+    train_eval_size: int = 4096  # training samples re-scored at each evaluation
+
+    def __post_init__(self) -> None:
+        positive_int("batch size", self.batch_size)
+        positive_int("log interval", self.log_every)
+        if self.eval_every is not None:
+            positive_int("evaluation interval", self.eval_every)
+        if self.divergence_factor is not None:
+            require(self.divergence_factor > 1, "the divergence factor must be above 1")
+        require(isinstance(self.seed, int), f"seed must be a whole number, got {self.seed!r}")
+
+
+@dataclass(frozen=True)
+class Progress:
+    step: int = 0  # parameter updates done
+    epoch: float = 0.0  # passes over the training set, fractional
+    samples: int = 0
+    elapsed: float = 0.0  # seconds of training, evaluation excluded
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One point of a run. `kind` is "train" (mean loss over the last steps) or "eval"
+    (validation loss/accuracy and the training loss re-scored in eval mode)."""
+
+    run_id: str
+    kind: str
+    step: int
+    epoch: float
+    samples: int
+    elapsed: float
+    lr: float
+    batch_size: int
+    loss: float | None = None
+    train_eval_loss: float | None = None
+    val_loss: float | None = None
+    val_acc: float | None = None
+
+    def as_dict(self) -> dict:
+        return {f: getattr(self, f) for f in self.__slots__}
+
+
+EVENT_COLUMNS = list(Event.__slots__)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_id: str
+    status: str
+    steps: int
+    epochs: float
+    samples: int
+    elapsed: float
+    final_loss: float | None  # last train-event loss
+    best_loss: float | None
+    val_loss: float | None  # last evaluation
+    val_acc: float | None
+    train_eval_loss: float | None
+    peak_memory: int | None = None
+    message: str = ""
+    events: tuple[Event, ...] = ()
+
+    @property
+    def gap(self) -> float | None:
+        """Generalization gap: validation loss minus training loss, both in eval mode."""
+        if self.val_loss is None or self.train_eval_loss is None:
+            return None
+        return self.val_loss - self.train_eval_loss
+
+    @property
+    def samples_per_second(self) -> float:
+        return self.samples / self.elapsed if self.elapsed > 0 else float("nan")
+
+    def headline(self) -> dict:
+        keys = ("status", "steps", "epochs", "samples", "elapsed", "final_loss", "val_loss",
+                "val_acc", "train_eval_loss", "peak_memory", "message")  # fmt: skip
+        out = {k: getattr(self, k) for k in keys}
+        out["gap"] = self.gap
+        return out
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = 8192):
+    """Mean cross-entropy and accuracy over (x, y), in eval mode."""
+    was_training = model.training
+    model.eval()
+    total, correct = torch.zeros((), device=x.device), torch.zeros((), device=x.device)
+    for i in range(0, len(y), chunk):
+        out = model(x[i : i + chunk])
+        total += nn.functional.cross_entropy(out, y[i : i + chunk], reduction="sum")
+        correct += (out.argmax(1) == y[i : i + chunk]).sum()
+    model.train(was_training)
+    n = max(1, len(y))
+    return total.item() / n, correct.item() / n
+
+
+def train(
+    model: nn.Module,
+    data: TensorData,
+    cfg: TrainConfig,
+    *,
+    run_id: str = "run",
+    on_event: Callable[[Event], None] | None = None,
+    stop: threading.Event | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    lr_scheduler: Callable[[torch.optim.Optimizer], object] | None = None,
+    batch_size_at: Callable[[Progress], int] | None = None,
+    on_epoch_end: Callable[[Progress, Event, torch.optim.Optimizer], None] | None = None,
+    stop_rule: Callable[[Event], str | None] | None = None,
+) -> RunResult:
+    """Train `model` in place on `data` until the budget is spent, `stop` is set, the loss
+    diverges or `stop_rule(event)` returns a status. Returns what happened; never raises for
+    divergence or out-of-memory."""
+    device = data.x_train.device
+    n = data.n_train
+    require(n > 0, "the training set is empty")
+    if cfg.batch_size > n:
+        raise ConfigError(f"batch size {cfg.batch_size} is larger than the training set ({n})")
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    set_generator(model, gen)
+    opt = optimizer or cfg.optim.build(model.parameters())
+    sched = lr_scheduler(opt) if lr_scheduler else None
+    n_score = min(cfg.train_eval_size, n)
+    score_idx = torch.randperm(n, generator=gen, device=device)[:n_score]
+
+    events: list[Event] = []
+    state = _LoopState()
+
+    def emit(ev: Event) -> None:
+        events.append(ev)
+        if on_event is not None:
+            on_event(ev)
+
+    def progress() -> Progress:
+        return Progress(state.step, state.epoch + state.pos / n, state.samples, state.elapsed())
+
+    def make_event(kind: str, **values) -> Event:
+        p = progress()
+        return Event(run_id, kind, p.step, p.epoch, p.samples, p.elapsed,
+                     opt.param_groups[0]["lr"], state.batch, **values)  # fmt: skip
+
+    def run_eval() -> Event:
+        t = time.perf_counter()
+        val_loss, val_acc = evaluate(model, data.x_val, data.y_val)
+        tr_loss, _ = evaluate(model, data.x_train[score_idx], data.y_train[score_idx])
+        state.eval_seconds += time.perf_counter() - t
+        ev = make_event("eval", train_eval_loss=tr_loss, val_loss=val_loss, val_acc=val_acc)
+        emit(ev)
+        return ev
+
+    reset_peak_memory(device)
+    model.train()
+    status, message = "finished", ""
+    acc_loss, acc_n = torch.zeros((), device=device), 0
+    state.batch = cfg.batch_size
+    state.t0 = time.perf_counter()
+    perm = torch.randperm(n, generator=gen, device=device)
+    try:
+        with torch.enable_grad():
+            while not cfg.budget.fraction(progress()) >= 1.0:
+                if stop is not None and stop.is_set():
+                    status = "stopped"
+                    break
+                if batch_size_at is not None:
+                    state.batch = max(1, min(n, int(batch_size_at(progress()))))
+                idx = perm[state.pos : state.pos + state.batch]
+                loss = nn.functional.cross_entropy(model(data.x_train[idx]), data.y_train[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                if sched is not None:
+                    sched.step()
+                acc_loss += loss.detach()
+                acc_n += 1
+                state.step += 1
+                state.pos += len(idx)
+                state.samples += len(idx)
+                epoch_done = state.pos >= n
+                if acc_n == cfg.log_every or epoch_done:
+                    mean = acc_loss.item() / acc_n
+                    acc_loss.zero_()
+                    acc_n = 0
+                    ev = make_event("train", loss=mean)
+                    emit(ev)
+                    status, message = _check_divergence(mean, state, cfg.divergence_factor)
+                    if status == "finished" and stop_rule is not None:
+                        status = stop_rule(ev) or "finished"
+                    if status != "finished":
+                        break
+                if epoch_done:
+                    state.epoch += 1
+                    state.pos = 0
+                    perm = torch.randperm(n, generator=gen, device=device)
+                    if cfg.eval_each_epoch:
+                        ev = run_eval()
+                        if on_epoch_end is not None:
+                            on_epoch_end(progress(), ev, opt)
+                elif cfg.eval_every and state.step % cfg.eval_every == 0:
+                    run_eval()
+    except Exception as exc:
+        if not is_out_of_memory(exc):
+            raise
+        del exc
+        release_memory(device)
+        status = "oom"
+        message = f"out of memory at batch size {state.batch} on {device.type}"
+        log.warning(message)
+    if acc_n and status in ("finished", "stopped"):
+        emit(make_event("train", loss=acc_loss.item() / acc_n))
+    last_eval = next((e for e in reversed(events) if e.kind == "eval"), None)
+    if status in ("finished", "stopped") and (last_eval is None or last_eval.step != state.step):
+        last_eval = run_eval()
+    losses = [e.loss for e in events if e.kind == "train" and e.loss is not None]
+    p = progress()
+    return RunResult(
+        run_id=run_id, status=status, steps=p.step, epochs=p.epoch, samples=p.samples,
+        elapsed=p.elapsed, final_loss=losses[-1] if losses else None,
+        best_loss=min((x for x in losses if math.isfinite(x)), default=None),
+        val_loss=last_eval.val_loss if last_eval else None,
+        val_acc=last_eval.val_acc if last_eval else None,
+        train_eval_loss=last_eval.train_eval_loss if last_eval else None,
+        peak_memory=peak_memory_bytes(device), message=message, events=tuple(events),
+    )  # fmt: skip
+
+
+@dataclass
+class _LoopState:
+    step: int = 0
+    epoch: int = 0
+    pos: int = 0
+    samples: int = 0
+    batch: int = 1
+    t0: float = 0.0
+    eval_seconds: float = 0.0
+    best: float = math.inf
+    first: float | None = None
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0 - self.eval_seconds
+
+
+def _check_divergence(loss: float, state: _LoopState, factor: float | None) -> tuple[str, str]:
+    if not math.isfinite(loss):
+        return "diverged", f"loss became {loss} at step {state.step}"
+    if state.first is None:
+        state.first = loss
+    # Above factor x best *and* above the untrained model's loss: a run whose loss fell to
+    # 0.001 is not diverging when noise lifts it to 0.02.
+    if factor is not None and loss > max(factor * state.best, state.first):
+        return "diverged", (
+            f"loss {loss:.4g} exceeded {factor:g} x the best so far ({state.best:.4g}) "
+            f"at step {state.step}"
+        )
+    state.best = min(state.best, loss)
+    return "finished", ""
+
+
+def with_budget(cfg: TrainConfig, **budget) -> TrainConfig:
+    return replace(cfg, budget=Budget(**budget))

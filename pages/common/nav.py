@@ -1,0 +1,24 @@
+"""The app's pages, in one list: app.py builds the navigation from it, home links to it."""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class PageInfo:
+    path: str
+    title: str
+    icon: str
+    concept: str  # the few sentences home shows
+
+
+PAGES = [
+    PageInfo(
+        "pages/gd1d.py",
+        "Gradient descent in 1-D",
+        ":material/show_chart:",
+        "Every learning-rate question starts here. Watch gradient descent step down a 1-D loss "
+        "with a rate that is too small (it crawls), one that is good (it lands), and one that "
+        "is too large (it overshoots further each step and diverges). On a quadratic the "
+        "boundary is exact: GD converges if and only if lr < 2 / curvature.",
+    ),
+]

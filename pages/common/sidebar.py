@@ -1,0 +1,141 @@
+"""The sidebar block every training page shares: device, seed, dataset, model."""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from lrbs.data import DATASETS, Arrays, DataSpec, availability, load
+from lrbs.device import describe, pick_device
+from lrbs.errors import LrbsError
+from lrbs.models import MODELS, ModelSpec
+from lrbs.setup import Setup
+from pages.common.state import default
+
+
+@st.cache_data(show_spinner="Loading the dataset…", max_entries=6)
+def cached_arrays(spec: DataSpec) -> Arrays:
+    return load(spec)
+
+
+@st.cache_data(ttl=60)
+def cached_availability() -> dict[str, bool]:
+    return availability()
+
+
+@st.cache_resource
+def device_label(name: str) -> str:
+    return describe(pick_device(name)).label()
+
+
+def _device_choices() -> list[str]:
+    import torch
+
+    choices = ["auto", "cpu"]
+    if torch.cuda.is_available():
+        choices.append("cuda")
+    if torch.backends.mps.is_available():
+        choices.append("mps")
+    return choices
+
+
+def _save_upload(upload) -> str:
+    """Keep an uploaded CSV as a file named by its content, so the DataSpec (a cache key) is
+    stable across reruns."""
+    data = upload.getvalue()
+    digest = hashlib.sha256(data).hexdigest()[:16]
+    path = Path(tempfile.gettempdir()) / "lrbs-uploads" / f"{digest}.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        path.write_bytes(data)
+    return str(path)
+
+
+def _csv_inputs() -> tuple[str | None, str | None]:
+    upload = st.file_uploader("CSV file", type=["csv", "txt"], key="csv_upload")
+    if upload is not None:
+        st.session_state["csv_path"] = _save_upload(upload)
+        st.session_state["csv_name"] = upload.name
+    path = st.session_state.get("csv_path")
+    if not path or not Path(path).exists():
+        st.info("Upload a CSV: numeric feature columns and one class column.")
+        return None, None
+    st.caption(f"Using {st.session_state.get('csv_name', Path(path).name)}")
+    try:
+        columns = list(pd.read_csv(path, nrows=0).columns)
+    except Exception:
+        st.error("That file could not be read as CSV.")
+        return path, None
+    if not columns:
+        st.error("The CSV has no columns.")
+        return path, None
+    if st.session_state.get("s_target") not in columns:
+        st.session_state["s_target"] = columns[-1]
+    target = st.selectbox("Target column", columns, key="s_target")
+    return path, target
+
+
+def shared_sidebar() -> tuple[Setup, Arrays] | None:
+    """Draw the shared block; return the setup and its loaded data, or None after showing
+    what is wrong."""
+    sb = st.sidebar
+    default("s_device", "auto")
+    default("s_seed", 0)
+    default("s_dataset", "mnist1d")
+    default("s_model", "mlp")
+    default("s_hidden", "256")
+    here = cached_availability()
+    with sb:
+        st.subheader("Data & model")
+        device = st.selectbox("Device", _device_choices(), key="s_device")
+        st.caption(f"Training on: {device_label(device)}")
+        seed = st.number_input("Seed", min_value=0, max_value=2**31 - 1, step=1, key="s_seed")
+        names = [n for n in DATASETS if n == "csv" or here.get(n)]
+        name = st.selectbox(
+            "Dataset", names, key="s_dataset", format_func=lambda n: DATASETS[n].title
+        )
+        entry = DATASETS[name]
+        size = None
+        if entry.default_size:
+            default(f"s_size_{name}", entry.default_size)
+            size = int(st.number_input("Samples to generate", min_value=100, max_value=70000,
+                                       step=1000, key=f"s_size_{name}"))  # fmt: skip
+        csv_path = target = None
+        if name == "csv":
+            csv_path, target = _csv_inputs()
+        absent = [n for n, ok in here.items() if not ok]
+        if absent:
+            with st.expander(f"{len(absent)} more dataset(s) not on this machine"):
+                for n in absent:
+                    st.markdown(f"**{DATASETS[n].title}**: {DATASETS[n].how_to_get}")
+        model = st.selectbox("Model", list(MODELS), key="s_model", help="\n\n".join(
+            f"**{k}**: {v}" for k, v in MODELS.items()))  # fmt: skip
+        hidden = (256,)
+        if model == "mlp":
+            text = st.text_input("Hidden layers (units, comma-separated)", key="s_hidden")
+            try:
+                hidden = tuple(int(h) for h in text.replace(" ", "").split(",") if h)
+            except ValueError:
+                st.error(f"Hidden layers must be whole numbers separated by commas, not {text!r}")
+                return None
+    if name == "csv" and (csv_path is None or target is None):
+        return None
+    try:
+        setup = Setup(
+            DataSpec(name, size=size, seed=int(seed), csv_path=csv_path, target=target),
+            ModelSpec(model, hidden=hidden), int(seed), device,
+        )  # fmt: skip
+        arrays = cached_arrays(setup.data)
+        from lrbs.models import build_model
+
+        build_model(setup.model, arrays.input_shape, arrays.n_classes, setup.seed)
+    except LrbsError as exc:
+        sb.error(str(exc))
+        return None
+    for note in arrays.notes:
+        sb.caption(note)
+    return setup, arrays

@@ -1,0 +1,55 @@
+"""Home: what each concept is, links to its page, and which datasets are here."""
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from lrbs.data import DATASETS
+from pages.common.nav import PAGES
+from pages.common.sidebar import cached_availability, shared_sidebar
+from pages.common.state import keep_shared
+
+keep_shared()
+
+st.title("lrbs: the learning-rate & batch-size lab")
+st.markdown(
+    "The learning rate and the batch size decide whether a network trains, how fast, and "
+    "how well it generalises. Here you **see** what they do, live, and **measure** numbers "
+    "you can take to your own model. Pick a concept:"
+)
+for page in PAGES:
+    with st.container(border=True):
+        st.page_link(page.path, label=f"**{page.title}**", icon=page.icon)
+        st.markdown(page.concept)
+
+st.subheader("Datasets")
+st.markdown(
+    "Everything works offline. The training pages share the data, model and seed chosen in "
+    "the sidebar; a summary of the current choice is below."
+)
+here = cached_availability()
+table = pd.DataFrame(
+    [
+        {"dataset": e.title, "here": "yes" if here.get(n) else "no",
+         "what": e.about if here.get(n) else e.how_to_get}
+        for n, e in DATASETS.items() if n != "csv"
+    ]
+)  # fmt: skip
+st.dataframe(table, hide_index=True, width="stretch")
+
+chosen = shared_sidebar()
+if chosen is not None:
+    setup, arrays = chosen
+    st.markdown(
+        f"**{DATASETS[arrays.name].title}**: {arrays.n_train:,} training and "
+        f"{len(arrays.y_val):,} validation samples, input shape {arrays.input_shape}, "
+        f"{arrays.n_classes} classes (source: {arrays.source})."
+    )
+    counts = pd.DataFrame({"class": arrays.class_names, "samples": arrays.class_counts()})
+    st.altair_chart(
+        alt.Chart(counts)
+        .mark_bar()
+        .encode(x=alt.X("class:N", sort=None), y="samples:Q", tooltip=["class", "samples"])
+        .properties(height=180, title="Training samples per class"),
+        width="stretch",
+    )

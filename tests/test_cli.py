@@ -1,0 +1,81 @@
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+from conftest import ROOT
+
+from lrbs.cli import main
+
+
+def run_cli(capsys, *args):
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_gd1d_json_and_csv(capsys, tmp_path):
+    path = tmp_path / "paths.csv"
+    code, out, _ = run_cli(capsys, "gd1d", "--loss", "quadratic", "--curvature", "2",
+                           "--lr", "0.9", "1.0", "1.1", "--steps", "20", "--out", str(path),
+                           "--json")  # fmt: skip
+    assert code == 0
+    figures = json.loads(out.strip().splitlines()[-1])
+    assert figures["stability_limit"] == 1.0
+    assert [r["status"] for r in figures["runs"]] == ["converging", "oscillating", "diverged"]
+    df = pd.read_csv(path)
+    assert len(df) == 63 and set(df.lr) == {0.9, 1.0, 1.1}
+
+
+def test_train_writes_the_event_csv(capsys, tmp_path):
+    path = tmp_path / "run.csv"
+    code, out, err = run_cli(capsys, "train", "--dataset", "digits", "--model", "logreg",
+                             "--steps", "30", "--batch-size", "64", "--out", str(path),
+                             "--json")  # fmt: skip
+    assert code == 0, err
+    figures = json.loads(out.strip().splitlines()[-1])
+    assert figures["status"] == "finished" and figures["steps"] == 30
+    df = pd.read_csv(path)
+    assert {"step", "epoch", "samples", "elapsed", "lr", "batch_size", "loss", "val_loss"} <= set(
+        df.columns
+    )
+    assert df[df.kind == "train"].step.max() == 30
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["gd1d", "--lr", "0"], "learning rate must be greater than 0"),
+        (["gd1d", "--lr", "nan"], "finite"),
+        (["gd1d", "--steps", "0"], "steps must be at least 1"),
+        (["train", "--dataset", "imagenet", "--steps", "1"], "unknown dataset 'imagenet'"),
+        (["train", "--model", "resnet", "--steps", "1"], "unknown model"),
+        (["train", "--dataset", "digits", "--lr", "-1", "--steps", "1"], "learning rate"),
+        (["train", "--dataset", "digits", "--batch-size", "0", "--steps", "1"], "batch size"),
+        (["train", "--dataset", "digits", "--batch-size", "5000", "--steps", "1"], "larger than"),
+        (["train", "--dataset", "digits", "--steps", "-3"], "steps budget"),
+        (["gd1d", "--lr", "abc"], "invalid float value"),
+        (["nonsense"], "invalid choice"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(capsys, args, message):
+    code, out, err = run_cli(capsys, *args)
+    assert code == 2
+    assert err.count("\n") == 1 and message in err
+    assert "Traceback" not in err
+
+
+def test_module_entry_point_in_a_subprocess():
+    p = subprocess.run(
+        [sys.executable, "-m", "lrbs", "gd1d", "--lr", "0.5", "--json"],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout.splitlines()[-1])["runs"][0]["status"] == "converged"
+    bad = subprocess.run(
+        [sys.executable, "-m", "lrbs", "train", "--dataset", "csv", "--steps", "1"],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )  # fmt: skip
+    assert bad.returncode == 2 and bad.stderr.startswith("error: ")
+    assert "Traceback" not in bad.stderr
