@@ -16,23 +16,29 @@ STATUS_COLORS = {
 
 
 def gd_path_chart(
-    curve: pd.DataFrame, path: pd.DataFrame, minima: tuple[float, ...], title: str,
-    height: int = 300,
-) -> alt.LayerChart:  # fmt: skip
+    curve: pd.DataFrame, path: pd.DataFrame, minima: tuple[float, ...], height: int = 300
+) -> alt.LayerChart:
     """One GD path on its loss curve: numbered steps joined in order, the start (red x), the
     minimum (green x). Points outside the picture are pinned to its edge as triangles and
     labelled with where they really are, so a diverging path is seen leaving."""
     lo, hi = float(curve.x.min()), float(curve.x.max())
-    y_lo, y_hi = float(curve.loss.min()), float(curve.loss.max())
+    in_view = path.loss[(path.x >= lo) & (path.x <= hi)]
+    y_lo = min(float(curve.loss.min()), float(in_view.min()) if len(in_view) else np.inf)
+    y_hi = float(curve.loss.max())
     y_hi = y_hi + 0.05 * (y_hi - y_lo)
     p = path.copy()
     p["px"] = p.x.clip(lo, hi)
     p["py"] = p.loss.clip(y_lo, y_hi)
     p["outside"] = (p.px != p.x) | (p.py != p.loss)
-    p["label"] = p.step.astype(str)
-    p.loc[p.outside, "label"] = [
-        f"{s}: x={x:.3g}" for s, x in zip(p.step[p.outside], p.x[p.outside], strict=True)
-    ]
+    # Number the first steps and the last; past that the labels would pile up on each other.
+    # Of the points outside the picture, label the last with where it really is.
+    p["label"] = ""
+    shown = (p.step <= 6) | (p.step == p.step.max())
+    p.loc[shown & ~p.outside, "label"] = p.step[shown & ~p.outside].astype(str)
+    out_rows = p.index[p.outside]
+    if len(out_rows):
+        i = out_rows.max()
+        p.loc[i, "label"] = f"step {p.step[i]}: x = {p.x[i]:.3g}"
     xs = alt.X("px:Q", title="x", scale=alt.Scale(domain=[lo, hi], nice=False))
     ys = alt.Y("py:Q", title="loss", scale=alt.Scale(domain=[y_lo, y_hi], nice=False))
     base = alt.Chart(p).encode(x=xs, y=ys)
@@ -52,7 +58,9 @@ def gd_path_chart(
     gone = base.transform_filter("datum.outside").mark_point(
         shape="triangle", size=110, color="#c92a2a", filled=True
     ).encode(tooltip=tip)  # fmt: skip
-    labels = base.mark_text(dy=-9, fontSize=10, color="#343a40").encode(text="label:N")
+    labels = base.transform_filter("datum.label != ''").mark_text(
+        dy=-10, fontSize=11, color="#343a40"
+    ).encode(text="label:N")  # fmt: skip
     marks = pd.DataFrame(
         [{"px": p.px.iloc[0], "py": p.py.iloc[0], "what": "start"}]
         + [{"px": m, "py": float(np.interp(m, curve.x, curve.loss)), "what": "minimum"}
@@ -73,7 +81,7 @@ def gd_path_chart(
         )  # fmt: skip
     )
     layers = alt.layer(curve_line, steps, dots, gone, labels, crosses)
-    return layers.properties(title=title, height=height)
+    return layers.properties(height=height)
 
 
 def gd_loss_chart(paths: pd.DataFrame, f_min: float) -> alt.Chart:
@@ -106,8 +114,10 @@ def stability_chart(lrs: list[float], statuses: list[str], limit: float, best: f
     )
     zone = (
         alt.Chart(zones)
-        .mark_rect(opacity=0.25)
+        .mark_bar(opacity=0.3)
         .encode(
+            y=alt.value(0),
+            y2=alt.value(50),
             x=alt.X("a:Q", title="learning rate", scale=alt.Scale(domain=[0, hi], nice=False)),
             x2="b:Q",
             color=alt.Color(
@@ -133,4 +143,6 @@ def stability_chart(lrs: list[float], statuses: list[str], limit: float, best: f
         tooltip=["label:N", "status:N"],
     )  # fmt: skip
     text = alt.Chart(pts).mark_text(dy=-14).encode(x="lr:Q", text="label:N")
-    return alt.layer(zone, rule, dots, text).properties(height=90)
+    return (
+        alt.layer(zone, rule, dots, text).resolve_scale(color="independent").properties(height=90)
+    )

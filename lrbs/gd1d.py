@@ -35,7 +35,7 @@ def make_loss(name: str, curvature: float = 2.0) -> Loss1D:
     if name == "quadratic":
         c = positive_number("curvature", curvature)
         return Loss1D(
-            "quadratic", f"f(x) = {c:g}/2 · x²",
+            "quadratic", f"f(x) = ½·c·x² with c = {c:g}",
             lambda x: 0.5 * c * x**2, lambda x: c * x, (0.0,), c, (-4.0, 4.0),
         )  # fmt: skip
     if name == "two-minima":

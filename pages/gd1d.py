@@ -4,9 +4,9 @@ import streamlit as st
 
 from lrbs import charts, gd1d
 from lrbs.errors import LrbsError
-from pages.common.state import default, keep_shared
+from pages.common.state import default, page_start
 
-keep_shared()
+page_start()
 
 st.title("Gradient descent on a 1-D loss")
 st.markdown(
@@ -100,7 +100,7 @@ for col, path in zip(cols, paths, strict=True):
         }[path.status]
         st.markdown(f"**lr = {path.lr:g}**: {verdict} · {path.lr / limit:.2f} × the limit")
         part = frame[frame.lr == path.lr]
-        st.altair_chart(charts.gd_path_chart(curve, part, loss.minima, loss.title), width="stretch")
+        st.altair_chart(charts.gd_path_chart(curve, part, loss.minima), width="stretch")
         outside = int(((part.x < lo) | (part.x > hi)).sum())
         if path.escaped_at is not None:
             st.caption(f"Left for good at step {path.escaped_at}: |x| passed {gd1d.ESCAPE:g}.")

@@ -7,9 +7,9 @@ import streamlit as st
 from lrbs.data import DATASETS
 from pages.common.nav import PAGES
 from pages.common.sidebar import cached_availability, shared_sidebar
-from pages.common.state import keep_shared
+from pages.common.state import page_start
 
-keep_shared()
+page_start()
 
 st.title("lrbs: the learning-rate & batch-size lab")
 st.markdown(

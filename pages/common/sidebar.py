@@ -22,7 +22,7 @@ def cached_arrays(spec: DataSpec) -> Arrays:
     return load(spec)
 
 
-@st.cache_data(ttl=60)
+@st.cache_data(ttl=60, show_spinner=False)
 def cached_availability() -> dict[str, bool]:
     return availability()
 

@@ -1,4 +1,4 @@
-"""Values that must outlive a page change live under plain session_state keys.
+"""Page start-up, and values that must outlive a page change.
 
 Widgets whose value is shared across pages use keys starting with "s_"; Streamlit drops a
 widget's key when a page without that widget runs, so `keep_shared` assigns each one back on
@@ -9,10 +9,27 @@ import streamlit as st
 SHARED_PREFIX = "s_"
 
 
+def page_start() -> None:
+    """First call of every page file."""
+    _run_through_app()
+    keep_shared()
+
+
+def _run_through_app() -> None:
+    """Streamlit 1.67 starts a process in its legacy "pages/ folder" mode, in which a file under
+    pages/ runs by itself, without app.py's navigation, until some run calls st.navigation.
+    That happens when the first visit of a fresh server is a page's URL, and in AppTest on every
+    rerun. Leaving that mode and rerunning sends this run through app.py as intended."""
+    try:
+        from streamlit.runtime.pages_manager import PagesManager
+    except ImportError:  # a Streamlit without the legacy mode
+        return
+    if getattr(PagesManager, "uses_pages_directory", False):
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
 def keep_shared() -> None:
-    """Call at the top of every page (and app.py). Pages call it themselves because Streamlit
-    may run a file under pages/ without app.py: AppTest does on every rerun, and so does the
-    server's very first run when it is opened on a page's URL (its legacy pages/ mode)."""
     for key in list(st.session_state.keys()):
         if isinstance(key, str) and key.startswith(SHARED_PREFIX):
             st.session_state[key] = st.session_state[key]
