@@ -42,8 +42,11 @@ def gd_path_chart(
     xs = alt.X("px:Q", title="x", scale=alt.Scale(domain=[lo, hi], nice=False))
     ys = alt.Y("py:Q", title="loss", scale=alt.Scale(domain=[y_lo, y_hi], nice=False))
     base = alt.Chart(p).encode(x=xs, y=ys)
-    tip = [alt.Tooltip("step:Q"), alt.Tooltip("x:Q", format=".4g"),
-           alt.Tooltip("loss:Q", format=".4g")]  # fmt: skip
+    tip = [
+        alt.Tooltip("step:Q"),
+        alt.Tooltip("x:Q", format=".4g"),
+        alt.Tooltip("loss:Q", format=".4g"),
+    ]
     curve_line = (
         alt.Chart(curve.rename(columns={"x": "px", "loss": "py"}))
         .mark_line(color="#868e96", strokeWidth=2)
@@ -55,17 +58,24 @@ def gd_path_chart(
         .mark_circle(size=45, color="#1971c2")
         .encode(tooltip=tip)
     )
-    gone = base.transform_filter("datum.outside").mark_point(
-        shape="triangle", size=110, color="#c92a2a", filled=True
-    ).encode(tooltip=tip)  # fmt: skip
-    labels = base.transform_filter("datum.label != ''").mark_text(
-        dy=-10, fontSize=11, color="#343a40"
-    ).encode(text="label:N")  # fmt: skip
+    gone = (
+        base.transform_filter("datum.outside")
+        .mark_point(shape="triangle", size=110, color="#c92a2a", filled=True)
+        .encode(tooltip=tip)
+    )
+    labels = (
+        base.transform_filter("datum.label != ''")
+        .mark_text(dy=-10, fontSize=11, color="#343a40")
+        .encode(text="label:N")
+    )
     marks = pd.DataFrame(
         [{"px": p.px.iloc[0], "py": p.py.iloc[0], "what": "start"}]
-        + [{"px": m, "py": float(np.interp(m, curve.x, curve.loss)), "what": "minimum"}
-           for m in minima if lo <= m <= hi]
-    )  # fmt: skip
+        + [
+            {"px": m, "py": float(np.interp(m, curve.x, curve.loss)), "what": "minimum"}
+            for m in minima
+            if lo <= m <= hi
+        ]
+    )
     crosses = (
         alt.Chart(marks)
         .mark_point(shape="cross", size=220, filled=True, angle=45)
@@ -78,7 +88,7 @@ def gd_path_chart(
                 legend=None,
             ),
             tooltip=["what:N"],
-        )  # fmt: skip
+        )
     )
     layers = alt.layer(curve_line, steps, dots, gone, labels, crosses)
     return layers.properties(height=height)
@@ -125,7 +135,7 @@ def stability_chart(lrs: list[float], statuses: list[str], limit: float, best: f
                 scale=alt.Scale(domain=["converges", "diverges"], range=["#8ce99a", "#ffa8a8"]),
                 legend=alt.Legend(orient="bottom"),
             ),
-        )  # fmt: skip
+        )
     )
     rules = [{"lr": limit, "what": f"limit 2/c = {limit:.3g}"}]
     if best is not None:
@@ -136,13 +146,168 @@ def stability_chart(lrs: list[float], statuses: list[str], limit: float, best: f
         .encode(x="lr:Q", tooltip=["what:N"])
     )
     pts = pd.DataFrame({"lr": lrs, "status": statuses, "label": [f"{v:g}" for v in lrs]})
-    dots = alt.Chart(pts).mark_circle(size=160, opacity=1).encode(
-        x="lr:Q",
-        color=alt.Color("status:N", scale=alt.Scale(domain=list(STATUS_COLORS),
-                        range=list(STATUS_COLORS.values())), legend=None),
-        tooltip=["label:N", "status:N"],
-    )  # fmt: skip
+    dots = (
+        alt.Chart(pts)
+        .mark_circle(size=160, opacity=1)
+        .encode(
+            x="lr:Q",
+            color=alt.Color(
+                "status:N",
+                scale=alt.Scale(domain=list(STATUS_COLORS), range=list(STATUS_COLORS.values())),
+                legend=None,
+            ),
+            tooltip=["label:N", "status:N"],
+        )
+    )
     text = alt.Chart(pts).mark_text(dy=-14).encode(x="lr:Q", text="label:N")
     return (
         alt.layer(zone, rule, dots, text).resolve_scale(color="independent").properties(height=90)
     )
+
+
+def _y_window(values: pd.Series, head: float | None = None) -> list[float]:
+    """A y range that shows the interesting part: from a bit under the lowest value to a bit
+    over the starting level, so one blow-up to 1e4 does not flatten the curve."""
+    v = values[np.isfinite(values)]
+    if v.empty:
+        return [0.0, 1.0]
+    lo = float(v.min())
+    top = float(head if head is not None else v.iloc[: max(3, len(v) // 10)].max())
+    hi = max(top, lo) + 0.15 * max(top - lo, 1e-3)
+    return [lo - 0.05 * (hi - lo), hi]
+
+
+def range_test_chart(
+    points: pd.DataFrame,
+    suggestions: pd.DataFrame | None = None,
+    brush: alt.Parameter | None = None,
+    band: pd.DataFrame | None = None,
+) -> alt.LayerChart:
+    """Loss against learning rate on a log axis: faint raw points, the smoothed line per
+    round (and seed), suggestions as labelled rules, an optional min-max band across seeds."""
+    d = points.copy()
+    d["curve"] = "round " + d["round"].astype(str)
+    if d["seed"].nunique() > 1:
+        d["curve"] = d["curve"] + ", seed " + d["seed"].astype(str)
+    first = d[d["round"] == d["round"].min()]
+    y_dom = _y_window(pd.concat([d.smoothed, d.loss]), head=float(first.smoothed.iloc[:5].max()))
+    x = alt.X("lr:Q", title="learning rate (log)", scale=alt.Scale(type="log"))
+    y = alt.Y("loss:Q", title="training loss", scale=alt.Scale(domain=y_dom, clamp=True))
+    color = alt.Color(
+        "curve:N", title=None, legend=alt.Legend(orient="top"), scale=alt.Scale(scheme="tableau10")
+    )
+    raw = alt.Chart(d).mark_circle(size=14, opacity=0.25).encode(x=x, y=y, color=color)
+    line = (
+        alt.Chart(d)
+        .mark_line(strokeWidth=2.5)
+        .encode(
+            x=x,
+            y=alt.Y("smoothed:Q", scale=alt.Scale(domain=y_dom, clamp=True)),
+            color=color,
+            detail="seed:N",
+            tooltip=[
+                alt.Tooltip("lr:Q", format=".3g"),
+                alt.Tooltip("smoothed:Q", format=".4f"),
+                alt.Tooltip("loss:Q", format=".4f"),
+                "curve:N",
+            ],
+        )
+    )
+    if brush is not None:
+        line = line.add_params(brush)
+    layers = [raw, line]
+    if band is not None and not band.empty:
+        layers.insert(
+            0,
+            alt.Chart(band)
+            .mark_area(opacity=0.2, color="#868e96")
+            .encode(
+                x="lr:Q", y=alt.Y("lo:Q", scale=alt.Scale(domain=y_dom, clamp=True)), y2="hi:Q"
+            ),
+        )
+    if suggestions is not None and not suggestions.empty:
+        s = suggestions.copy()
+        rules = (
+            alt.Chart(s)
+            .mark_rule(strokeDash=[5, 3], strokeWidth=1.5)
+            .encode(
+                x="lr:Q",
+                color=alt.value("#495057"),
+                tooltip=["title:N", alt.Tooltip("lr:Q", format=".3g"), "meaning:N"],
+            )
+        )
+        text = (
+            alt.Chart(s)
+            .mark_text(angle=270, align="left", dx=4, dy=-6, fontSize=11)
+            .encode(x="lr:Q", y=alt.value(4), text="label:N")
+        )
+        layers += [rules, text]
+    return alt.layer(*layers).properties(height=380)
+
+
+X_AXES = {
+    "elapsed": "wall-clock seconds",
+    "step": "parameter updates",
+    "epoch": "epochs",
+    "samples": "samples seen",
+}
+
+
+def thin(d: pd.DataFrame, max_points: int, by: str) -> pd.DataFrame:
+    """Every k-th row of each group (and its last), so a live chart stays cheap to redraw."""
+    if len(d) <= max_points:
+        return d
+    k = int(np.ceil(len(d) / max_points))
+    pos = d.groupby(by).cumcount()
+    last = pos == d.groupby(by)[by].transform("size") - 1
+    return d[(pos % k == 0) | last]
+
+
+def runs_chart(
+    events: pd.DataFrame,
+    x: str = "elapsed",
+    y: str = "loss",
+    color: str = "run_id",
+    title: str = "",
+    diverged: list[str] | None = None,
+    log_y: bool = False,
+) -> alt.LayerChart:
+    """Curves of several runs overlaid; runs that diverged end with a red cross."""
+    d = events.dropna(subset=[y]).copy()
+    d = thin(d[np.isfinite(d[y])], 2500, color)
+    sort = list(dict.fromkeys(events[color]))  # run order, not alphabetical
+    y_dom = _y_window(d[y]) if not log_y and not d.empty else None
+    y_scale = alt.Scale(type="log") if log_y else alt.Scale(domain=y_dom, clamp=True)
+    enc = dict(
+        x=alt.X(f"{x}:Q", title=X_AXES.get(x, x)),
+        y=alt.Y(f"{y}:Q", title=y.replace("_", " "), scale=y_scale),
+        color=alt.Color(
+            f"{color}:N",
+            title=None,
+            sort=sort,
+            legend=alt.Legend(orient="top"),
+            scale=alt.Scale(scheme="tableau10"),
+        ),
+    )
+    lines = (
+        alt.Chart(d)
+        .mark_line(strokeWidth=2)
+        .encode(
+            **enc,
+            tooltip=[
+                f"{color}:N",
+                alt.Tooltip(f"{x}:Q", format=".3g"),
+                alt.Tooltip(f"{y}:Q", format=".4f"),
+            ],
+        )
+    )
+    layers = [lines]
+    if diverged:
+        ends = d[d[color].isin(diverged)].groupby(color).tail(1)
+        if not ends.empty:
+            layers.append(
+                alt.Chart(ends)
+                .mark_point(shape="cross", size=200, color="#c92a2a", strokeWidth=3)
+                .encode(x=enc["x"], y=enc["y"], tooltip=[f"{color}:N"])
+            )
+    return alt.layer(*layers).properties(height=340, title=title)

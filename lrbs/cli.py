@@ -63,9 +63,13 @@ def add_training_args(p: argparse.ArgumentParser, lr: float = 0.1, batch: int = 
 
 def setup_from(a: argparse.Namespace) -> Setup:
     data = DataSpec(
-        name=a.dataset, size=a.dataset_size, seed=a.seed, root=a.data_root,
-        csv_path=a.csv, target=a.target,
-    )  # fmt: skip
+        name=a.dataset,
+        size=a.dataset_size,
+        seed=a.seed,
+        root=a.data_root,
+        csv_path=a.csv,
+        target=a.target,
+    )
     return Setup(data, ModelSpec(a.model, hidden=tuple(a.hidden)), a.seed, a.device)
 
 
@@ -147,9 +151,11 @@ def cmd_gd1d(a: argparse.Namespace) -> dict:
 @command("train")
 def cmd_train(a: argparse.Namespace) -> dict:
     setup = setup_from(a)
-    budget = Budget(a.steps, a.epochs, a.samples, a.seconds) if any(
-        v is not None for v in (a.steps, a.epochs, a.samples, a.seconds)
-    ) else Budget(epochs=1)  # fmt: skip
+    budget = (
+        Budget(a.steps, a.epochs, a.samples, a.seconds)
+        if any(v is not None for v in (a.steps, a.epochs, a.samples, a.seconds))
+        else Budget(epochs=1)
+    )
     cfg = TrainConfig(batch_size=a.batch_size, budget=budget, optim=optim_from(a), seed=a.seed)
     data = load_tensors(setup)
     model = setup.fresh_model(data, data.x_train.device)
@@ -160,8 +166,10 @@ def cmd_train(a: argparse.Namespace) -> dict:
     out = {"dataset": a.dataset, "model": a.model, "device": describe(data.x_train.device).name}
     out.update(result.headline())
     if not a.json:
-        print(f"{result.status}: {result.steps} steps, {result.epochs:.2f} epochs, "
-              f"val loss {result.val_loss}, val acc {result.val_acc}")  # fmt: skip
+        print(
+            f"{result.status}: {result.steps} steps, {result.epochs:.2f} epochs, "
+            f"val loss {result.val_loss}, val acc {result.val_acc}"
+        )
     return out
 
 

@@ -35,24 +35,39 @@ def make_loss(name: str, curvature: float = 2.0) -> Loss1D:
     if name == "quadratic":
         c = positive_number("curvature", curvature)
         return Loss1D(
-            "quadratic", f"f(x) = ½·c·x² with c = {c:g}",
-            lambda x: 0.5 * c * x**2, lambda x: c * x, (0.0,), c, (-4.0, 4.0),
-        )  # fmt: skip
+            "quadratic",
+            f"f(x) = ½·c·x² with c = {c:g}",
+            lambda x: 0.5 * c * x**2,
+            lambda x: c * x,
+            (0.0,),
+            c,
+            (-4.0, 4.0),
+        )
     if name == "two-minima":
         # x^4/4 - x^2 + 0.3x: a deep minimum on the left, a shallow one on the right
         roots = [r.real for r in np.roots([1, 0, -2, 0.3]) if abs(r.imag) < 1e-12]
         f = lambda x: x**4 / 4 - x**2 + 0.3 * x  # noqa: E731
         minima = sorted((r for r in roots if 3 * r**2 - 2 > 0), key=f)
         return Loss1D(
-            "two-minima", "f(x) = x⁴/4 − x² + 0.3x", f, lambda x: x**3 - 2 * x + 0.3,
-            tuple(float(m) for m in minima), float(3 * minima[0] ** 2 - 2), (-2.6, 2.6),
-        )  # fmt: skip
+            "two-minima",
+            "f(x) = x⁴/4 − x² + 0.3x",
+            f,
+            lambda x: x**3 - 2 * x + 0.3,
+            tuple(float(m) for m in minima),
+            float(3 * minima[0] ** 2 - 2),
+            (-2.6, 2.6),
+        )
     if name == "steep-flat":
         # exp(x) - x - 1: exponentially steep for x > 0, a gentle slope of -1 for x < 0
         return Loss1D(
-            "steep-flat", "f(x) = eˣ − x − 1", lambda x: np.exp(np.minimum(x, 700)) - x - 1,
-            lambda x: np.exp(np.minimum(x, 700)) - 1, (0.0,), 1.0, (-4.0, 3.0),
-        )  # fmt: skip
+            "steep-flat",
+            "f(x) = eˣ − x − 1",
+            lambda x: np.exp(np.minimum(x, 700)) - x - 1,
+            lambda x: np.exp(np.minimum(x, 700)) - 1,
+            (0.0,),
+            1.0,
+            (-4.0, 3.0),
+        )
     raise ConfigError(f"unknown 1-D loss {name!r}; choose quadratic, two-minima or steep-flat")
 
 
@@ -179,5 +194,5 @@ def summary(cfg: GDConfig, paths: list[GDPath]) -> dict:
                 "lr_over_limit": p.lr / limit,
             }
             for p in paths
-        ],  # fmt: skip
+        ],
     }

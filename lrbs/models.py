@@ -95,9 +95,13 @@ def _cnn(spec: ModelSpec, input_shape: tuple[int, ...], n_classes: int) -> nn.Mo
     c = spec.channels
     out = [(s - 2) // 2 for s in spatial]  # 3-wide convolution, no padding, then pool by 2
     return nn.Sequential(
-        conv(input_shape[0], c, 3), nn.ReLU(), pool(2), Dropout(spec.dropout),
-        nn.Flatten(), nn.Linear(c * math.prod(out), n_classes),
-    )  # fmt: skip
+        conv(input_shape[0], c, 3),
+        nn.ReLU(),
+        pool(2),
+        Dropout(spec.dropout),
+        nn.Flatten(),
+        nn.Linear(c * math.prod(out), n_classes),
+    )
 
 
 @torch.no_grad()

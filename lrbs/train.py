@@ -109,6 +109,8 @@ class TrainConfig:
     log_every: int = 10  # steps between train events (and host reads of the loss)
     eval_every: int | None = None  # steps between evaluations, besides epoch ends
     eval_each_epoch: bool = True
+    eval_at_end: bool = True
+    min_eval_seconds: float = 0.0  # skip an epoch-end evaluation this soon after the last
     divergence_factor: float | None = 10.0  # None: only NaN/inf count as divergence
     train_eval_size: int = 4096  # training samples re-scored at each evaluation
 
@@ -184,8 +186,19 @@ class RunResult:
         return self.samples / self.elapsed if self.elapsed > 0 else float("nan")
 
     def headline(self) -> dict:
-        keys = ("status", "steps", "epochs", "samples", "elapsed", "final_loss", "val_loss",
-                "val_acc", "train_eval_loss", "peak_memory", "message")  # fmt: skip
+        keys = (
+            "status",
+            "steps",
+            "epochs",
+            "samples",
+            "elapsed",
+            "final_loss",
+            "val_loss",
+            "val_acc",
+            "train_eval_loss",
+            "peak_memory",
+            "message",
+        )
         out = {k: getattr(self, k) for k in keys}
         out["gap"] = self.gap
         return out
@@ -248,14 +261,15 @@ def train(
 
     def make_event(kind: str, **values) -> Event:
         p = progress()
-        return Event(run_id, kind, p.step, p.epoch, p.samples, p.elapsed,
-                     opt.param_groups[0]["lr"], state.batch, **values)  # fmt: skip
+        lr = state.lr if state.lr is not None else opt.param_groups[0]["lr"]
+        return Event(run_id, kind, p.step, p.epoch, p.samples, p.elapsed, lr, state.batch, **values)
 
     def run_eval() -> Event:
         t = time.perf_counter()
         val_loss, val_acc = evaluate(model, data.x_val, data.y_val)
         tr_loss, _ = evaluate(model, data.x_train[score_idx], data.y_train[score_idx])
         state.eval_seconds += time.perf_counter() - t
+        state.last_eval_at = state.elapsed()
         ev = make_event("eval", train_eval_loss=tr_loss, val_loss=val_loss, val_acc=val_acc)
         emit(ev)
         return ev
@@ -279,6 +293,7 @@ def train(
                 loss = nn.functional.cross_entropy(model(data.x_train[idx]), data.y_train[idx])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                state.lr = opt.param_groups[0]["lr"]  # the rate this update used
                 opt.step()
                 if sched is not None:
                     sched.step()
@@ -303,7 +318,8 @@ def train(
                     state.epoch += 1
                     state.pos = 0
                     perm = torch.randperm(n, generator=gen, device=device)
-                    if cfg.eval_each_epoch:
+                    since = state.elapsed() - state.last_eval_at
+                    if cfg.eval_each_epoch and since >= cfg.min_eval_seconds:
                         ev = run_eval()
                         if on_epoch_end is not None:
                             on_epoch_end(progress(), ev, opt)
@@ -320,19 +336,27 @@ def train(
     if acc_n and status in ("finished", "stopped"):
         emit(make_event("train", loss=acc_loss.item() / acc_n))
     last_eval = next((e for e in reversed(events) if e.kind == "eval"), None)
-    if status in ("finished", "stopped") and (last_eval is None or last_eval.step != state.step):
+    needs_eval = last_eval is None or last_eval.step != state.step
+    if cfg.eval_at_end and status in ("finished", "stopped") and needs_eval:
         last_eval = run_eval()
     losses = [e.loss for e in events if e.kind == "train" and e.loss is not None]
     p = progress()
     return RunResult(
-        run_id=run_id, status=status, steps=p.step, epochs=p.epoch, samples=p.samples,
-        elapsed=p.elapsed, final_loss=losses[-1] if losses else None,
+        run_id=run_id,
+        status=status,
+        steps=p.step,
+        epochs=p.epoch,
+        samples=p.samples,
+        elapsed=p.elapsed,
+        final_loss=losses[-1] if losses else None,
         best_loss=min((x for x in losses if math.isfinite(x)), default=None),
         val_loss=last_eval.val_loss if last_eval else None,
         val_acc=last_eval.val_acc if last_eval else None,
         train_eval_loss=last_eval.train_eval_loss if last_eval else None,
-        peak_memory=peak_memory_bytes(device), message=message, events=tuple(events),
-    )  # fmt: skip
+        peak_memory=peak_memory_bytes(device),
+        message=message,
+        events=tuple(events),
+    )
 
 
 @dataclass
@@ -346,6 +370,8 @@ class _LoopState:
     eval_seconds: float = 0.0
     best: float = math.inf
     first: float | None = None
+    lr: float | None = None
+    last_eval_at: float = 0.0
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.t0 - self.eval_seconds

@@ -21,9 +21,15 @@ LOSS_TITLES = {
     "steep-flat": "Steep on one side, flat on the other",
 }
 for key, value in {
-    "gd_loss": "quadratic", "gd_curvature": 2.0, "gd_start": 3.0, "gd_steps": 20,
-    "gd_lr1": 0.1, "gd_lr2": 0.5, "gd_lr3": 1.1, "gd_momentum": 0.0,
-}.items():  # fmt: skip
+    "gd_loss": "quadratic",
+    "gd_curvature": 2.0,
+    "gd_start": 3.0,
+    "gd_steps": 20,
+    "gd_lr1": 0.1,
+    "gd_lr2": 0.5,
+    "gd_lr3": 1.1,
+    "gd_momentum": 0.0,
+}.items():
     default(key, value)
 
 with st.sidebar:
@@ -37,15 +43,23 @@ with st.sidebar:
     st.subheader("Learning rates")
     st.caption("Up to three, drawn side by side; leave one empty to draw fewer.")
     lrs = [
-        st.number_input(label, value=None, step=0.01, format="%.4f", key=key,
-                        placeholder="empty: not drawn")
-        for label, key in (("Learning rate 1", "gd_lr1"), ("Learning rate 2", "gd_lr2"),
-                           ("Learning rate 3", "gd_lr3"))
-    ]  # fmt: skip
+        st.number_input(
+            label, value=None, step=0.01, format="%.4f", key=key, placeholder="empty: not drawn"
+        )
+        for label, key in (
+            ("Learning rate 1", "gd_lr1"),
+            ("Learning rate 2", "gd_lr2"),
+            ("Learning rate 3", "gd_lr3"),
+        )
+    ]
     momentum = st.slider(
-        "Heavy-ball momentum β", 0.0, 0.95, step=0.05, key="gd_momentum",
+        "Heavy-ball momentum β",
+        0.0,
+        0.95,
+        step=0.05,
+        key="gd_momentum",
         help="x ← x − lr·f′(x) + β·(x − x_prev). 0 is plain gradient descent.",
-    )  # fmt: skip
+    )
 
 lrs = [float(v) for v in lrs if v is not None]
 try:
@@ -62,8 +76,9 @@ limit = info["stability_limit"]
 if cfg.loss == "quadratic":
     fastest = (
         f"fastest at lr = 1/c = **{info['best_lr']:.4g}** (one step to the minimum)"
-        if cfg.momentum == 0 else f"with momentum β = {cfg.momentum:g} the limit is (2 + 2β)/c"
-    )  # fmt: skip
+        if cfg.momentum == 0
+        else f"with momentum β = {cfg.momentum:g} the limit is (2 + 2β)/c"
+    )
     st.info(
         f"On {loss.title}, gradient descent converges **if and only if lr < "
         f"{'(2 + 2β)' if cfg.momentum else '2'}/c = {limit:.4g}**; {fastest}. "
@@ -76,10 +91,11 @@ else:
         "from the minimum the slope changes and so does the safe step."
     )
 st.altair_chart(
-    charts.stability_chart([p.lr for p in paths], [p.status for p in paths], limit,
-                           info["best_lr"]),
+    charts.stability_chart(
+        [p.lr for p in paths], [p.status for p in paths], limit, info["best_lr"]
+    ),
     width="stretch",
-)  # fmt: skip
+)
 
 frame = gd1d.paths_frame(paths)
 lo, hi = loss.view
@@ -105,13 +121,18 @@ for col, path in zip(cols, paths, strict=True):
         if path.escaped_at is not None:
             st.caption(f"Left for good at step {path.escaped_at}: |x| passed {gd1d.ESCAPE:g}.")
         elif outside:
-            st.caption(f"{outside} step(s) land outside the picture: red triangles at its edge, "
-                       "labelled with where they really are.")  # fmt: skip
+            st.caption(
+                f"{outside} step(s) land outside the picture: red triangles at its edge, "
+                "labelled with where they really are."
+            )
         st.caption(f"final loss {path.final_loss:.4g} after {len(path.x) - 1} steps")
 
 f_min = float(min(loss.f(m) for m in loss.minima))
 st.altair_chart(charts.gd_loss_chart(frame, f_min), width="stretch")
 st.download_button(
-    "Download the paths (CSV)", frame.to_csv(index=False), file_name="gd1d_paths.csv",
-    mime="text/csv", on_click="ignore",
-)  # fmt: skip
+    "Download the paths (CSV)",
+    frame.to_csv(index=False),
+    file_name="gd1d_paths.csv",
+    mime="text/csv",
+    on_click="ignore",
+)

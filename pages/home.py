@@ -30,11 +30,15 @@ st.markdown(
 here = cached_availability()
 table = pd.DataFrame(
     [
-        {"dataset": e.title, "here": "yes" if here.get(n) else "no",
-         "what": e.about if here.get(n) else e.how_to_get}
-        for n, e in DATASETS.items() if n != "csv"
+        {
+            "dataset": e.title,
+            "here": "yes" if here.get(n) else "no",
+            "what": e.about if here.get(n) else e.how_to_get,
+        }
+        for n, e in DATASETS.items()
+        if n != "csv"
     ]
-)  # fmt: skip
+)
 st.dataframe(table, hide_index=True, width="stretch")
 
 chosen = shared_sidebar()

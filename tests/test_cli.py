@@ -17,9 +17,23 @@ def run_cli(capsys, *args):
 
 def test_gd1d_json_and_csv(capsys, tmp_path):
     path = tmp_path / "paths.csv"
-    code, out, _ = run_cli(capsys, "gd1d", "--loss", "quadratic", "--curvature", "2",
-                           "--lr", "0.9", "1.0", "1.1", "--steps", "20", "--out", str(path),
-                           "--json")  # fmt: skip
+    code, out, _ = run_cli(
+        capsys,
+        "gd1d",
+        "--loss",
+        "quadratic",
+        "--curvature",
+        "2",
+        "--lr",
+        "0.9",
+        "1.0",
+        "1.1",
+        "--steps",
+        "20",
+        "--out",
+        str(path),
+        "--json",
+    )
     assert code == 0
     figures = json.loads(out.strip().splitlines()[-1])
     assert figures["stability_limit"] == 1.0
@@ -30,9 +44,21 @@ def test_gd1d_json_and_csv(capsys, tmp_path):
 
 def test_train_writes_the_event_csv(capsys, tmp_path):
     path = tmp_path / "run.csv"
-    code, out, err = run_cli(capsys, "train", "--dataset", "digits", "--model", "logreg",
-                             "--steps", "30", "--batch-size", "64", "--out", str(path),
-                             "--json")  # fmt: skip
+    code, out, err = run_cli(
+        capsys,
+        "train",
+        "--dataset",
+        "digits",
+        "--model",
+        "logreg",
+        "--steps",
+        "30",
+        "--batch-size",
+        "64",
+        "--out",
+        str(path),
+        "--json",
+    )
     assert code == 0, err
     figures = json.loads(out.strip().splitlines()[-1])
     assert figures["status"] == "finished" and figures["steps"] == 30
@@ -69,13 +95,19 @@ def test_bad_input_exits_2_with_one_line(capsys, args, message):
 def test_module_entry_point_in_a_subprocess():
     p = subprocess.run(
         [sys.executable, "-m", "lrbs", "gd1d", "--lr", "0.5", "--json"],
-        capture_output=True, text=True, cwd=ROOT, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout.splitlines()[-1])["runs"][0]["status"] == "converged"
     bad = subprocess.run(
         [sys.executable, "-m", "lrbs", "train", "--dataset", "csv", "--steps", "1"],
-        capture_output=True, text=True, cwd=ROOT, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert bad.returncode == 2 and bad.stderr.startswith("error: ")
     assert "Traceback" not in bad.stderr

@@ -79,8 +79,10 @@ def test_cifar10_pickles(tmp_path):
     folder.mkdir()
     rng = np.random.default_rng(1)
     for name, n in (("data_batch_1", 8), ("data_batch_2", 8), ("test_batch", 6)):
-        d = {"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-             "labels": list(rng.integers(0, 10, n))}  # fmt: skip
+        d = {
+            "data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+            "labels": list(rng.integers(0, 10, n)),
+        }
         with open(folder / name, "wb") as f:
             pickle.dump(d, f)
     with open(folder / "batches.meta", "wb") as f:

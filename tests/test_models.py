@@ -7,9 +7,15 @@ from lrbs.models import BOTTLENECK, ModelSpec, build_model, count_parameters
 
 @pytest.mark.parametrize(
     "name, shape",
-    [("logreg", (54,)), ("mlp", (1, 28, 28)), ("cnn", (1, 28, 28)), ("cnn", (3, 32, 32)),
-     ("cnn", (1, 40)), ("bottleneck", (54,))],
-)  # fmt: skip
+    [
+        ("logreg", (54,)),
+        ("mlp", (1, 28, 28)),
+        ("cnn", (1, 28, 28)),
+        ("cnn", (3, 32, 32)),
+        ("cnn", (1, 40)),
+        ("bottleneck", (54,)),
+    ],
+)
 def test_models_map_inputs_to_class_scores(name, shape):
     m = build_model(ModelSpec(name), shape, 7)
     assert m(torch.randn(5, *shape)).shape == (5, 7)

@@ -127,17 +127,20 @@ def test_lr_changes_mid_run_through_a_torch_scheduler(data):
 
     r = train(model_for(data), data, cfg(log_every=1), lr_scheduler=sched)
     lrs = {e.step: e.lr for e in r.events if e.kind == "train"}
-    assert lrs[9] == pytest.approx(0.1)
-    assert lrs[10] == pytest.approx(0.01)  # stepped after update 10
+    # events carry the rate each update used: the scheduler steps after update 10
+    assert lrs[10] == pytest.approx(0.1)
+    assert lrs[11] == pytest.approx(0.01)
     assert lrs[20] == pytest.approx(0.01)
 
 
 def test_batch_size_changes_mid_run(data):
     # 10 per batch in epoch 0 (24 updates), 60 after (4 per epoch): 2 epochs = 28 updates
     r = train(
-        model_for(data), data, cfg(batch_size=10, budget=Budget(epochs=2), log_every=1),
+        model_for(data),
+        data,
+        cfg(batch_size=10, budget=Budget(epochs=2), log_every=1),
         batch_size_at=lambda p: 10 if p.epoch < 1 else 60,
-    )  # fmt: skip
+    )
     assert r.steps == 24 + 4
     sizes = [e.batch_size for e in r.events if e.kind == "train"]
     assert sizes[:24] == [10] * 24 and sizes[24:] == [60] * 4

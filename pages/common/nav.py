@@ -21,4 +21,13 @@ PAGES = [
         "is too large (it overshoots further each step and diverges). On a quadratic the "
         "boundary is exact: GD converges if and only if lr < 2 / curvature.",
     ),
+    PageInfo(
+        "pages/lr.py",
+        "Find the learning rate",
+        ":material/search:",
+        "The LR range test (Leslie Smith's LR finder): train briefly while the rate grows from "
+        "1e-7 to 10 and read off where the loss falls fastest and where it blows up; zoom into "
+        "the interesting decade with a finer second pass. Or sweep an exponential grid of "
+        "rates, each trained from the same weights for the same wall-clock budget.",
+    ),
 ]

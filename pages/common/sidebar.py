@@ -102,8 +102,15 @@ def shared_sidebar() -> tuple[Setup, Arrays] | None:
         size = None
         if entry.default_size:
             default(f"s_size_{name}", entry.default_size)
-            size = int(st.number_input("Samples to generate", min_value=100, max_value=70000,
-                                       step=1000, key=f"s_size_{name}"))  # fmt: skip
+            size = int(
+                st.number_input(
+                    "Samples to generate",
+                    min_value=100,
+                    max_value=70000,
+                    step=1000,
+                    key=f"s_size_{name}",
+                )
+            )
         csv_path = target = None
         if name == "csv":
             csv_path, target = _csv_inputs()
@@ -112,8 +119,12 @@ def shared_sidebar() -> tuple[Setup, Arrays] | None:
             with st.expander(f"{len(absent)} more dataset(s) not on this machine"):
                 for n in absent:
                     st.markdown(f"**{DATASETS[n].title}**: {DATASETS[n].how_to_get}")
-        model = st.selectbox("Model", list(MODELS), key="s_model", help="\n\n".join(
-            f"**{k}**: {v}" for k, v in MODELS.items()))  # fmt: skip
+        model = st.selectbox(
+            "Model",
+            list(MODELS),
+            key="s_model",
+            help="\n\n".join(f"**{k}**: {v}" for k, v in MODELS.items()),
+        )
         hidden = (256,)
         if model == "mlp":
             text = st.text_input("Hidden layers (units, comma-separated)", key="s_hidden")
@@ -127,8 +138,10 @@ def shared_sidebar() -> tuple[Setup, Arrays] | None:
     try:
         setup = Setup(
             DataSpec(name, size=size, seed=int(seed), csv_path=csv_path, target=target),
-            ModelSpec(model, hidden=hidden), int(seed), device,
-        )  # fmt: skip
+            ModelSpec(model, hidden=hidden),
+            int(seed),
+            device,
+        )
         arrays = cached_arrays(setup.data)
         from lrbs.models import build_model
 
@@ -139,3 +152,37 @@ def shared_sidebar() -> tuple[Setup, Arrays] | None:
     for note in arrays.notes:
         sb.caption(note)
     return setup, arrays
+
+
+OPTIMIZER_TITLES = {"sgd": "SGD", "momentum": "SGD + momentum", "adam": "Adam", "adamw": "AdamW"}
+
+
+def optimizer_inputs(prefix: str, default_name: str = "sgd") -> tuple[str, float]:
+    """Optimizer choice and momentum (shown only for SGD + momentum)."""
+    default(f"{prefix}_optimizer", default_name)
+    name = st.selectbox(
+        "Optimizer",
+        list(OPTIMIZER_TITLES),
+        key=f"{prefix}_optimizer",
+        format_func=OPTIMIZER_TITLES.get,
+    )
+    momentum = 0.9
+    if name == "momentum":
+        default(f"{prefix}_momentum", 0.9)
+        momentum = st.slider("Momentum", 0.0, 0.99, step=0.01, key=f"{prefix}_momentum")
+    return name, float(momentum)
+
+
+def parse_floats(text: str, what: str) -> tuple[float, ...]:
+    """'0.001, 0.01, 1e-1' -> floats, or a ConfigError naming the bad piece."""
+    from lrbs.errors import ConfigError
+
+    out = []
+    for piece in text.replace(";", ",").replace(" ", ",").split(","):
+        if not piece:
+            continue
+        try:
+            out.append(float(piece))
+        except ValueError:
+            raise ConfigError(f"{what}: {piece!r} is not a number") from None
+    return tuple(out)

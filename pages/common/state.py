@@ -4,8 +4,12 @@ Widgets whose value is shared across pages use keys starting with "s_"; Streamli
 widget's key when a page without that widget runs, so `keep_shared` assigns each one back on
 every run (the documented way to keep them)."""
 
+import runpy
+from pathlib import Path
+
 import streamlit as st
 
+APP = Path(__file__).resolve().parents[2] / "app.py"
 SHARED_PREFIX = "s_"
 
 
@@ -19,14 +23,16 @@ def _run_through_app() -> None:
     """Streamlit 1.67 starts a process in its legacy "pages/ folder" mode, in which a file under
     pages/ runs by itself, without app.py's navigation, until some run calls st.navigation.
     That happens when the first visit of a fresh server is a page's URL, and in AppTest on every
-    rerun. Leaving that mode and rerunning sends this run through app.py as intended."""
+    rerun. Leaving that mode and running app.py in its place (within this same run, so a
+    button click is not lost to a rerun) gives the page its navigation and shared set-up."""
     try:
         from streamlit.runtime.pages_manager import PagesManager
     except ImportError:  # a Streamlit without the legacy mode
         return
     if getattr(PagesManager, "uses_pages_directory", False):
         PagesManager.uses_pages_directory = False
-        st.rerun()
+        runpy.run_path(str(APP), run_name="__main__")  # runs this page again, inside app.py
+        st.stop()
 
 
 def keep_shared() -> None:

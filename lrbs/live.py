@@ -1,0 +1,115 @@
+"""A job on a worker thread whose progress a UI can poll. No UI code here: the worker only
+appends plain rows under a lock, and readers take copies."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from lrbs.device import is_out_of_memory, release_memory
+from lrbs.errors import LrbsError
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[str, dict], None]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    rows: dict[str, list[dict]]
+    progress: float
+    done: bool
+    result: Any = None
+    error: str | None = None
+    started: float = 0.0
+    finished: float | None = None
+
+    def table(self, channel: str):
+        import pandas as pd
+
+        return pd.DataFrame(self.rows.get(channel, []))
+
+
+@dataclass
+class LiveRun:
+    """`work(emit, stop, set_progress)` runs on a thread; its return value is the result.
+    A LrbsError becomes `error` (its message); out-of-memory too; anything else as well, with
+    its traceback logged, so that a page never shows a traceback."""
+
+    work: Callable[[Emit, threading.Event, Callable[[float], None]], Any]
+    name: str = "run"
+    alive: Callable[[], bool] | None = None  # e.g. "is the browser tab still open"
+    stop_event: threading.Event = field(default_factory=threading.Event)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _rows: dict[str, list[dict]] = field(default_factory=dict)
+    _progress: float = 0.0
+    _result: Any = None
+    _error: str | None = None
+    _done: bool = False
+    _thread: threading.Thread | None = None
+    _started: float = 0.0
+    _finished: float | None = None
+
+    def start(self) -> LiveRun:
+        self._started = time.time()
+        self._thread = threading.Thread(target=self._main, name=f"lrbs-{self.name}", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def join(self, timeout: float | None = None) -> bool:
+        if self._thread is not None:
+            self._thread.join(timeout)
+        return self.done
+
+    @property
+    def done(self) -> bool:
+        with self._lock:
+            return self._done
+
+    def emit(self, channel: str, row: dict) -> None:
+        with self._lock:
+            self._rows.setdefault(channel, []).append(row)
+        if self.alive is not None and not self.stop_event.is_set() and not self.alive():
+            log.info("%s: its session is gone; stopping", self.name)
+            self.stop_event.set()
+
+    def set_progress(self, fraction: float) -> None:
+        with self._lock:
+            self._progress = max(0.0, min(1.0, float(fraction)))
+
+    def snapshot(self) -> Snapshot:
+        with self._lock:
+            return Snapshot(
+                {k: list(v) for k, v in self._rows.items()},
+                self._progress,
+                self._done,
+                self._result,
+                self._error,
+                self._started,
+                self._finished,
+            )
+
+    def _main(self) -> None:
+        result, error = None, None
+        try:
+            result = self.work(self.emit, self.stop_event, self.set_progress)
+        except LrbsError as exc:
+            error = str(exc)
+        except Exception as exc:
+            if is_out_of_memory(exc):
+                release_memory()
+                error = "out of memory: try a smaller batch size or model"
+            else:
+                log.exception("%s failed", self.name)
+                error = f"{type(exc).__name__}: {exc}"
+        with self._lock:
+            self._result, self._error, self._done = result, error, True
+            self._progress = 1.0 if error is None else self._progress
+            self._finished = time.time()

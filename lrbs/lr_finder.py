@@ -1,0 +1,428 @@
+"""The learning-rate range test (Leslie Smith, "Cyclical Learning Rates", 2017), its suggestions,
+and the zoom-in second pass.
+
+The rate grows each step from `lr_min` to `lr_max` (exponentially by default, the last step
+landing exactly on `lr_max`); the loss is smoothed with a debiased moving average and the test
+stops when the smoothed loss passes `stop_factor` x its best. Suggestions are plain functions
+of (lrs, smoothed losses) returning an index, so callers can add their own. Model, optimizer
+and RNG state are restored afterwards: the next experiment starts from the same weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from lrbs.data import TensorData
+from lrbs.errors import ConfigError, positive_int, positive_number, require
+from lrbs.train import Budget, Event, OptimSpec, TrainConfig, train
+
+MODES = ("exp", "linear")
+
+
+@dataclass(frozen=True)
+class RangeTestConfig:
+    lr_min: float = 1e-7
+    lr_max: float = 10.0
+    iterations: int = 100
+    mode: str = "exp"
+    batch_size: int = 64
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    beta: float = 0.98  # smoothing; 0 = none
+    debias: bool = True  # False: torch-lr-finder's style (first value = first loss)
+    stop_factor: float | None = 4.0  # None: run all iterations
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        positive_number("minimum learning rate", self.lr_min)
+        positive_number("maximum learning rate", self.lr_max)
+        require(self.lr_max <= 1e6, f"maximum learning rate {self.lr_max:g} is absurd (limit 1e6)")
+        require(
+            self.lr_min < self.lr_max,
+            f"the minimum learning rate ({self.lr_min:g}) must be below the maximum "
+            f"({self.lr_max:g})",
+        )
+        positive_int("iterations", self.iterations)
+        require(self.iterations >= 5, "a range test needs at least 5 iterations")
+        require(self.iterations <= 100_000, "iterations is at most 100000")
+        require(self.mode in MODES, f"ramp must be 'exp' or 'linear', got {self.mode!r}")
+        require(0 <= self.beta < 1, f"smoothing beta must be in [0, 1), got {self.beta}")
+        if self.stop_factor is not None:
+            require(self.stop_factor > 1, "the stop factor must be above 1")
+        OptimSpec(self.optimizer, self.lr_min, self.momentum)  # validates the optimizer
+
+    def lr_at(self, i: int) -> float:
+        """The rate of iteration i: i/(n-1) of the way, so the last one is exactly lr_max."""
+        t = i / (self.iterations - 1)
+        if self.mode == "exp":
+            return self.lr_min * (self.lr_max / self.lr_min) ** t
+        return self.lr_min + (self.lr_max - self.lr_min) * t
+
+    def lrs(self) -> np.ndarray:
+        return np.array([self.lr_at(i) for i in range(self.iterations)])
+
+    def zoom(self, lo: float, hi: float, points_per_decade: float | None = None) -> RangeTestConfig:
+        """A finer test over [lo, hi]: by default twice the density of this one, at least 50
+        iterations, always exponential."""
+        cfg = replace(self, lr_min=lo, lr_max=hi)  # validates lo < hi
+        if points_per_decade is None:
+            points_per_decade = 2 * self.points_per_decade()
+        decades = math.log10(hi / lo)
+        return replace(cfg, mode="exp", iterations=max(50, math.ceil(points_per_decade * decades)))
+
+    def points_per_decade(self) -> float:
+        return self.iterations / max(math.log10(self.lr_max / self.lr_min), 1e-9)
+
+
+def smooth(losses: np.ndarray, beta: float, debias: bool = True) -> np.ndarray:
+    """Exponential moving average. Debiased (fastai): avg_i / (1 - beta^(i+1)), so early values
+    are not dragged towards 0. Not debiased (torch-lr-finder): starts at the first loss."""
+    out = np.empty(len(losses))
+    avg = 0.0
+    for i, x in enumerate(losses):
+        if debias:
+            avg = beta * avg + (1 - beta) * x
+            out[i] = avg / (1 - beta ** (i + 1))
+        else:
+            avg = x if i == 0 else beta * avg + (1 - beta) * x
+            out[i] = avg
+    return out
+
+
+# ---------------------------------------------------------------------------- suggestions
+# Each takes (lrs, smoothed losses) over the trimmed curve and returns an index or None.
+
+
+def _slopes(lrs: np.ndarray, losses: np.ndarray) -> np.ndarray:
+    """d loss / d ln(lr): against log(lr), as fastai does (slopes against plain lr are
+    dominated by the right end of an exponential sweep)."""
+    return np.gradient(losses, np.log(lrs))
+
+
+def steepest(lrs: np.ndarray, losses: np.ndarray) -> int | None:
+    if len(lrs) < 3:
+        return None
+    return int(np.argmin(_slopes(lrs, losses)))
+
+
+def minimum(lrs: np.ndarray, losses: np.ndarray) -> int | None:
+    """The lowest smoothed loss. Its rate / 10 is the suggestion (see SUGGESTIONS)."""
+    return int(np.argmin(losses)) if len(losses) else None
+
+
+def valley(lrs: np.ndarray, losses: np.ndarray, slack: float = 0.002) -> int | None:
+    """Half-way along the longest unbroken run of falling loss. A rise smaller than `slack` x
+    the curve's range does not break a run, so leftover noise in the smoothed loss does not
+    cut the real descent in pieces; the flat start only makes short runs."""
+    n = len(losses)
+    if n < 3:
+        return None
+    tol = slack * float(np.ptp(losses))
+    best_start, best_len, start = 0, 0, 0
+    for i in range(1, n + 1):
+        if i == n or losses[i] > losses[i - 1] + tol:
+            if i - 1 - start > best_len:
+                best_start, best_len = start, i - 1 - start
+            start = i
+    if best_len == 0:
+        return None
+    return best_start + best_len // 2
+
+
+@dataclass(frozen=True)
+class SuggestionRule:
+    name: str
+    title: str
+    meaning: str
+    pick: Callable[[np.ndarray, np.ndarray], int | None]
+    scale: float = 1.0  # the suggested rate is lrs[index] * scale
+
+
+SUGGESTIONS = (
+    SuggestionRule(
+        "steep",
+        "Steepest descent",
+        "where the smoothed loss falls fastest per decade: a safe, fast start",
+        steepest,
+    ),
+    SuggestionRule(
+        "minimum",
+        "Minimum ÷ 10",
+        "a tenth of the rate at the lowest loss: the classic conservative pick",
+        minimum,
+        0.1,
+    ),
+    SuggestionRule(
+        "valley",
+        "Valley",
+        "half-way down the longest stretch of falling loss (fastai's default)",
+        valley,
+    ),
+    SuggestionRule(
+        "max_usable",
+        "Maximum usable",
+        "the lowest point: beyond it the loss turns ragged and diverges; an upper "
+        "bound, e.g. for cyclical or one-cycle schedules",
+        minimum,
+    ),
+)
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    name: str
+    title: str
+    meaning: str
+    lr: float
+    loss: float  # smoothed loss at the point the rule picked
+
+
+def suggest(
+    lrs: np.ndarray,
+    smoothed: np.ndarray,
+    rules: tuple[SuggestionRule, ...] = SUGGESTIONS,
+    skip_start: float = 0.1,
+    skip_end: int = 5,
+) -> list[Suggestion]:
+    """Apply each rule to the curve without its first ~10 % (the average is still settling)
+    and its last few points (the blow-up)."""
+    lrs, smoothed = np.asarray(lrs, float), np.asarray(smoothed, float)
+    keep = np.isfinite(smoothed)
+    lrs, smoothed = lrs[keep], smoothed[keep]
+    lo = int(len(lrs) * skip_start)
+    hi = len(lrs) - skip_end if len(lrs) - skip_end - lo >= 5 else len(lrs)
+    a, b = lrs[lo:hi], smoothed[lo:hi]
+    out = []
+    for rule in rules:
+        i = rule.pick(a, b) if len(a) else None
+        if i is not None:
+            out.append(
+                Suggestion(
+                    rule.name, rule.title, rule.meaning, float(a[i] * rule.scale), float(b[i])
+                )
+            )
+    return out
+
+
+# ---------------------------------------------------------------------------- the test
+
+
+@dataclass(frozen=True)
+class RangeTestResult:
+    config: RangeTestConfig
+    lrs: np.ndarray
+    losses: np.ndarray
+    smoothed: np.ndarray
+    status: str  # "finished", "diverged" (stop rule or NaN) or "stopped" (by the user)
+    message: str
+    suggestions: tuple[Suggestion, ...]
+    elapsed: float
+    round: int = 0
+
+    def frame(self) -> pd.DataFrame:
+        """The CSV the page offers: one row per iteration."""
+        return pd.DataFrame(
+            {
+                "round": self.round,
+                "seed": self.config.seed,
+                "iteration": np.arange(len(self.lrs)),
+                "lr": self.lrs,
+                "loss": self.losses,
+                "smoothed": self.smoothed,
+            }
+        )
+
+    def suggestion(self, name: str) -> Suggestion | None:
+        return next((s for s in self.suggestions if s.name == name), None)
+
+    @property
+    def best(self) -> tuple[float, float]:
+        """(lr, smoothed loss) at the lowest smoothed loss."""
+        i = int(np.nanargmin(self.smoothed))
+        return float(self.lrs[i]), float(self.smoothed[i])
+
+    def headline(self) -> dict:
+        lr, loss = self.best
+        return {
+            "status": self.status,
+            "iterations": len(self.lrs),
+            "elapsed": self.elapsed,
+            "lr_at_min": lr,
+            "min_smoothed_loss": loss,
+            "suggestions": {s.name: s.lr for s in self.suggestions},
+        }
+
+
+@dataclass
+class _Snapshot:
+    model: dict
+    optimizer: dict | None
+    rng: torch.Tensor
+    training: bool = True
+    extra: dict = field(default_factory=dict)
+
+
+def _save(model: nn.Module, optimizer: torch.optim.Optimizer | None) -> _Snapshot:
+    return _Snapshot(
+        copy.deepcopy(model.state_dict()),
+        copy.deepcopy(optimizer.state_dict()) if optimizer is not None else None,
+        torch.random.get_rng_state(),
+        model.training,
+    )
+
+
+def _restore(snap: _Snapshot, model: nn.Module, optimizer: torch.optim.Optimizer | None) -> None:
+    model.load_state_dict(snap.model)
+    if optimizer is not None and snap.optimizer is not None:
+        optimizer.load_state_dict(snap.optimizer)
+    torch.random.set_rng_state(snap.rng)
+    model.train(snap.training)
+
+
+def range_test(
+    model: nn.Module,
+    data: TensorData,
+    cfg: RangeTestConfig,
+    *,
+    optimizer: torch.optim.Optimizer | None = None,
+    on_point: Callable[[dict], None] | None = None,
+    stop: threading.Event | None = None,
+    round: int = 0,
+    rules: tuple[SuggestionRule, ...] = SUGGESTIONS,
+) -> RangeTestResult:
+    """Run the test on `model` (and `optimizer`, if given: its state is restored too).
+    `on_point` receives {"round", "seed", "iteration", "lr", "loss", "smoothed"} per step."""
+    if cfg.batch_size > data.n_train:
+        raise ConfigError(
+            f"batch size {cfg.batch_size} is larger than the training set ({data.n_train})"
+        )
+    snap = _save(model, optimizer)
+    losses: list[float] = []
+    smoothed: list[float] = []
+    avg = {"value": 0.0, "best": math.inf}
+
+    def on_event(ev: Event) -> None:
+        x, i = ev.loss, len(losses)
+        if cfg.debias:
+            avg["value"] = cfg.beta * avg["value"] + (1 - cfg.beta) * x
+            s = avg["value"] / (1 - cfg.beta ** (i + 1))
+        else:
+            avg["value"] = x if i == 0 else cfg.beta * avg["value"] + (1 - cfg.beta) * x
+            s = avg["value"]
+        losses.append(x)
+        smoothed.append(s)
+        if on_point is not None:
+            on_point(
+                {
+                    "round": round,
+                    "seed": cfg.seed,
+                    "iteration": i,
+                    "lr": ev.lr,
+                    "loss": x,
+                    "smoothed": s,
+                }
+            )
+
+    def stop_rule(ev: Event) -> str | None:
+        s = smoothed[-1]
+        if cfg.stop_factor is not None and s > cfg.stop_factor * avg["best"]:
+            return "diverged"
+        avg["best"] = min(avg["best"], s)
+        return None
+
+    train_cfg = TrainConfig(
+        batch_size=cfg.batch_size,
+        budget=Budget(steps=cfg.iterations),
+        optim=OptimSpec(cfg.optimizer, cfg.lr_min, cfg.momentum),
+        seed=cfg.seed,
+        log_every=1,
+        eval_each_epoch=False,
+        eval_at_end=False,
+        divergence_factor=None,
+    )
+    if optimizer is not None:
+        for group in optimizer.param_groups:
+            group["lr"] = cfg.lr_min
+
+    def schedule(opt: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda i: cfg.lr_at(i) / cfg.lr_min)
+
+    t0 = time.perf_counter()
+    try:
+        result = train(
+            model,
+            data,
+            train_cfg,
+            run_id=f"round {round}",
+            on_event=on_event,
+            stop=stop,
+            optimizer=optimizer,
+            lr_scheduler=schedule,
+            stop_rule=stop_rule,
+        )
+    finally:
+        _restore(snap, model, optimizer)
+    lrs = np.array([e.lr for e in result.events if e.kind == "train"])
+    message = result.message
+    if result.status == "diverged" and not message:
+        message = f"smoothed loss passed {cfg.stop_factor:g} x its best at lr {lrs[-1]:.3g}"
+    sm = np.array(smoothed)
+    return RangeTestResult(
+        cfg,
+        lrs,
+        np.array(losses),
+        sm,
+        result.status,
+        message,
+        tuple(suggest(lrs, sm, rules)),
+        time.perf_counter() - t0,
+        round,
+    )
+
+
+def range_from_selection(selection: dict | None, field: str = "lr") -> tuple[float, float] | None:
+    """The (lo, hi) learning-rate range of an Altair interval selection as Streamlit returns
+    it ({"param": {"lr": [a, b]}} or {"lr": [a, b]}), or None if there is none."""
+    if not selection:
+        return None
+    values = selection.get(field)
+    if values is None:
+        for v in selection.values():
+            if isinstance(v, dict) and field in v:
+                values = v[field]
+                break
+    if not values or len(values) != 2:
+        return None
+    lo, hi = sorted(float(v) for v in values)
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo <= 0 or hi <= lo:
+        return None
+    return lo, hi
+
+
+def spread(results: list[RangeTestResult]) -> pd.DataFrame:
+    """Across seeds: per suggestion, the median rate and how far it moves (max/min ratio)."""
+    rows = []
+    names = {s.name: s.title for r in results for s in r.suggestions}
+    for name, title in names.items():
+        vals = np.array([s.lr for r in results for s in r.suggestions if s.name == name])
+        rows.append(
+            {
+                "suggestion": title,
+                "median_lr": float(np.median(vals)),
+                "min_lr": float(vals.min()),
+                "max_lr": float(vals.max()),
+                "max_over_min": float(vals.max() / vals.min()),
+                "seeds": len(vals),
+            }
+        )
+    return pd.DataFrame(rows)

@@ -1,0 +1,78 @@
+"""Running an engine job from a page: a worker thread per run, a Stop button, and a fragment
+that redraws from the run's buffer every half second while it trains."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import streamlit as st
+
+from lrbs.live import LiveRun, Snapshot
+
+ACTIVE = "active_job"  # the one run a browser session may have going
+
+
+def _session_alive() -> Callable[[], bool] | None:
+    """A check the worker can call: is this browser session still connected? Lets a run stop
+    when its tab is closed."""
+    try:
+        from streamlit import runtime
+        from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+        ctx = get_script_run_ctx()
+        rt = runtime.get_instance()
+        sid = ctx.session_id
+    except Exception:
+        return None
+    return lambda: bool(rt.is_active_session(sid))
+
+
+def busy_elsewhere(key: str) -> bool:
+    job = st.session_state.get(ACTIVE)
+    return job is not None and not job.done and st.session_state.get(ACTIVE + "_key") != key
+
+
+def start_job(key: str, work, name: str) -> LiveRun | None:
+    """Start `work` as this page's job, unless a run is already going in this session."""
+    if busy_elsewhere(key) or (st.session_state.get(key) and not st.session_state[key].done):
+        st.warning("A run is already going in this browser tab: stop it or wait for it first.")
+        return None
+    job = LiveRun(work, name=name, alive=_session_alive()).start()
+    st.session_state[key] = job
+    st.session_state[ACTIVE] = job
+    st.session_state[ACTIVE + "_key"] = key
+    return job
+
+
+def controls(key: str, label: str, disabled: bool = False) -> bool:
+    """Run and Stop buttons. Returns True when Run was clicked."""
+    job: LiveRun | None = st.session_state.get(key)
+    running = job is not None and not job.done
+    c1, c2, _ = st.columns([2, 1, 4])
+    clicked = c1.button(label, type="primary", disabled=running or disabled, key=f"{key}_run")
+    if c2.button("Stop", disabled=not running, key=f"{key}_stop"):
+        job.stop()
+    return clicked
+
+
+def live_view(key: str, draw: Callable[[Snapshot, bool], None]) -> None:
+    """Draw the job under `key`: every 0.5 s while it runs (from a copy of its buffer), once
+    more when it ends, then a full rerun so that the page shows the finished result."""
+    job: LiveRun | None = st.session_state.get(key)
+    if job is None:
+        return
+    running = not job.done
+
+    @st.fragment(run_every=0.5 if running else None)
+    def view() -> None:
+        snap = job.snapshot()
+        draw(snap, not snap.done)
+        if running and snap.done:
+            st.rerun(scope="app")
+
+    view()
+
+
+def show_error(snap: Snapshot) -> None:
+    if snap.error:
+        st.error(snap.error)
