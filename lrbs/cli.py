@@ -18,7 +18,7 @@ import pandas as pd
 from lrbs import gd1d
 from lrbs.data import DATASETS, DataSpec, load
 from lrbs.device import DEVICE_CHOICES, describe
-from lrbs.errors import LrbsError
+from lrbs.errors import LrbsError, require
 from lrbs.models import MODELS, ModelSpec
 from lrbs.setup import Setup, load_tensors
 from lrbs.train import EVENT_COLUMNS, OPTIMIZERS, Budget, OptimSpec, TrainConfig, train
@@ -44,7 +44,9 @@ def command(name: str):
     return register
 
 
-def add_training_args(p: argparse.ArgumentParser, lr: float = 0.1, batch: int = 128) -> None:
+def add_training_args(
+    p: argparse.ArgumentParser, lr: float = 0.1, batch: int = 128, lr_grid: bool = False
+) -> None:
     g = p.add_argument_group("data, model and optimizer (shared by every training command)")
     g.add_argument("--dataset", default="mnist1d", help=f"one of: {', '.join(DATASETS)}")
     g.add_argument("--dataset-size", type=int, default=None, help="samples to generate/keep")
@@ -56,7 +58,18 @@ def add_training_args(p: argparse.ArgumentParser, lr: float = 0.1, batch: int = 
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--device", default="auto", help=f"one of: {', '.join(DEVICE_CHOICES)}")
     g.add_argument("--optimizer", default="sgd", help=f"one of: {', '.join(OPTIMIZERS)}")
-    g.add_argument("--lr", type=float, default=lr, help="learning rate")
+    if lr_grid:
+        g.add_argument(
+            "--lr",
+            "--lrs",
+            dest="grid",
+            type=float,
+            nargs="+",
+            default=[0.001, 0.01, 0.1, 1.0],
+            help="the learning-rate grid",
+        )
+    else:
+        g.add_argument("--lr", type=float, default=lr, help="learning rate")
     g.add_argument("--momentum", type=float, default=0.9, help="for --optimizer momentum")
     g.add_argument("--batch-size", type=int, default=batch)
 
@@ -96,6 +109,31 @@ def build_parser() -> Parser:
     add_budget_args(p)
     add_output_args(p)
 
+    p = sub.add_parser("lr-find", help="LR range test (with optional zoom-in rounds)")
+    add_training_args(p, batch=64)
+    p.add_argument("--lr-min", type=float, default=1e-7)
+    p.add_argument("--lr-max", type=float, default=10.0)
+    p.add_argument("--iterations", type=int, default=100)
+    p.add_argument("--ramp", default="exp", choices=["exp", "linear"])
+    p.add_argument("--beta", type=float, default=0.98, help="smoothing (EMA)")
+    p.add_argument("--no-debias", action="store_true", help="torch-lr-finder style smoothing")
+    p.add_argument("--stop-factor", type=float, default=4.0, help="0: never stop early")
+    p.add_argument("--seeds", type=int, default=1, help="repeat with this many seeds")
+    p.add_argument(
+        "--zoom",
+        type=float,
+        nargs=2,
+        action="append",
+        metavar=("LO", "HI"),
+        help="a finer second test over [LO, HI]; repeatable",
+    )
+    add_output_args(p)
+
+    p = sub.add_parser("lr-sweep", help="one run per learning rate, equal budgets")
+    add_training_args(p, lr_grid=True)
+    add_budget_args(p)
+    add_output_args(p)
+
     sub.add_parser("datasets", help="list datasets and whether they are here")
     return parser
 
@@ -123,15 +161,16 @@ class ProgressBar:
     """A text progress bar on stderr, so stdout keeps only results."""
 
     def __init__(self, width: int = 30) -> None:
-        self.width, self.last = width, -1
+        self.width, self.last, self.closed = width, -1, False
 
     def __call__(self, fraction: float, text: str = "") -> None:
         filled = int(self.width * min(1.0, fraction))
-        if filled == self.last and fraction < 1:
+        if self.closed or (filled == self.last and fraction < 1):
             return
         self.last = filled
+        self.closed = fraction >= 1 and text in ("done", "finished", "stopped", "diverged", "oom")
         bar = "#" * filled + "-" * (self.width - filled)
-        end = "\n" if fraction >= 1 else "\r"
+        end = "\n" if self.closed else "\r"
         print(f"[{bar}] {fraction:4.0%} {text}", end=end, file=sys.stderr, flush=True)
 
 
@@ -151,11 +190,7 @@ def cmd_gd1d(a: argparse.Namespace) -> dict:
 @command("train")
 def cmd_train(a: argparse.Namespace) -> dict:
     setup = setup_from(a)
-    budget = (
-        Budget(a.steps, a.epochs, a.samples, a.seconds)
-        if any(v is not None for v in (a.steps, a.epochs, a.samples, a.seconds))
-        else Budget(epochs=1)
-    )
+    budget = budget_from(a, default=Budget(epochs=1))
     cfg = TrainConfig(batch_size=a.batch_size, budget=budget, optim=optim_from(a), seed=a.seed)
     data = load_tensors(setup)
     model = setup.fresh_model(data, data.x_train.device)
@@ -171,6 +206,116 @@ def cmd_train(a: argparse.Namespace) -> dict:
             f"val loss {result.val_loss}, val acc {result.val_acc}"
         )
     return out
+
+
+@command("lr-find")
+def cmd_lr_find(a: argparse.Namespace) -> dict:
+    from dataclasses import replace
+
+    from lrbs.lr_finder import RangeTestConfig, range_test
+
+    setup = setup_from(a)
+    require(a.seeds >= 1, "--seeds must be at least 1")
+    cfg = RangeTestConfig(
+        a.lr_min,
+        a.lr_max,
+        a.iterations,
+        a.ramp,
+        a.batch_size,
+        a.optimizer,
+        a.momentum,
+        a.beta,
+        not a.no_debias,
+        a.stop_factor or None,
+        a.seed,
+    )
+    rounds = [cfg] + [cfg.zoom(lo, hi) for lo, hi in (a.zoom or [])]
+    data = load_tensors(setup)
+    bar, results = ProgressBar(), []
+    total = sum(c.iterations for c in rounds) * a.seeds
+    done = 0
+    for r_no, round_cfg in enumerate(rounds):
+        for k in range(a.seeds):
+            seed_setup = replace(setup, seed=setup.seed + k)
+            model = seed_setup.fresh_model(data, data.x_train.device)
+            res = range_test(
+                model,
+                data,
+                replace(round_cfg, seed=seed_setup.seed),
+                round=r_no,
+                on_point=lambda p, d=done: bar((d + p["iteration"] + 1) / total, "lr-find"),
+            )
+            done += round_cfg.iterations
+            results.append(res)
+    bar(1.0, "done")
+    write_csv(pd.concat([r.frame() for r in results], ignore_index=True), a.out)
+    out = {
+        "dataset": a.dataset,
+        "model": a.model,
+        "optimizer": a.optimizer,
+        "rounds": [r.headline() | {"round": r.round, "seed": r.config.seed} for r in results],
+    }
+    last = [r for r in results if r.round == len(rounds) - 1]
+    if a.seeds > 1:
+        from lrbs.lr_finder import spread
+
+        out["spread"] = spread(last).to_dict(orient="records")
+    first = results[0]
+    out.update(first.headline())
+    out["final_round_suggestions"] = last[0].headline()["suggestions"]
+    if not a.json:
+        for r in results:
+            lr, loss = r.best
+            print(
+                f"round {r.round} seed {r.config.seed}: {r.status}, {len(r.lrs)} iterations, "
+                f"lowest smoothed loss {loss:.4g} at lr {lr:.3g}"
+            )
+            for s in r.suggestions:
+                print(f"  {s.title:<18} {s.lr:<10.3g} {s.meaning}")
+    return out
+
+
+@command("lr-sweep")
+def cmd_lr_sweep(a: argparse.Namespace) -> dict:
+    from lrbs.sweeps import LRSweepConfig, lr_sweep, sweep_table
+
+    setup = setup_from(a)
+    budget = budget_from(a, default=Budget(seconds=5))
+    cfg = LRSweepConfig(tuple(a.grid), budget, a.batch_size, a.optimizer, a.momentum, a.seed)
+    data = load_tensors(setup)
+    device = data.x_train.device
+    bar, events, done = ProgressBar(), [], []
+
+    def on_event(e):
+        events.append(e.as_dict())
+        bar((len(done) + budget.fraction(e)) / len(cfg.lrs), e.run_id)
+
+    results = lr_sweep(
+        lambda: setup.fresh_model(data, device),
+        data,
+        cfg,
+        on_event=on_event,
+        on_run_end=lambda lr, r: done.append(r),
+    )
+    bar(1.0, "done")
+    table = sweep_table(results, cfg.lrs)
+    curves = pd.DataFrame(events, columns=EVENT_COLUMNS)
+    write_csv(curves, a.out)
+    if not a.json:
+        print(table.to_string(index=False))
+    best = table.loc[table.best, "lr"]
+    return {
+        "dataset": a.dataset,
+        "model": a.model,
+        "budget": budget.describe(),
+        "best_lr": float(best.iloc[0]) if len(best) else None,
+        "runs": table.to_dict(orient="records"),
+    }
+
+
+def budget_from(a: argparse.Namespace, default: Budget) -> Budget:
+    values = (a.steps, a.epochs, a.samples, a.seconds)
+    return Budget(*values) if any(v is not None for v in values) else default
 
 
 @command("datasets")

@@ -111,3 +111,48 @@ def test_module_entry_point_in_a_subprocess():
     )
     assert bad.returncode == 2 and bad.stderr.startswith("error: ")
     assert "Traceback" not in bad.stderr
+
+
+def test_lr_find_json_csv_and_zoom(capsys, tmp_path):
+    path = tmp_path / "lr.csv"
+    code, out, err = run_cli(capsys, "lr-find", "--dataset", "digits", "--batch-size", "32",
+                             "--zoom", "0.01", "1", "--out", str(path), "--json")  # fmt: skip
+    assert code == 0, err
+    figures = json.loads(out.strip().splitlines()[-1])
+    assert set(figures["suggestions"]) == {"steep", "minimum", "valley", "max_usable"}
+    assert figures["lr_at_min"] > 0 and figures["min_smoothed_loss"] > 0
+    assert [r["round"] for r in figures["rounds"]] == [0, 1]
+    df = pd.read_csv(path)
+    assert set(df["round"]) == {0, 1}
+    assert {"lr", "loss", "smoothed", "seed", "iteration"} <= set(df.columns)
+    assert df[df["round"] == 1].lr.min() == pytest.approx(0.01)
+
+
+def test_lr_sweep_json(capsys, tmp_path):
+    path = tmp_path / "sweep.csv"
+    code, out, err = run_cli(capsys, "lr-sweep", "--dataset", "digits", "--lr", "0.01", "0.1",
+                             "--steps", "20", "--out", str(path), "--json")  # fmt: skip
+    assert code == 0, err
+    figures = json.loads(out.strip().splitlines()[-1])
+    assert [r["lr"] for r in figures["runs"]] == [0.01, 0.1]
+    assert all(r["steps"] == 20 and r["status"] == "finished" for r in figures["runs"])
+    assert figures["best_lr"] in (0.01, 0.1)
+    assert set(pd.read_csv(path).run_id) == {"lr=0.01", "lr=0.1"}
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["lr-find", "--lr-min", "1", "--lr-max", "0.1"], "must be below"),
+        (["lr-find", "--lr-min", "-1"], "greater than 0"),
+        (["lr-find", "--lr-max", "nan"], "finite"),
+        (["lr-find", "--iterations", "0"], "iterations must be at least 1"),
+        (["lr-find", "--dataset", "digits", "--zoom", "1", "0.1"], "must be below"),
+        (["lr-sweep", "--lr", "0.1", "0.1", "--steps", "5"], "repeats"),
+        (["lr-sweep", "--lr", "0", "--steps", "5"], "greater than 0"),
+        (["lr-sweep", "--seconds", "0"], "seconds budget"),
+    ],
+)
+def test_lr_commands_bad_input(capsys, args, message):
+    code, out, err = run_cli(capsys, *args)
+    assert code == 2 and message in err and "Traceback" not in err

@@ -1,0 +1,243 @@
+import math
+import threading
+
+import numpy as np
+import pytest
+import torch
+from conftest import blobs
+
+from lrbs.errors import ConfigError
+from lrbs.lr_finder import (
+    RangeTestConfig,
+    minimum,
+    range_from_selection,
+    range_test,
+    smooth,
+    spread,
+    steepest,
+    suggest,
+    valley,
+)
+from lrbs.models import ModelSpec, build_model
+
+
+def synthetic_curve(n=200):
+    """Flat at 2.3, a sigmoid drop of 1.5 centred at lr = 1e-2 (steepest there, in log lr),
+    then a quadratic blow-up that puts the minimum near lr = 0.5."""
+    lrs = np.logspace(-7, 1, n)
+    z = (np.log(lrs) - np.log(1e-2)) / 0.6
+    loss = 2.3 - 1.5 / (1 + np.exp(-z)) + 0.4 * lrs**2
+    return lrs, loss
+
+
+def test_steepest_and_minimum_on_a_known_curve():
+    lrs, loss = synthetic_curve()
+    assert lrs[steepest(lrs, loss)] == pytest.approx(1e-2, rel=0.1)
+    # minimum of 2.3 - 1.5 sigmoid + 0.4 lr^2: found numerically on a fine grid
+    fine = np.logspace(-3, 1, 200001)
+    zf = (np.log(fine) - np.log(1e-2)) / 0.6
+    expected = fine[np.argmin(2.3 - 1.5 / (1 + np.exp(-zf)) + 0.4 * fine**2)]
+    assert lrs[minimum(lrs, loss)] == pytest.approx(expected, rel=0.05)
+
+
+def test_valley_is_half_way_down_the_descent():
+    lrs, loss = synthetic_curve()
+    noisy = loss + np.where(lrs < 1e-4, 1e-4 * np.sin(np.arange(len(lrs))), 0)
+    i = valley(lrs, noisy)
+    start = np.argmax(np.diff(noisy) < 0)  # descent begins
+    end = np.argmin(noisy)
+    assert start < i < end
+    assert abs(i - (start + end) / 2) <= 0.1 * (end - start) + 2
+
+
+def test_suggest_skips_the_ends_and_scales_minimum():
+    lrs, loss = synthetic_curve()
+    out = {s.name: s for s in suggest(lrs, loss)}
+    assert set(out) == {"steep", "minimum", "valley", "max_usable"}
+    assert out["minimum"].lr == pytest.approx(out["max_usable"].lr / 10)
+    assert all(s.meaning for s in out.values())
+
+
+def test_custom_suggestion_rules_can_be_passed():
+    from lrbs.lr_finder import SuggestionRule
+
+    lrs, loss = synthetic_curve()
+    first = SuggestionRule("first", "First", "the first kept point", lambda a, b: 0)
+    (s,) = suggest(lrs, loss, rules=(first,))
+    assert s.lr == pytest.approx(lrs[int(len(lrs) * 0.1)])
+
+
+def test_debiased_ema_of_a_constant_is_the_constant():
+    x = np.full(50, 3.0)
+    np.testing.assert_allclose(smooth(x, 0.98, debias=True), 3.0)
+    # without the correction the average is anchored at the first value, as torch-lr-finder
+    np.testing.assert_allclose(smooth(x, 0.95, debias=False), 3.0)
+
+
+def test_ema_matches_its_recurrence():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=30)
+    beta = 0.9
+    avg, expected = 0.0, []
+    for i, v in enumerate(x):
+        avg = beta * avg + (1 - beta) * v
+        expected.append(avg / (1 - beta ** (i + 1)))
+    np.testing.assert_allclose(smooth(x, beta), expected)
+    plain = smooth(x, beta, debias=False)
+    assert plain[0] == x[0]
+    assert plain[1] == pytest.approx(beta * x[0] + (1 - beta) * x[1])
+
+
+def test_exponential_schedule_hits_both_ends_exactly():
+    cfg = RangeTestConfig(1e-6, 1.0, 61)
+    lrs = cfg.lrs()
+    assert lrs[0] == pytest.approx(1e-6) and lrs[-1] == pytest.approx(1.0)
+    ratios = lrs[1:] / lrs[:-1]
+    np.testing.assert_allclose(ratios, ratios[0])
+    lin = RangeTestConfig(0.1, 1.0, 10, mode="linear").lrs()
+    np.testing.assert_allclose(np.diff(lin), 0.1)
+
+
+def model_and_data(seed=0):
+    data = blobs(n=400, features=8, classes=4)
+    return build_model(ModelSpec("mlp", hidden=(32,)), (8,), 4, seed), data
+
+
+def test_range_test_records_the_rate_each_step_used():
+    model, data = model_and_data()
+    cfg = RangeTestConfig(1e-5, 1e-1, 40, batch_size=32, stop_factor=None)
+    r = range_test(model, data, cfg)
+    assert r.status == "finished" and len(r.lrs) == 40
+    np.testing.assert_allclose(r.lrs, cfg.lrs(), rtol=1e-12)
+    np.testing.assert_allclose(r.smoothed, smooth(r.losses, cfg.beta))
+
+
+def test_divergence_stop_ends_the_test_early():
+    model, data = model_and_data()
+    r = range_test(model, data, RangeTestConfig(1e-4, 1e4, 100, batch_size=32))
+    assert r.status == "diverged"
+    assert len(r.lrs) < 100
+    assert r.smoothed[-1] > 4 * np.nanmin(r.smoothed[:-1])
+    assert "4 x its best" in r.message
+
+
+def test_state_is_restored_exactly():
+    model, data = model_and_data()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    # give the optimizer some state first
+    loss = torch.nn.functional.cross_entropy(model(data.x_train[:16]), data.y_train[:16])
+    loss.backward()
+    opt.step()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    opt_before = {k: v.clone() for k, v in opt.state[next(iter(opt.state))].items()}
+    rng_before = torch.random.get_rng_state()
+    range_test(model, data, RangeTestConfig(1e-4, 10, 30, optimizer="adam", batch_size=32),
+               optimizer=opt)  # fmt: skip
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    for k, v in opt.state[next(iter(opt.state))].items():
+        assert torch.equal(v, opt_before[k]), k
+    assert torch.equal(torch.random.get_rng_state(), rng_before)
+    assert opt.param_groups[0]["lr"] == pytest.approx(1e-3)
+
+
+def test_state_is_restored_when_the_test_fails():
+    model, data = model_and_data()
+    before = [p.clone() for p in model.parameters()]
+    calls = {"n": 0}
+
+    def boom(*_):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise RuntimeError("a bug in the model")
+
+    model.register_forward_pre_hook(boom)
+    with pytest.raises(RuntimeError):
+        range_test(model, data, RangeTestConfig(1e-4, 1, 20, batch_size=32))
+    assert all(torch.equal(a, b) for a, b in zip(model.parameters(), before, strict=True))
+
+
+def test_same_seed_same_curve_and_stop_flag():
+    m1, data = model_and_data()
+    m2, _ = model_and_data()
+    cfg = RangeTestConfig(1e-5, 1, 30, batch_size=32)
+    a, b = range_test(m1, data, cfg), range_test(m2, data, cfg)
+    np.testing.assert_array_equal(a.losses, b.losses)
+    stop = threading.Event()
+    seen = []
+
+    def on_point(p):
+        seen.append(p)
+        if len(seen) == 7:
+            stop.set()
+
+    c = range_test(m1, data, cfg, stop=stop, on_point=on_point)
+    assert c.status == "stopped" and len(c.lrs) == 7
+    assert [p["iteration"] for p in seen] == list(range(7))
+
+
+def test_zoom_is_a_finer_exponential_test_of_the_range():
+    cfg = RangeTestConfig(1e-7, 10, 100)
+    z = cfg.zoom(1e-3, 1e-1)
+    assert (z.lr_min, z.lr_max, z.mode) == (1e-3, 1e-1, "exp")
+    assert z.points_per_decade() >= 2 * cfg.points_per_decade() - 1e-9
+    assert z.iterations == max(50, math.ceil(2 * cfg.points_per_decade() * 2))
+    with pytest.raises(ConfigError, match="must be below"):
+        cfg.zoom(1e-1, 1e-3)
+
+
+@pytest.mark.parametrize(
+    "selection, expected",
+    [
+        ({"zoom": {"lr": [0.1, 0.001]}}, (0.001, 0.1)),
+        ({"lr": [1e-4, 1e-2]}, (1e-4, 1e-2)),
+        ({}, None),
+        (None, None),
+        ({"zoom": {}}, None),
+        ({"zoom": {"lr": [0.0, 1.0]}}, None),
+        ({"zoom": {"lr": [0.1, 0.1]}}, None),
+    ],
+)
+def test_range_from_selection(selection, expected):
+    assert range_from_selection(selection) == expected
+
+
+def test_spread_over_seeds():
+    m, data = model_and_data()
+    results = [
+        range_test(build_model(ModelSpec("mlp", hidden=(32,)), (8,), 4, s), data,
+                   RangeTestConfig(1e-4, 10, 40, batch_size=32, seed=s))
+        for s in range(3)
+    ]  # fmt: skip
+    table = spread(results)
+    assert set(table.seeds) == {3}
+    assert (table.max_over_min >= 1).all()
+    assert (table.min_lr <= table.median_lr).all() and (table.median_lr <= table.max_lr).all()
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(lr_min=1.0, lr_max=1.0), "must be below"),
+        (dict(lr_min=10.0, lr_max=1.0), "must be below"),
+        (dict(lr_min=0.0), "minimum learning rate must be greater than 0"),
+        (dict(lr_min=-1e-3), "minimum learning rate must be greater than 0"),
+        (dict(lr_max=float("nan")), "maximum learning rate must be a finite number"),
+        (dict(lr_max=float("inf")), "maximum learning rate must be a finite number"),
+        (dict(iterations=0), "iterations must be at least 1"),
+        (dict(iterations=3), "at least 5 iterations"),
+        (dict(mode="cosine"), "ramp"),
+        (dict(beta=1.0), "beta"),
+        (dict(stop_factor=1.0), "stop factor"),
+        (dict(optimizer="lbfgs"), "unknown optimizer"),
+    ],
+)
+def test_bad_range_test_configs(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        RangeTestConfig(**kwargs)
+
+
+def test_batch_larger_than_data_is_refused():
+    model, data = model_and_data()
+    with pytest.raises(ConfigError, match="larger than the training set"):
+        range_test(model, data, RangeTestConfig(batch_size=10_000))

@@ -1,0 +1,140 @@
+"""The learning-rate page through AppTest: the range test, a zoom-in round driven by typed
+bounds, the sweep, and bad input."""
+
+import pandas as pd
+import pytest
+from test_pages import charts, open_page
+
+
+def wait(at, key):
+    job = at.session_state[key]
+    assert job.join(120), "the run did not finish"
+    at.run()
+    assert not at.exception, at.exception
+    return job
+
+
+def lr_page():
+    at = open_page("pages/lr.py")
+    at.selectbox(key="s_dataset").set_value("digits").run()
+    return at
+
+
+def test_range_test_runs_suggests_and_zooms():
+    at = lr_page()
+    assert at.button(key="rt_job_run")
+    at.button(key="rt_job_run").click().run()
+    wait(at, "rt_job")
+    suggestions = at.dataframe[0].value
+    assert list(suggestions.suggestion) == [
+        "Steepest descent", "Minimum ÷ 10", "Valley", "Maximum usable",
+    ]  # fmt: skip
+    assert (suggestions["learning rate"] > 0).all()
+    assert len(charts(at)) == 1
+    rounds = at.session_state["rt_rounds"]
+    assert len(rounds) == 1 and rounds[0][0].status in ("diverged", "finished")
+
+    at.number_input(key="rt_zoom_lo").set_value(0.01)
+    at.number_input(key="rt_zoom_hi").set_value(1.0)
+    at.button(key="rt_zoom").click().run()
+    wait(at, "rt_job")
+    rounds = at.session_state["rt_rounds"]
+    assert len(rounds) == 2
+    second = rounds[1][0]
+    assert second.config.lr_min == 0.01 and second.config.lr_max == 1.0
+    assert second.lrs[0] == pytest.approx(0.01)
+    assert any("Round 1" in c.value for c in at.caption)
+
+
+def test_use_this_carries_the_rate_to_the_sweep():
+    at = lr_page()
+    at.button(key="rt_job_run").click().run()
+    wait(at, "rt_job")
+    at.selectbox(key="rt_pick").set_value("Valley")
+    at.button(key="rt_use").click().run()
+    lr = at.session_state["chosen_lr"]
+    assert lr > 0
+    at.radio(key="lr_mode").set_value("Sweep at a fixed budget").run()
+    assert any(f"{lr:.3g}" in c.value for c in at.caption)
+    at.button(key="sw_add_chosen").click().run()
+    assert f"{lr:g}" in at.text_input(key="sw_grid").value
+
+
+def test_same_settings_are_not_trained_twice():
+    at = lr_page()
+    at.button(key="rt_job_run").click().run()
+    first = wait(at, "rt_job")
+    at.button(key="rt_job_run").click().run()
+    assert at.session_state["rt_job"] is first  # no new job: the cached result is shown
+    assert len(at.session_state["rt_rounds"]) == 1
+
+
+def test_spread_over_seeds_shows_a_table():
+    at = lr_page()
+    at.number_input(key="rt_seeds").set_value(3).run()
+    at.button(key="rt_job_run").click().run()
+    wait(at, "rt_job")
+    assert len(at.session_state["rt_rounds"][0]) == 3
+    spread = at.dataframe[1].value
+    assert set(spread.seeds) == {3}
+
+
+def test_sweep_runs_and_refines():
+    at = lr_page()
+    at.radio(key="lr_mode").set_value("Sweep at a fixed budget").run()
+    at.radio(key="sw_budget_kind").set_value("steps").run()
+    at.number_input(key="sw_budget").set_value(40.0).run()
+    at.button(key="sw_job_run").click().run()
+    wait(at, "sw_job")
+    table = at.dataframe[0].value
+    assert list(table.lr) == [0.001, 0.01, 0.1, 1.0]
+    assert set(table.steps) == {40}
+    assert table.best.sum() == 1
+    best = float(table.loc[table.best, "lr"].iloc[0])
+    at.button(key="sw_refine").click().run()
+    grid = [float(v) for v in at.text_input(key="sw_grid").value.split(",")]
+    assert min(grid) < best < max(grid) and len(grid) == 5
+    at.button(key="sw_decade").click().run()
+    assert len(at.text_input(key="sw_grid").value.split(",")) == 6
+    assert isinstance(table, pd.DataFrame)
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("rt_min", 10.0, "must be below"),
+        ("rt_max", 0.0, "maximum learning rate must be greater than 0"),
+        ("rt_iters", 0, "iterations must be at least 1"),
+        ("rt_batch", 5000, "larger than the training set"),
+    ],
+)
+def test_range_test_bad_input(key, value, message):
+    at = lr_page()
+    at.number_input(key=key).set_value(value).run()
+    assert not at.exception
+    assert any(message in e.value for e in at.error)
+    assert at.button(key="rt_job_run").disabled
+
+
+@pytest.mark.parametrize(
+    "grid, message",
+    [("", "grid is empty"), ("0.1, 0.1", "repeats"), ("0.1, fast", "not a number"),
+     ("-1", "greater than 0")],
+)  # fmt: skip
+def test_sweep_bad_grid(grid, message):
+    at = lr_page()
+    at.radio(key="lr_mode").set_value("Sweep at a fixed budget").run()
+    at.text_input(key="sw_grid").set_value(grid).run()
+    assert not at.exception
+    assert any(message in e.value for e in at.error)
+
+
+def test_zoom_with_bad_bounds_is_a_message():
+    at = lr_page()
+    at.button(key="rt_job_run").click().run()
+    wait(at, "rt_job")
+    at.number_input(key="rt_zoom_lo").set_value(1.0)
+    at.number_input(key="rt_zoom_hi").set_value(0.1)
+    at.button(key="rt_zoom").click().run()
+    assert not at.exception
+    assert any("must be below" in e.value for e in at.error)
