@@ -156,3 +156,47 @@ def test_lr_sweep_json(capsys, tmp_path):
 def test_lr_commands_bad_input(capsys, args, message):
     code, out, err = run_cli(capsys, *args)
     assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_bs_sweep_json(capsys, tmp_path):
+    path = tmp_path / "bs.csv"
+    code, out, err = run_cli(capsys, "bs-sweep", "--dataset", "digits", "--batch-sizes", "32",
+                             "full", "--steps", "10", "--scaling", "linear", "--lr", "0.005", "--out", str(path),
+                             "--json")  # fmt: skip
+    assert code == 0, err
+    figures = json.loads(out.strip().splitlines()[-1])
+    runs = figures["runs"]
+    assert [r["batch"] for r in runs] == [32, 1438]
+    assert runs[1]["lr"] == pytest.approx(0.005 * 1438 / 32)
+    assert all(r["updates"] == 10 for r in runs)
+    assert {"gap", "samples_per_s", "noise_scale"} <= set(runs[0])
+    assert set(pd.read_csv(path).run_id) == {"B=32", "B=1438 (full)"}
+
+
+def test_bs_probe_and_scaling_check(capsys):
+    code, out, err = run_cli(capsys, "bs-probe", "--dataset", "digits", "--cap-mib", "1",
+                             "--json")  # fmt: skip
+    assert code == 0, err
+    figures = json.loads(out.strip().splitlines()[-1])
+    assert figures["largest"] >= figures["safe"] >= 1
+    code, out, err = run_cli(capsys, "bs-scaling-check", "--dataset", "digits", "--k-max", "2",
+                             "--epochs", "1", "--json")  # fmt: skip
+    assert code == 0, err
+    figures = json.loads(out.strip().splitlines()[-1])
+    assert {a["rule"] for a in figures["agreement"]} == {"linear", "fixed"}
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["bs-sweep", "--batch-sizes", "0", "--steps", "3"], "at least 1"),
+        (["bs-sweep", "--batch-sizes", "-2", "--steps", "3"], "at least 1"),
+        (["bs-sweep", "--batch-sizes", "99999", "--steps", "3"], "larger than the training set"),
+        (["bs-sweep", "--batch-sizes", "64", "64", "--steps", "3"], "repeat"),
+        (["bs-sweep", "--epochs", "0"], "epochs budget"),
+        (["bs-scaling-check", "--k-max", "1"], "K must be at least 2"),
+    ],
+)
+def test_bs_commands_bad_input(capsys, args, message):
+    code, out, err = run_cli(capsys, *args)
+    assert code == 2 and message in err and "Traceback" not in err

@@ -30,4 +30,12 @@ PAGES = [
         "the interesting decade with a finer second pass. Or sweep an exponential grid of "
         "rates, each trained from the same weights for the same wall-clock budget.",
     ),
+    PageInfo(
+        "pages/batch.py",
+        "Batch size",
+        ":material/stacks:",
+        "Sweep batch sizes at equal wall-clock, epoch or update budgets from the same initial "
+        "weights, and see the generalization gap. Check the linear scaling rule (batch x k, "
+        "lr x k) against a fixed rate, and probe the largest batch that fits in memory.",
+    ),
 ]
