@@ -35,8 +35,9 @@ def test_warmup_ramps_linearly_then_holds():
 
 
 def test_warmup_is_applied_in_the_sweep():
-    cfg = bs.BatchSweepConfig((16, 64), Budget(epochs=2), lr=0.05, rule="linear",
-                              warmup_epochs=1, log_every=1)  # fmt: skip
+    cfg = bs.BatchSweepConfig(
+        (16, 64), Budget(epochs=2), lr=0.05, rule="linear", warmup_epochs=1, log_every=1
+    )
     runs = bs.batch_sweep(make, blobs(), cfg)
     small, big = runs
     assert {e.lr for e in small.result.events if e.kind == "train"} == {0.05}
@@ -106,8 +107,14 @@ def test_epoch_budget_counts_updates_per_batch():
 def test_repeats_and_table():
     cfg = bs.BatchSweepConfig((16, 64), Budget(steps=10), repeats=3)
     runs = bs.batch_sweep(make, blobs(), cfg)
-    assert [(r.batch, r.seed) for r in runs] == [(16, 0), (16, 1), (16, 2), (64, 0), (64, 1),
-                                                 (64, 2)]  # fmt: skip
+    assert [(r.batch, r.seed) for r in runs] == [
+        (16, 0),
+        (16, 1),
+        (16, 2),
+        (64, 0),
+        (64, 1),
+        (64, 2),
+    ]
     rows = [bs.run_row(r, 240) for r in runs]
     table = bs.sweep_table(rows)
     assert list(table.batch) == [16, 64] and set(table.repeats) == {3}
@@ -121,8 +128,11 @@ def test_repeats_and_table():
 def test_scaling_check_plan_and_agreement():
     cfg = bs.ScalingCheckConfig(base_batch=8, base_lr=0.01, k_max=3, epochs=1)
     plan = cfg.plan(240)
-    assert [(r, k, b) for r, k, b, _ in plan][:3] == [("linear", 1, 8), ("linear", 2, 16),
-                                                    ("linear", 3, 24)]  # fmt: skip
+    assert [(r, k, b) for r, k, b, _ in plan][:3] == [
+        ("linear", 1, 8),
+        ("linear", 2, 16),
+        ("linear", 3, 24),
+    ]
     assert [lr for r, _, _, lr in plan if r == "linear"] == pytest.approx([0.01, 0.02, 0.03])
     assert {lr for r, _, _, lr in plan if r == "fixed"} == {0.01}
     curves = bs.scaling_check(make, blobs(), cfg)
@@ -133,10 +143,14 @@ def test_scaling_check_plan_and_agreement():
 
 
 def test_agreement_on_made_up_curves():
-    curves = pd.DataFrame({
-        "rule": ["linear"] * 4 + ["fixed"] * 4, "k": [1, 2, 1, 2] * 2,
-        "epoch": [1, 1, 2, 2] * 2, "val_loss": [1.0, 1.1, 0.5, 0.5, 1.0, 1.5, 0.5, 0.9],
-    })  # fmt: skip
+    curves = pd.DataFrame(
+        {
+            "rule": ["linear"] * 4 + ["fixed"] * 4,
+            "k": [1, 2, 1, 2] * 2,
+            "epoch": [1, 1, 2, 2] * 2,
+            "val_loss": [1.0, 1.1, 0.5, 0.5, 1.0, 1.5, 0.5, 0.9],
+        }
+    )
     a = bs.agreement(curves).set_index("rule")
     assert a.loc["linear", "mean_spread"] == pytest.approx(0.05)
     assert a.loc["fixed", "mean_spread"] == pytest.approx(0.45)

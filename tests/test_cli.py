@@ -115,8 +115,20 @@ def test_module_entry_point_in_a_subprocess():
 
 def test_lr_find_json_csv_and_zoom(capsys, tmp_path):
     path = tmp_path / "lr.csv"
-    code, out, err = run_cli(capsys, "lr-find", "--dataset", "digits", "--batch-size", "32",
-                             "--zoom", "0.01", "1", "--out", str(path), "--json")  # fmt: skip
+    code, out, err = run_cli(
+        capsys,
+        "lr-find",
+        "--dataset",
+        "digits",
+        "--batch-size",
+        "32",
+        "--zoom",
+        "0.01",
+        "1",
+        "--out",
+        str(path),
+        "--json",
+    )
     assert code == 0, err
     figures = json.loads(out.strip().splitlines()[-1])
     assert set(figures["suggestions"]) == {"steep", "minimum", "valley", "max_usable"}
@@ -130,8 +142,20 @@ def test_lr_find_json_csv_and_zoom(capsys, tmp_path):
 
 def test_lr_sweep_json(capsys, tmp_path):
     path = tmp_path / "sweep.csv"
-    code, out, err = run_cli(capsys, "lr-sweep", "--dataset", "digits", "--lr", "0.01", "0.1",
-                             "--steps", "20", "--out", str(path), "--json")  # fmt: skip
+    code, out, err = run_cli(
+        capsys,
+        "lr-sweep",
+        "--dataset",
+        "digits",
+        "--lr",
+        "0.01",
+        "0.1",
+        "--steps",
+        "20",
+        "--out",
+        str(path),
+        "--json",
+    )
     assert code == 0, err
     figures = json.loads(out.strip().splitlines()[-1])
     assert [r["lr"] for r in figures["runs"]] == [0.01, 0.1]
@@ -160,9 +184,24 @@ def test_lr_commands_bad_input(capsys, args, message):
 
 def test_bs_sweep_json(capsys, tmp_path):
     path = tmp_path / "bs.csv"
-    code, out, err = run_cli(capsys, "bs-sweep", "--dataset", "digits", "--batch-sizes", "32",
-                             "full", "--steps", "10", "--scaling", "linear", "--lr", "0.005", "--out", str(path),
-                             "--json")  # fmt: skip
+    code, out, err = run_cli(
+        capsys,
+        "bs-sweep",
+        "--dataset",
+        "digits",
+        "--batch-sizes",
+        "32",
+        "full",
+        "--steps",
+        "10",
+        "--scaling",
+        "linear",
+        "--lr",
+        "0.005",
+        "--out",
+        str(path),
+        "--json",
+    )
     assert code == 0, err
     figures = json.loads(out.strip().splitlines()[-1])
     runs = figures["runs"]
@@ -174,13 +213,13 @@ def test_bs_sweep_json(capsys, tmp_path):
 
 
 def test_bs_probe_and_scaling_check(capsys):
-    code, out, err = run_cli(capsys, "bs-probe", "--dataset", "digits", "--cap-mib", "1",
-                             "--json")  # fmt: skip
+    code, out, err = run_cli(capsys, "bs-probe", "--dataset", "digits", "--cap-mib", "1", "--json")
     assert code == 0, err
     figures = json.loads(out.strip().splitlines()[-1])
     assert figures["largest"] >= figures["safe"] >= 1
-    code, out, err = run_cli(capsys, "bs-scaling-check", "--dataset", "digits", "--k-max", "2",
-                             "--epochs", "1", "--json")  # fmt: skip
+    code, out, err = run_cli(
+        capsys, "bs-scaling-check", "--dataset", "digits", "--k-max", "2", "--epochs", "1", "--json"
+    )
     assert code == 0, err
     figures = json.loads(out.strip().splitlines()[-1])
     assert {a["rule"] for a in figures["agreement"]} == {"linear", "fixed"}

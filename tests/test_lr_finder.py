@@ -131,8 +131,9 @@ def test_state_is_restored_exactly():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     opt_before = {k: v.clone() for k, v in opt.state[next(iter(opt.state))].items()}
     rng_before = torch.random.get_rng_state()
-    range_test(model, data, RangeTestConfig(1e-4, 10, 30, optimizer="adam", batch_size=32),
-               optimizer=opt)  # fmt: skip
+    range_test(
+        model, data, RangeTestConfig(1e-4, 10, 30, optimizer="adam", batch_size=32), optimizer=opt
+    )
     for k, v in model.state_dict().items():
         assert torch.equal(v, before[k]), k
     for k, v in opt.state[next(iter(opt.state))].items():
@@ -205,10 +206,13 @@ def test_range_from_selection(selection, expected):
 def test_spread_over_seeds():
     m, data = model_and_data()
     results = [
-        range_test(build_model(ModelSpec("mlp", hidden=(32,)), (8,), 4, s), data,
-                   RangeTestConfig(1e-4, 10, 40, batch_size=32, seed=s))
+        range_test(
+            build_model(ModelSpec("mlp", hidden=(32,)), (8,), 4, s),
+            data,
+            RangeTestConfig(1e-4, 10, 40, batch_size=32, seed=s),
+        )
         for s in range(3)
-    ]  # fmt: skip
+    ]
     table = spread(results)
     assert set(table.seeds) == {3}
     assert (table.max_over_min >= 1).all()

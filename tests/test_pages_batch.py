@@ -39,9 +39,15 @@ def test_sweep_with_linear_scaling_and_a_changed_list():
 
 @pytest.mark.parametrize(
     "grid, message",
-    [("0", "at least 1"), ("-4", "at least 1"), ("64, 64", "repeat"),
-     ("99999", "larger than the training set"), ("", "empty"), ("64, lots", "not a number")],
-)  # fmt: skip
+    [
+        ("0", "at least 1"),
+        ("-4", "at least 1"),
+        ("64, 64", "repeat"),
+        ("99999", "larger than the training set"),
+        ("", "empty"),
+        ("64, lots", "not a number"),
+    ],
+)
 def test_sweep_bad_batch_lists(grid, message):
     at = batch_page()
     at.text_input(key="bs_grid").set_value(grid).run()

@@ -27,8 +27,11 @@ def test_range_test_runs_suggests_and_zooms():
     wait(at, "rt_job")
     suggestions = at.dataframe[0].value
     assert list(suggestions.suggestion) == [
-        "Steepest descent", "Minimum ÷ 10", "Valley", "Maximum usable",
-    ]  # fmt: skip
+        "Steepest descent",
+        "Minimum ÷ 10",
+        "Valley",
+        "Maximum usable",
+    ]
     assert (suggestions["learning rate"] > 0).all()
     assert len(charts(at)) == 1
     rounds = at.session_state["rt_rounds"]
@@ -118,9 +121,13 @@ def test_range_test_bad_input(key, value, message):
 
 @pytest.mark.parametrize(
     "grid, message",
-    [("", "grid is empty"), ("0.1, 0.1", "repeats"), ("0.1, fast", "not a number"),
-     ("-1", "greater than 0")],
-)  # fmt: skip
+    [
+        ("", "grid is empty"),
+        ("0.1, 0.1", "repeats"),
+        ("0.1, fast", "not a number"),
+        ("-1", "greater than 0"),
+    ],
+)
 def test_sweep_bad_grid(grid, message):
     at = lr_page()
     at.radio(key="lr_mode").set_value("Sweep at a fixed budget").run()
