@@ -269,6 +269,7 @@ def scaling_check(
             budget=Budget(epochs=cfg.epochs),
             optim=OptimSpec(cfg.optimizer, lr, cfg.momentum),
             seed=cfg.seed,
+            eval_at_start=True,
         )
         r = train(
             make_model(cfg.seed), data, tc, run_id=f"{rule} k={k}", on_event=on_event, stop=stop
@@ -297,7 +298,8 @@ def agreement(curves: pd.DataFrame) -> pd.DataFrame:
     the spread (max - min) of validation loss across k, absolute and relative to the mean."""
     out = []
     for rule, d in curves.groupby("rule", sort=False):
-        per_epoch = d[d.epoch == d.epoch.round()].groupby("epoch").val_loss
+        # whole epochs after the start (at epoch 0 every run has the same weights)
+        per_epoch = d[(d.epoch == d.epoch.round()) & (d.epoch > 0)].groupby("epoch").val_loss
         spread = per_epoch.max() - per_epoch.min()
         final = d[d.epoch == d.epoch.max()]
         out.append(

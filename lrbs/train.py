@@ -110,6 +110,7 @@ class TrainConfig:
     eval_every: int | None = None  # steps between evaluations, besides epoch ends
     eval_each_epoch: bool = True
     eval_at_end: bool = True
+    eval_at_start: bool = False  # score the untrained model too (a curve's epoch-0 point)
     min_eval_seconds: float = 0.0  # skip an epoch-end evaluation this soon after the last
     divergence_factor: float | None = 10.0  # None: only NaN/inf count as divergence
     train_eval_size: int = 4096  # training samples re-scored at each evaluation
@@ -281,6 +282,8 @@ def train(
     state.batch = cfg.batch_size
     state.t0 = time.perf_counter()
     perm = torch.randperm(n, generator=gen, device=device)
+    if cfg.eval_at_start:
+        run_eval()
     try:
         with torch.enable_grad():
             while not cfg.budget.fraction(progress()) >= 1.0:

@@ -307,6 +307,8 @@ def curves_from_events(events: pd.DataFrame) -> pd.DataFrame:
 
 
 def scaling_chart(curves: pd.DataFrame, rule: str, title: str) -> alt.Chart:
+    lo, hi = float(curves.val_loss.min()), float(curves.val_loss.max())
+    pad = 0.05 * max(hi - lo, 1e-3)
     d = curves[curves.rule == rule].copy()
     d["run"] = "B₀×" + d.k.astype(str)
     return (
@@ -314,7 +316,9 @@ def scaling_chart(curves: pd.DataFrame, rule: str, title: str) -> alt.Chart:
         .mark_line(point=True)
         .encode(
             x=alt.X("epoch:Q", title="epoch"),
-            y=alt.Y("val_loss:Q", title="validation loss", scale=alt.Scale(zero=False)),
+            y=alt.Y(
+                "val_loss:Q", title="validation loss", scale=alt.Scale(domain=[lo - pad, hi + pad])
+            ),
             color=alt.Color("run:N", title=None, sort=None, scale=alt.Scale(scheme="viridis")),
             tooltip=["run:N", "lr:Q", "batch_size:Q", alt.Tooltip("val_loss:Q", format=".4f")],
         )
@@ -380,8 +384,9 @@ def scaling_section() -> None:
         verdict = "agree" if lin.relative_spread < 0.5 * fix.relative_spread else "do not agree"
         st.markdown(
             f"Under the linear rule the curves differ by **{lin.mean_spread:.4f}** on average "
-            f"({lin.relative_spread:.1%} of the loss); at a fixed rate by "
-            f"**{fix.mean_spread:.4f}** ({fix.relative_spread:.1%}). On this data the linear "
+            f"({lin.relative_spread:.2%} of the loss); at a fixed rate by "
+            f"**{fix.mean_spread:.4f}** ({fix.relative_spread:.2%}). Both charts share one y "
+            "scale; curves that agree lie on top of each other. On this data the linear "
             f"rule's curves **{verdict}** better than the fixed rate's."
         )
     st.download_button(

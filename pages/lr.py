@@ -147,8 +147,7 @@ def start_range_test(cfg: RangeTestConfig, seeds: int, round_no: int) -> None:
                 break
         return results
 
-    if start_job("rt_job", work, "range test"):
-        st.session_state["rt_pending"] = (round_no, key)
+    start_job("rt_job", work, "range test", {"rt_pending": (round_no, key)})
 
 
 def collect_range_test() -> None:
@@ -499,9 +498,7 @@ def start_sweep(cfg: sweeps.LRSweepConfig) -> None:
         )
         return sweeps.sweep_table(results, cfg.lrs)
 
-    job = start_job("sw_job", work, "lr sweep")
-    if job is not None:
-        st.session_state["sw_cfg"] = cfg
+    start_job("sw_job", work, "lr sweep")
 
 
 if mode == MODES[0]:

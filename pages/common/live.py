@@ -32,16 +32,18 @@ def busy_elsewhere(key: str) -> bool:
     return job is not None and not job.done and st.session_state.get(ACTIVE + "_key") != key
 
 
-def start_job(key: str, work, name: str) -> LiveRun | None:
-    """Start `work` as this page's job, unless a run is already going in this session."""
+def start_job(key: str, work, name: str, state: dict | None = None) -> None:
+    """Start `work` as this page's job, unless a run is already going in this session; put
+    `state` into session_state, then rerun, so the page redraws with Stop enabled."""
     if busy_elsewhere(key) or (st.session_state.get(key) and not st.session_state[key].done):
         st.warning("A run is already going in this browser tab: stop it or wait for it first.")
-        return None
+        return
     job = LiveRun(work, name=name, alive=_session_alive()).start()
     st.session_state[key] = job
     st.session_state[ACTIVE] = job
     st.session_state[ACTIVE + "_key"] = key
-    return job
+    st.session_state.update(state or {})
+    st.rerun()
 
 
 def controls(key: str, label: str, disabled: bool = False) -> bool:
@@ -61,13 +63,15 @@ def live_view(key: str, draw: Callable[[Snapshot, bool], None]) -> None:
     job: LiveRun | None = st.session_state.get(key)
     if job is None:
         return
-    running = not job.done
+    if job.done:  # a plain draw: no fragment left behind to poll
+        draw(job.snapshot(), False)
+        return
 
-    @st.fragment(run_every=0.5 if running else None)
+    @st.fragment(run_every=0.5)
     def view() -> None:
         snap = job.snapshot()
         draw(snap, not snap.done)
-        if running and snap.done:
+        if snap.done:
             st.rerun(scope="app")
 
     view()
