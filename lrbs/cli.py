@@ -166,6 +166,19 @@ def build_parser() -> Parser:
     p.add_argument("--optim-states", type=int, default=1)
     add_output_args(p)
 
+    p = sub.add_parser("bs-schedule", help="grow the batch instead of decaying the LR")
+    add_training_args(p)
+    p.set_defaults(optimizer="momentum")
+    p.add_argument(
+        "--regimes", nargs="+", default=["decay", "grow", "hybrid", "plateau", "constant"]
+    )
+    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--milestones", type=int, nargs="*", default=[5, 10])
+    p.add_argument("--factor", type=float, default=5.0)
+    p.add_argument("--patience", type=int, default=2, help="for the plateau regime")
+    p.add_argument("--hybrid-grow", type=int, default=1)
+    add_output_args(p)
+
     sub.add_parser("datasets", help="list datasets and whether they are here")
     return parser
 
@@ -458,6 +471,54 @@ def cmd_bs_probe(a: argparse.Namespace) -> dict:
         "safe": r.safe,
         "memory_limited": r.hit_limit,
         "tried": len(r.tried),
+    }
+
+
+@command("bs-schedule")
+def cmd_bs_schedule(a: argparse.Namespace) -> dict:
+    from lrbs import bs_schedule as bss
+
+    setup = setup_from(a)
+    cfg = bss.ScheduleConfig(
+        tuple(a.regimes),
+        a.epochs,
+        tuple(a.milestones),
+        a.factor,
+        a.lr,
+        a.batch_size,
+        a.optimizer,
+        a.momentum,
+        a.hybrid_grow,
+        a.patience,
+        a.seed,
+    )
+    data = load_tensors(setup)
+    device = data.x_train.device
+    bar, events, done = ProgressBar(), [], []
+
+    def on_event(e):
+        events.append(e.as_dict())
+        bar((len(done) + min(1.0, e.epoch / cfg.epochs)) / len(cfg.regimes), e.run_id)
+
+    results = bss.run_regimes(
+        lambda: setup.fresh_model(data, device),
+        data,
+        cfg,
+        on_event=on_event,
+        on_run_end=lambda n, r: done.append(n),
+    )
+    bar(1.0, "done")
+    frame = pd.DataFrame(events, columns=EVENT_COLUMNS)
+    write_csv(frame, a.out)
+    table, verdict = bss.summary(results)
+    if not a.json:
+        print(table.to_string(index=False))
+        print(verdict)
+    return {
+        "dataset": a.dataset,
+        "n_train": data.n_train,
+        "verdict": verdict,
+        "regimes": table.to_dict(orient="records"),
     }
 
 

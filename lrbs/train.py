@@ -231,7 +231,7 @@ def train(
     optimizer: torch.optim.Optimizer | None = None,
     lr_scheduler: Callable[[torch.optim.Optimizer], object] | None = None,
     batch_size_at: Callable[[Progress], int] | None = None,
-    on_epoch_end: Callable[[Progress, Event, torch.optim.Optimizer], None] | None = None,
+    on_epoch_end: Callable[[Progress, Event | None, torch.optim.Optimizer], None] | None = None,
     stop_rule: Callable[[Event], str | None] | None = None,
 ) -> RunResult:
     """Train `model` in place on `data` until the budget is spent, `stop` is set, the loss
@@ -322,10 +322,11 @@ def train(
                     state.pos = 0
                     perm = torch.randperm(n, generator=gen, device=device)
                     since = state.elapsed() - state.last_eval_at
+                    ev = None
                     if cfg.eval_each_epoch and since >= cfg.min_eval_seconds:
                         ev = run_eval()
-                        if on_epoch_end is not None:
-                            on_epoch_end(progress(), ev, opt)
+                    if on_epoch_end is not None:  # may change the lr or the next batch size
+                        on_epoch_end(progress(), ev, opt)
                 elif cfg.eval_every and state.step % cfg.eval_every == 0:
                     run_eval()
     except Exception as exc:

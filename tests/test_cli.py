@@ -239,3 +239,27 @@ def test_bs_probe_and_scaling_check(capsys):
 def test_bs_commands_bad_input(capsys, args, message):
     code, out, err = run_cli(capsys, *args)
     assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_bs_schedule_json(capsys):
+    code, out, err = run_cli(
+        capsys,
+        "bs-schedule",
+        "--dataset",
+        "digits",
+        "--epochs",
+        "4",
+        "--milestones",
+        "2",
+        "--regimes",
+        "decay",
+        "grow",
+        "--json",
+    )
+    assert code == 0, err
+    figures = json.loads(out.strip().splitlines()[-1])
+    regimes = {r["regime"]: r for r in figures["regimes"]}
+    assert regimes["grow"]["updates"] < regimes["decay"]["updates"]
+    assert "updates instead of" in figures["verdict"]
+    code, out, err = run_cli(capsys, "bs-schedule", "--factor", "1")
+    assert code == 2 and "factor must be above 1" in err

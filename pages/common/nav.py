@@ -38,4 +38,12 @@ PAGES = [
         "weights, and see the generalization gap. Check the linear scaling rule (batch x k, "
         "lr x k) against a fixed rate, and probe the largest batch that fits in memory.",
     ),
+    PageInfo(
+        "pages/bs_schedule.py",
+        "Batch-size scheduling",
+        ":material/trending_up:",
+        "Don't decay the learning rate, increase the batch size (Smith et al. 2017): decay, "
+        "growing batches, a hybrid and seed 004's on-plateau recipe side by side from the same "
+        "weights, with the lr, batch and noise scale each one used, and the updates it cost.",
+    ),
 ]
