@@ -108,23 +108,20 @@ def plan_table(cfg: bss.ScheduleConfig) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def small_chart(d: pd.DataFrame, y: str, title: str, log: bool = False) -> alt.Chart:
+def small_chart(d: pd.DataFrame, y: str, title: str) -> alt.Chart:
+    """One per-epoch quantity of every regime on a log axis (the legend is the big charts')."""
     return (
         alt.Chart(d)
-        .mark_line(point=True, interpolate="step-after")
+        .mark_line(point=True, interpolate="step-after", strokeWidth=2)
         .encode(
             x=alt.X("epoch:Q"),
-            y=alt.Y(f"{y}:Q", title=None, scale=alt.Scale(type="log" if log else "linear")),
+            y=alt.Y(f"{y}:Q", title=None, scale=alt.Scale(type="log")),
             color=alt.Color(
-                "run_id:N",
-                title=None,
-                legend=alt.Legend(orient="top"),
-                scale=alt.Scale(domain=list(bss.REGIMES), scheme="tableau10"),
+                "run_id:N", legend=None, sort=list(bss.REGIMES), scale=alt.Scale(scheme="tableau10")
             ),
-            strokeDash=alt.StrokeDash("run_id:N", legend=None),
             tooltip=["run_id:N", "epoch:Q", alt.Tooltip(f"{y}:Q", format=".4g")],
         )
-        .properties(title=title, height=200)
+        .properties(title=title, height=260)
     )
 
 
@@ -148,10 +145,10 @@ def draw(snap, running: bool) -> None:
     )
     epochs = bss.per_epoch(events, N, st.session_state.get("bq_momentum_used", 0.0))
     c1, c2, c3 = st.columns(3)
-    c1.altair_chart(small_chart(epochs, "lr", "Learning rate", log=True), width="stretch")
-    c2.altair_chart(small_chart(epochs, "batch_size", "Batch size", log=True), width="stretch")
+    c1.altair_chart(small_chart(epochs, "lr", "Learning rate"), width="stretch")
+    c2.altair_chart(small_chart(epochs, "batch_size", "Batch size"), width="stretch")
     c3.altair_chart(
-        small_chart(epochs, "noise_scale", "Noise scale g = lr/(1−m)·N/B", log=True),
+        small_chart(epochs, "noise_scale", "Noise scale g = lr/(1−m)·N/B"),
         width="stretch",
     )
     show_error(snap)
