@@ -179,6 +179,24 @@ def build_parser() -> Parser:
     p.add_argument("--hybrid-grow", type=int, default=1)
     add_output_args(p)
 
+    p = sub.add_parser("noise-scale", help="gradient noise scale B_simple during training")
+    add_training_args(p)
+    p.add_argument("--batch-small", type=int, default=32)
+    p.add_argument("--batch-big", type=int, default=512)
+    p.add_argument("--every", type=int, default=40, help="measure every k steps")
+    p.add_argument("--beta", type=float, default=0.8)
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument(
+        "--check",
+        type=int,
+        nargs="*",
+        default=None,
+        metavar="B",
+        help="also fit B_crit from steps-to-target at these batch sizes",
+    )
+    p.add_argument("--target-loss", type=float, default=None)
+    add_output_args(p)
+
     sub.add_parser("datasets", help="list datasets and whether they are here")
     return parser
 
@@ -520,6 +538,69 @@ def cmd_bs_schedule(a: argparse.Namespace) -> dict:
         "verdict": verdict,
         "regimes": table.to_dict(orient="records"),
     }
+
+
+@command("noise-scale")
+def cmd_noise_scale(a: argparse.Namespace) -> dict:
+    from lrbs import noise_scale as ns
+
+    setup = setup_from(a)
+    cfg = ns.NoiseScaleConfig(
+        a.batch_small,
+        a.batch_big,
+        a.every,
+        a.beta,
+        a.batch_size,
+        a.lr,
+        a.optimizer,
+        a.momentum,
+        a.steps,
+        a.seed,
+    )
+    data = load_tensors(setup)
+    bar = ProgressBar()
+    model = setup.fresh_model(data, data.x_train.device)
+    result = ns.measure(model, data, cfg, on_row=lambda r: bar(r["step"] / cfg.steps, "noise"))
+    bar(1.0, "done")
+    write_csv(result.rows, a.out)
+    out = {
+        "dataset": a.dataset,
+        "model": a.model,
+        **result.headline(),
+        "smith_le_g": ns.smith_le_noise(
+            a.lr, data.n_train, a.batch_size, cfg.momentum if a.optimizer == "momentum" else 0.0
+        ),
+    }
+    if a.check:
+        mid = float(result.rows.loss.iloc[len(result.rows) // 2])
+        ccfg = ns.CheckConfig(
+            tuple(a.check),
+            a.target_loss or mid,
+            3000,
+            a.batch_size,
+            a.lr,
+            result.b_simple,
+            a.optimizer,
+            a.momentum,
+            a.seed,
+        )
+        table = ns.steps_to_target(lambda: setup.fresh_model(data, data.x_train.device), data, ccfg)
+        fit = ns.fit_tradeoff(table.batch, table.steps)
+        out["check"] = {
+            "target_loss": ccfg.target_loss,
+            "s_min": fit.s_min,
+            "e_min": fit.e_min,
+            "b_crit": fit.b_crit,
+            "runs": table.to_dict(orient="records"),
+        }
+    if not a.json:
+        print(
+            f"B_simple = {result.b_simple:,.0f} (last quarter {result.spread[0]:,.0f} to "
+            f"{result.spread[1]:,.0f}); measuring cost {result.overhead:.1%} of training time"
+        )
+        if "check" in out:
+            print(f"fitted B_crit = {out['check']['b_crit']:,.0f}")
+    return out
 
 
 def budget_from(a: argparse.Namespace, default: Budget) -> Budget:

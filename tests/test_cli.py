@@ -263,3 +263,25 @@ def test_bs_schedule_json(capsys):
     assert "updates instead of" in figures["verdict"]
     code, out, err = run_cli(capsys, "bs-schedule", "--factor", "1")
     assert code == 2 and "factor must be above 1" in err
+
+
+def test_noise_scale_json(capsys):
+    code, out, err = run_cli(
+        capsys,
+        "noise-scale",
+        "--dataset",
+        "digits",
+        "--steps",
+        "200",
+        "--batch-big",
+        "256",
+        "--json",
+    )
+    assert code == 0, err
+    figures = json.loads(out.strip().splitlines()[-1])
+    assert figures["b_simple"] > 0 and 0 < figures["overhead"] < 1
+    assert figures["b_simple_q25"] <= figures["b_simple_q75"]
+    code, out, err = run_cli(capsys, "noise-scale", "--batch-small", "64", "--batch-big", "32")
+    assert code == 2 and "must be smaller than the big batch" in err
+    code, out, err = run_cli(capsys, "noise-scale", "--dataset", "digits", "--batch-big", "5000")
+    assert code == 2 and "larger than the training set" in err

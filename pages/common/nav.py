@@ -46,4 +46,12 @@ PAGES = [
         "growing batches, a hybrid and seed 004's on-plateau recipe side by side from the same "
         "weights, with the lr, batch and noise scale each one used, and the updates it cost.",
     ),
+    PageInfo(
+        "pages/noise.py",
+        "Noise scale & critical batch",
+        ":material/blur_on:",
+        "Measure the gradient noise scale B_simple = tr(Σ)/|G|² while a model trains: it "
+        "predicts the critical batch size, beyond which a bigger batch no longer buys fewer "
+        "updates. Then check the prediction against steps-to-target at several batch sizes.",
+    ),
 ]
