@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PORT ?= 8501
 
-.PHONY: run test lint format clean
+.PHONY: run test lint format clean browser
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,9 +16,19 @@ $(VENV)/.installed: requirements.txt
 run: $(VENV)/.installed
 	$(PY) -m streamlit run app.py --server.port $(PORT)
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed browser
 	$(PY) -m ruff check lrbs pages tests app.py
 	$(PY) -m pytest -q
+
+# The browser tests drive Debian's chromium. Install it where this machine allows (root with
+# apt); elsewhere tests/e2e skips with a loud message.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get install -y -qq chromium >/dev/null 2>&1 || \
+	     (apt-get update -qq && apt-get install -y -qq chromium)) || \
+	    echo "*** could not install chromium: the browser tests will be skipped ***"; \
+	  else echo "*** chromium missing and not installable here (needs root + apt): the browser tests will be skipped ***"; fi; }
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check lrbs pages tests app.py

@@ -1,0 +1,100 @@
+"""The real app in a real browser: `streamlit run app.py` on a free localhost port, driven by
+Playwright's Python package through Debian's chromium (never a downloaded browser)."""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import warnings
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = os.environ.get("LRBS_CHROMIUM", "/usr/bin/chromium")
+SHOTS = Path(os.environ.get("LRBS_SHOTS", Path(tempfile.gettempdir()) / "lrbs-e2e-screenshots"))
+
+
+def _why_not() -> str | None:
+    if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
+        return f"chromium not found at {CHROMIUM}: `apt-get install -y chromium` to run these"
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        return "the playwright package is not installed"
+    return None
+
+
+REASON = _why_not()
+if REASON:
+    warnings.warn(f"BROWSER TESTS SKIPPED: {REASON}", stacklevel=1)
+    print(f"\n*** BROWSER TESTS SKIPPED: {REASON} ***\n", file=sys.stderr)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def app_url():
+    if REASON:
+        pytest.skip(REASON)
+    port = free_port()
+    log = open(Path(tempfile.gettempdir()) / f"lrbs-e2e-server-{port}.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+         "--server.headless", "true", "--server.address", "127.0.0.1"],
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(f"{url}/_stcore/health", timeout=2)
+                break
+            except OSError:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"the app exited; see {log.name}") from None
+                time.sleep(0.5)
+        else:
+            raise RuntimeError(f"the app did not come up; see {log.name}")
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(
+            executable_path=CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium"),
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"],
+        )  # fmt: skip
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        print(f"\nscreenshots: {SHOTS}", file=sys.stderr)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, app_url):
+    context = browser.new_context(viewport={"width": 1400, "height": 1100}, accept_downloads=True)
+    pg = context.new_page()
+    pg.set_default_timeout(60_000)
+    yield pg
+    context.close()

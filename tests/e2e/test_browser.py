@@ -1,0 +1,148 @@
+"""Every page in a real browser: loads clean, takes a sidebar change, runs its experiment with a
+chart that grows while training, stops mid-run keeping the partial result, downloads a CSV that
+matches the page, and keeps finished results across navigation."""
+
+import time
+
+import pandas as pd
+import pytest
+from helpers import (
+    no_exception,
+    open_page,
+    progress_count,
+    settle,
+    shot,
+    sidebar_number,
+    wait_chart,
+)
+
+
+def download_csv(page, button: str, tmp_path) -> pd.DataFrame:
+    with page.expect_download() as info:
+        page.get_by_role("button", name=button).click()
+    path = tmp_path / info.value.suggested_filename
+    info.value.save_as(path)
+    return pd.read_csv(path)
+
+
+def test_home(page, app_url):
+    open_page(page, app_url, "", "the learning-rate & batch-size lab")
+    no_exception(page)
+    assert page.get_by_text("Datasets", exact=True).count() == 1
+    assert wait_chart(page) == 1  # samples per class of the current dataset
+    for title in (
+        "Gradient descent in 1-D",
+        "Find the learning rate",
+        "Batch size",
+        "Batch-size scheduling",
+        "Noise scale & critical batch",
+    ):
+        assert page.get_by_role("link", name=title).count() >= 1
+    shot(page, "home")
+
+
+def test_gd_page_change_and_download(page, app_url, tmp_path):
+    open_page(page, app_url, "gd1d", "Gradient descent on a 1-D loss")
+    no_exception(page)
+    assert wait_chart(page, 5) == 5
+    sidebar_number(page, "Steps", "30")
+    no_exception(page)
+    df = download_csv(page, "Download the paths (CSV)", tmp_path)
+    assert len(df) == 3 * 31 and sorted(df.lr.unique()) == [0.1, 0.5, 1.1]
+    assert df[df.lr == 1.1].status.iloc[0] == "diverged"
+    shot(page, "gd1d")
+
+
+def test_range_test_streams_then_zooms_and_survives_navigation(page, app_url, tmp_path):
+    open_page(page, app_url, "lr", "Run range test")
+    sidebar_number(page, "Iterations", "3000")  # long enough to watch it stream
+    page.get_by_role("button", name="Run range test").click()
+    page.get_by_text("iterations so far").first.wait_for()
+    wait_chart(page)
+    seen = []
+    for _ in range(20):
+        n = progress_count(page, r"(\d+) iterations so far")
+        if n is None:
+            break
+        seen.append(n)
+        time.sleep(0.3)
+    assert len(set(seen)) >= 2 and seen == sorted(seen), f"the curve did not grow: {seen}"
+    page.get_by_text("Suggestions").wait_for()
+    settle(page)
+    no_exception(page)
+    caption = page.get_by_text("iterations in").first.inner_text()
+    n = int(caption.split(" iterations in")[0].split()[-1])
+    df = download_csv(page, "Download every curve (CSV)", tmp_path)
+    assert len(df) == n and set(df.columns) >= {"lr", "loss", "smoothed", "round", "seed"}
+    shot(page, "lr_range_test")
+    page.get_by_role("link", name="Gradient descent in 1-D").first.click()
+    page.get_by_text("Gradient descent on a 1-D loss").wait_for()
+    page.get_by_role("link", name="Find the learning rate").first.click()
+    page.get_by_text("Suggestions").wait_for()  # the finished result is still there
+    no_exception(page)
+
+
+def test_sweep_stop_keeps_the_partial_curve(page, app_url, tmp_path):
+    open_page(page, app_url, "lr", "Run range test")
+    page.get_by_text("Sweep at a fixed budget").click()
+    page.get_by_role("button", name="Run sweep").wait_for()
+    settle(page)
+    page.get_by_role("button", name="Run sweep").click()
+    page.get_by_text("rates done").first.wait_for()
+    time.sleep(3)
+    page.get_by_role("button", name="Stop").click()
+    page.get_by_text("Results").wait_for()
+    settle(page)
+    no_exception(page)
+    table = page.locator('[data-testid="stDataFrame"]').first
+    assert table.count() == 1
+    curves = download_csv(page, "Download the curves (CSV)", tmp_path)
+    assert curves.run_id.nunique() < 4  # stopped before every rate ran
+    assert len(curves) > 0 and wait_chart(page) >= 1
+    shot(page, "lr_sweep_stopped")
+
+
+@pytest.mark.parametrize(
+    "path, ready, button, done_text, name",
+    [
+        ("batch", "Run sweep", "Run sweep", "Results", "batch_sweep"),
+        ("bs_schedule", "Train the regimes", "Train the regimes", "Verdict", "bs_schedule"),
+        (
+            "noise",
+            "Measure the noise scale",
+            "Measure the noise scale",
+            "Two noise scales",
+            "noise",
+        ),
+    ],
+)
+def test_training_pages_run_their_defaults(
+    page, app_url, path, ready, button, done_text, name, tmp_path
+):
+    open_page(page, app_url, path, ready)
+    no_exception(page)
+    if path == "batch":  # shorter budget than the default, same shape
+        sidebar_number(page, "Seconds each", "1")
+    page.get_by_role("button", name=button).click()
+    page.get_by_text(done_text).first.wait_for(timeout=120_000)
+    settle(page)
+    no_exception(page)
+    assert wait_chart(page) >= 1
+    shot(page, name)
+
+
+def test_two_tabs_train_at_once(browser, app_url):
+    pages = []
+    for _ in range(2):
+        ctx = browser.new_context(viewport={"width": 1200, "height": 900})
+        pg = ctx.new_page()
+        pg.set_default_timeout(90_000)
+        open_page(pg, app_url, "lr", "Run range test")
+        pages.append(pg)
+    for pg in pages:
+        pg.get_by_role("button", name="Run range test").click()
+    for pg in pages:
+        pg.get_by_text("Suggestions").wait_for()
+        no_exception(pg)
+    for pg in pages:
+        pg.context.close()
