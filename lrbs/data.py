@@ -320,23 +320,39 @@ def _load_csv(spec: DataSpec) -> Raw:
     return Raw(x, y, class_names=names, source=Path(spec.csv_path).name, notes=notes)
 
 
-def read_csv_dataset(path: str, target: str) -> tuple[np.ndarray, np.ndarray, tuple, tuple]:
-    """Numeric feature columns and a target column from a CSV, or a ConfigError saying why not."""
+MAX_CSV_MB = 50  # as the app's upload limit (.streamlit/config.toml, server.maxUploadSize)
+
+
+def _read_csv(path: str, nrows: int | None = None):
     import pandas as pd
 
     p = Path(path)
     if not p.exists():
         raise ConfigError(f"CSV file {path} does not exist")
-    if p.stat().st_size == 0:
+    size = p.stat().st_size
+    if size == 0:
         raise ConfigError("the CSV file is empty")
+    if size > MAX_CSV_MB * 2**20:
+        raise ConfigError(f"the CSV is {size / 2**20:.2g} MB, over the {MAX_CSV_MB:g} MB limit")
     try:
-        df = pd.read_csv(p)
+        return pd.read_csv(p, nrows=nrows)
     except UnicodeDecodeError:
         raise ConfigError("the file is not a text CSV (it could not be decoded as text)") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise ConfigError(
-            f"the file could not be read as CSV: {str(exc).splitlines()[0]}"
-        ) from None
+        first = str(exc).splitlines()[0]
+        raise ConfigError(f"the file could not be read as CSV: {first}") from None
+
+
+def csv_columns(path: str) -> list[str]:
+    """The header of a CSV, with the same checks as loading it."""
+    return [str(c) for c in _read_csv(path, nrows=0).columns]
+
+
+def read_csv_dataset(path: str, target: str) -> tuple[np.ndarray, np.ndarray, tuple, tuple]:
+    """Numeric feature columns and a target column from a CSV, or a ConfigError saying why not."""
+    import pandas as pd
+
+    df = _read_csv(path)
     if df.empty:
         raise ConfigError("the CSV has a header but no rows")
     if target not in df.columns:

@@ -6,10 +6,9 @@ import hashlib
 import tempfile
 from pathlib import Path
 
-import pandas as pd
 import streamlit as st
 
-from lrbs.data import DATASETS, Arrays, DataSpec, availability, load
+from lrbs.data import DATASETS, Arrays, DataSpec, availability, csv_columns, load
 from lrbs.device import describe, pick_device
 from lrbs.errors import LrbsError
 from lrbs.models import MODELS, ModelSpec
@@ -66,9 +65,9 @@ def _csv_inputs() -> tuple[str | None, str | None]:
         return None, None
     st.caption(f"Using {st.session_state.get('csv_name', Path(path).name)}")
     try:
-        columns = list(pd.read_csv(path, nrows=0).columns)
-    except Exception:
-        st.error("That file could not be read as CSV.")
+        columns = csv_columns(path)
+    except LrbsError as exc:
+        st.error(str(exc))
         return path, None
     if not columns:
         st.error("The CSV has no columns.")
