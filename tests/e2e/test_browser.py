@@ -146,3 +146,15 @@ def test_two_tabs_train_at_once(browser, app_url):
         no_exception(pg)
     for pg in pages:
         pg.context.close()
+
+
+def test_a_widget_change_during_a_run(page, app_url):
+    open_page(page, app_url, "lr", "Run range test")
+    sidebar_number(page, "Iterations", "3000")
+    page.get_by_role("button", name="Run range test").click()
+    page.get_by_text("iterations so far").first.wait_for()
+    sidebar_number(page, "Batch size", "32")  # mid-run: the run goes on
+    page.get_by_text("Suggestions").wait_for()
+    settle(page)
+    no_exception(page)
+    assert wait_chart(page) >= 1
