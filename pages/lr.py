@@ -223,11 +223,11 @@ def range_test_section() -> None:
     if controls("rt_job", "Run range test", disabled=picked is None):
         st.session_state["rt_rounds"] = []
         start_range_test(*picked, round_no=0)
-    collect_range_test()
     job = st.session_state.get("rt_job")
     if job is not None and not job.done:
-        live_view("rt_job", draw_range_test)
+        live_view("rt_job", draw_range_test)  # its fragment reruns the page when the job ends
         return
+    collect_range_test()  # check "done" first: a job ending in between is then still collected
     if job is not None:
         show_error(job.snapshot())
     rounds = st.session_state.get("rt_rounds", [])
