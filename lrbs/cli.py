@@ -197,6 +197,14 @@ def build_parser() -> Parser:
     p.add_argument("--target-loss", type=float, default=None)
     add_output_args(p)
 
+    p = sub.add_parser("history", help="the run history: list, show, export, delete")
+    p.add_argument("action", choices=["list", "show", "export", "delete"])
+    p.add_argument("ids", type=int, nargs="*")
+    p.add_argument("--kind", default=None)
+    p.add_argument("--db", default=None, help="run-history file (default: LRBS_DB or ~/.local)")
+    p.add_argument("--out", default=None, help="CSV file for export")
+    p.add_argument("--json", action="store_true")
+
     sub.add_parser("datasets", help="list datasets and whether they are here")
     return parser
 
@@ -212,9 +220,49 @@ def add_budget_args(p: argparse.ArgumentParser) -> None:
 def add_output_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, help="write the CSV the page offers")
     p.add_argument("--json", action="store_true", help="headline figures as JSON, last line")
+    p.add_argument("--no-store", action="store_true", help="do not save the run in the history")
+    p.add_argument("--db", default=None, help="run-history file (default: LRBS_DB or ~/.local)")
 
 
-def write_csv(df: pd.DataFrame, path: str | None) -> None:
+class Recording:
+    """The CLI's side of the run history: a Recorder, or nothing with --no-store. A history
+    that cannot be opened is a warning, not a failed experiment."""
+
+    def __init__(self, a: argparse.Namespace, kind: str, config: dict, setup=None) -> None:
+        from lrbs.store import Recorder, default_path
+
+        self.rec = None
+        if a.no_store:
+            return
+        meta = {"name": "cli"}
+        if setup is not None:
+            meta.update(
+                dataset=setup.data.name,
+                model=setup.model.name,
+                seed=setup.seed,
+                device=setup.device,
+            )
+        try:
+            self.rec = Recorder(a.db or default_path(), kind, config, meta)
+            self.rec.start()
+        except LrbsError as exc:
+            log.warning("not saved in the run history: %s", exc)
+            print(f"warning: not saved in the run history: {exc}", file=sys.stderr)
+            self.rec = None
+
+    def emit(self, channel: str, row: dict) -> None:
+        if self.rec is not None:
+            self.rec.emit(channel, row)
+
+    def finish(self, status: str, results: dict) -> None:
+        if self.rec is not None:
+            self.rec.finish(status, results)
+            results["run_id"] = self.rec.run_id
+
+
+def write_csv(df: pd.DataFrame, path: str | None, a: argparse.Namespace | None = None) -> None:
+    if a is not None:
+        a.frame = df  # saved in the run history by main()
     if path:
         df.to_csv(path, index=False)
         log.info("wrote %d rows to %s", len(df), path)
@@ -240,9 +288,14 @@ class ProgressBar:
 @command("gd1d")
 def cmd_gd1d(a: argparse.Namespace) -> dict:
     cfg = gd1d.GDConfig(a.loss, a.curvature, a.start, a.steps, tuple(a.lr), a.momentum)
+    rec = Recording(a, "gd1d", {"gd1d": cfg})
     paths = gd1d.run(cfg)
-    write_csv(gd1d.paths_frame(paths), a.out)
+    frame = gd1d.paths_frame(paths)
+    write_csv(frame, a.out)
+    for row in frame.to_dict("records"):
+        rec.emit("paths", row)
     out = gd1d.summary(cfg, paths)
+    rec.finish("finished", out)
     if not a.json:
         print(f"{cfg.loss}: stability limit lr < {out['stability_limit']:.4g}")
         for r in out["runs"]:
@@ -258,11 +311,18 @@ def cmd_train(a: argparse.Namespace) -> dict:
     data = load_tensors(setup)
     model = setup.fresh_model(data, data.x_train.device)
     bar = ProgressBar()
-    result = train(model, data, cfg, on_event=lambda e: bar(cfg.budget.fraction(e), e.kind))
+    rec = Recording(a, "train", {"setup": setup, "train": cfg}, setup)
+
+    def on_event(e):
+        bar(cfg.budget.fraction(e), e.kind)
+        rec.emit("events", e.as_dict())
+
+    result = train(model, data, cfg, on_event=on_event)
     bar(1.0, result.status)
     write_csv(pd.DataFrame([e.as_dict() for e in result.events], columns=EVENT_COLUMNS), a.out)
     out = {"dataset": a.dataset, "model": a.model, "device": describe(data.x_train.device).name}
     out.update(result.headline())
+    rec.finish(result.status, out)
     if not a.json:
         print(
             f"{result.status}: {result.steps} steps, {result.epochs:.2f} epochs, "
@@ -311,7 +371,7 @@ def cmd_lr_find(a: argparse.Namespace) -> dict:
             done += round_cfg.iterations
             results.append(res)
     bar(1.0, "done")
-    write_csv(pd.concat([r.frame() for r in results], ignore_index=True), a.out)
+    write_csv(pd.concat([r.frame() for r in results], ignore_index=True), a.out, a)
     out = {
         "dataset": a.dataset,
         "model": a.model,
@@ -363,7 +423,7 @@ def cmd_lr_sweep(a: argparse.Namespace) -> dict:
     bar(1.0, "done")
     table = sweep_table(results, cfg.lrs)
     curves = pd.DataFrame(events, columns=EVENT_COLUMNS)
-    write_csv(curves, a.out)
+    write_csv(curves, a.out, a)
     if not a.json:
         print(table.to_string(index=False))
     best = table.loc[table.best, "lr"]
@@ -417,7 +477,7 @@ def cmd_bs_sweep(a: argparse.Namespace) -> dict:
         on_run_end=on_run_end,
     )
     bar(1.0, "done")
-    write_csv(pd.DataFrame(events, columns=EVENT_COLUMNS), a.out)
+    write_csv(pd.DataFrame(events, columns=EVENT_COLUMNS), a.out, a)
     table = bs.sweep_table(rows)
     if not a.json:
         print(table.to_string(index=False))
@@ -455,7 +515,7 @@ def cmd_bs_scaling_check(a: argparse.Namespace) -> dict:
         lambda s: replace(setup, seed=s).fresh_model(data, device), data, cfg, on_event=on_event
     )
     bar(1.0, "done")
-    write_csv(curves, a.out)
+    write_csv(curves, a.out, a)
     agree = bs.agreement(curves)
     if not a.json:
         print(agree.to_string(index=False))
@@ -478,7 +538,7 @@ def cmd_bs_probe(a: argparse.Namespace) -> dict:
     if cap is None and data.x_train.device.type == "cpu":
         log.warning("no --cap-mib on the CPU: the probe stops at the training set size")
     r = bs.largest_batch(bs.make_fits(model, data, cap, a.optim_states), data.n_train)
-    write_csv(pd.DataFrame(r.tried, columns=["batch", "fits"]), a.out)
+    write_csv(pd.DataFrame(r.tried, columns=["batch", "fits"]), a.out, a)
     if not a.json:
         print(
             f"largest batch that fits: {r.largest} (safe: {r.safe}); "
@@ -527,7 +587,7 @@ def cmd_bs_schedule(a: argparse.Namespace) -> dict:
     )
     bar(1.0, "done")
     frame = pd.DataFrame(events, columns=EVENT_COLUMNS)
-    write_csv(frame, a.out)
+    write_csv(frame, a.out, a)
     table, verdict = bss.summary(results)
     if not a.json:
         print(table.to_string(index=False))
@@ -562,7 +622,7 @@ def cmd_noise_scale(a: argparse.Namespace) -> dict:
     model = setup.fresh_model(data, data.x_train.device)
     result = ns.measure(model, data, cfg, on_row=lambda r: bar(r["step"] / cfg.steps, "noise"))
     bar(1.0, "done")
-    write_csv(result.rows, a.out)
+    write_csv(result.rows, a.out, a)
     out = {
         "dataset": a.dataset,
         "model": a.model,
@@ -608,6 +668,42 @@ def budget_from(a: argparse.Namespace, default: Budget) -> Budget:
     return Budget(*values) if any(v is not None for v in values) else default
 
 
+@command("history")
+def cmd_history(a: argparse.Namespace) -> dict:
+    from lrbs.store import RunStore, default_path
+
+    store = RunStore(a.db or default_path())
+    try:
+        if a.action == "list":
+            runs = store.runs(kind=a.kind)
+            if not a.json:
+                print(runs.to_string(index=False) if not runs.empty else "no runs yet")
+            return {"runs": runs.astype({"started": str, "ended": str}).to_dict("records")}
+        require(bool(a.ids), f"history {a.action} needs at least one run id")
+        if a.action == "show":
+            info = store.run(a.ids[0])
+            if not a.json:
+                print(json.dumps(info, indent=2, default=str))
+            return info
+        if a.action == "export":
+            require(bool(a.out), "history export needs --out FILE.csv")
+            for i in a.ids:
+                store.run(i)  # a clear error for an unknown id
+            df = store.export(a.ids)
+            write_csv(df, a.out)
+            if not a.json:
+                print(f"wrote {len(df)} points of {len(a.ids)} run(s) to {a.out}")
+            return {"rows": len(df), "runs": a.ids}
+        for i in a.ids:
+            store.run(i)
+        n = store.delete(a.ids)
+        if not a.json:
+            print(f"deleted {len(a.ids)} run(s)")
+        return {"deleted": a.ids, "count": n}
+    finally:
+        store.close()
+
+
 @command("datasets")
 def cmd_datasets(a: argparse.Namespace) -> dict:
     from lrbs.data import availability
@@ -617,6 +713,11 @@ def cmd_datasets(a: argparse.Namespace) -> dict:
         e = DATASETS[name]
         print(f"{name:<22} {'here' if ok else 'absent':<7} {e.about if ok else e.how_to_get}")
     return {"available": here}
+
+
+def _config_of(a: argparse.Namespace) -> dict:
+    skip = {"out", "json", "no_store", "db", "frame", "verbose"}
+    return {k: v for k, v in vars(a).items() if k not in skip}
 
 
 def _clean(obj):
@@ -639,6 +740,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             stream=sys.stderr,
         )
         out = COMMANDS[a.command](a)
+        if hasattr(a, "frame"):  # an experiment that did not record as it went
+            rec = Recording(a, a.command, _config_of(a))
+            for row in a.frame.to_dict("records"):
+                rec.emit("results", row)
+            rec.finish(out.get("status", "finished"), out)
     except LrbsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -43,6 +43,8 @@ class LiveRun:
     work: Callable[[Emit, threading.Event, Callable[[float], None]], Any]
     name: str = "run"
     alive: Callable[[], bool] | None = None  # e.g. "is the browser tab still open"
+    recorder: Any = None  # a store.Recorder: the run is also written to the history
+    summarize: Callable[[Any], tuple[str, dict]] | None = None  # result -> (status, results)
     stop_event: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _rows: dict[str, list[dict]] = field(default_factory=dict)
@@ -76,6 +78,8 @@ class LiveRun:
     def emit(self, channel: str, row: dict) -> None:
         with self._lock:
             self._rows.setdefault(channel, []).append(row)
+        if self.recorder is not None:
+            self.recorder.emit(channel, row)
         if self.alive is not None and not self.stop_event.is_set() and not self.alive():
             log.info("%s: its session is gone; stopping", self.name)
             self.stop_event.set()
@@ -98,6 +102,7 @@ class LiveRun:
 
     def _main(self) -> None:
         result, error = None, None
+        self._start_recording()
         try:
             result = self.work(self.emit, self.stop_event, self.set_progress)
         except LrbsError as exc:
@@ -109,7 +114,34 @@ class LiveRun:
             else:
                 log.exception("%s failed", self.name)
                 error = f"{type(exc).__name__}: {exc}"
+        self._finish_recording(result, error)
         with self._lock:
             self._result, self._error, self._done = result, error, True
             self._progress = 1.0 if error is None else self._progress
             self._finished = time.time()
+
+    def _start_recording(self) -> None:
+        if self.recorder is None:
+            return
+        try:
+            self.recorder.start()
+        except Exception as exc:  # the run goes on; only its history entry is lost
+            log.warning("%s: not recorded: %s", self.name, exc)
+            self.recorder = None
+            with self._lock:
+                self._rows.setdefault("warnings", []).append({"message": f"not saved: {exc}"})
+
+    def _finish_recording(self, result: Any, error: str | None) -> None:
+        if self.recorder is None:
+            return
+        status, results = "finished", {}
+        if error is not None:
+            status, results = "error", {"error": error}
+        elif self.summarize is not None and result is not None:
+            status, results = self.summarize(result)
+        if self.stop_event.is_set() and status == "finished":
+            status = "stopped"
+        try:
+            self.recorder.finish(status, results)
+        except Exception as exc:
+            log.warning("%s: history entry not closed: %s", self.name, exc)

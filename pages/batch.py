@@ -9,6 +9,7 @@ from lrbs import charts
 from lrbs.data import TensorData
 from lrbs.errors import LrbsError
 from lrbs.train import EVENT_COLUMNS, Budget
+from pages.common.history import offer_stored, recorder
 from pages.common.live import controls, live_view, show_error, start_job
 from pages.common.sidebar import optimizer_inputs, parse_floats, shared_sidebar
 from pages.common.state import default, page_start
@@ -181,7 +182,12 @@ def start_sweep(cfg: bs.BatchSweepConfig) -> None:
             model_factory(data), data, cfg, on_event=on_event, stop=stop, on_run_end=on_run_end
         )
 
-    start_job("bs_job", work, "batch sweep")
+    start_job(
+        "bs_job",
+        work,
+        "batch sweep",
+        record=recorder("batch-sweep", {"setup": setup, "batch_sweep": cfg}, setup),
+    )
 
 
 def classes_section(cfg: bs.BatchSweepConfig | None) -> None:
@@ -227,6 +233,8 @@ def sweep_section() -> None:
             + f". Noise scale g = lr·N/B with N = {N:,}."
         )
     classes_section(cfg)
+    if cfg is not None:
+        offer_stored("batch-sweep", {"setup": setup, "batch_sweep": cfg}, "bs_job")
     if controls("bs_job", "Run sweep", disabled=cfg is None):
         start_sweep(cfg)
     st.radio(
@@ -349,6 +357,15 @@ def scaling_section() -> None:
         "k; keep the rate fixed instead, and larger batches fall behind."
     )
     cfg = scaling_inputs()
+    if cfg is not None:
+        offer_stored(
+            "scaling-check",
+            {"setup": setup, "scaling_check": cfg},
+            "sc_job",
+            rebuild=lambda info, rows: curves_from_events(
+                pd.DataFrame(rows.get("events", []), columns=EVENT_COLUMNS)
+            ),
+        )
     if controls("sc_job", "Run the check", disabled=cfg is None):
 
         def work(emit, stop, progress):
@@ -364,7 +381,13 @@ def scaling_section() -> None:
 
             return bs.scaling_check(model_factory(data), data, cfg, on_event=on_event, stop=stop)
 
-        start_job("sc_job", work, "scaling check")
+        start_job(
+            "sc_job",
+            work,
+            "scaling check",
+            record=recorder("scaling-check", {"setup": setup, "scaling_check": cfg}, setup),
+            summarize=lambda c: ("finished", {"agreement": bs.agreement(c).to_dict("records")}),
+        )
     job = st.session_state.get("sc_job")
     if job is None:
         st.info(f"Runs 2 × K trainings of {cfg.epochs if cfg else '?'} epochs each.")
@@ -444,7 +467,18 @@ def probe_section() -> None:
 
             return bs.largest_batch(logged, data.n_train)
 
-        start_job("mp_job", work, "memory probe")
+        start_job(
+            "mp_job",
+            work,
+            "memory probe",
+            record=recorder(
+                "memory-probe", {"setup": setup, "cap_mib": cap, "optimizer": opt}, setup
+            ),
+            summarize=lambda r: (
+                "finished",
+                {"largest": r.largest, "safe": r.safe, "memory_limited": r.hit_limit},
+            ),
+        )
     job = st.session_state.get("mp_job")
     if job is None:
         return

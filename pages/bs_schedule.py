@@ -8,7 +8,8 @@ from lrbs import bs_schedule as bss
 from lrbs import charts
 from lrbs.data import TensorData
 from lrbs.errors import LrbsError
-from lrbs.train import EVENT_COLUMNS
+from lrbs.train import EVENT_COLUMNS, RunResult
+from pages.common.history import offer_stored, recorder
 from pages.common.live import controls, live_view, show_error, start_job
 from pages.common.sidebar import optimizer_inputs, parse_floats, shared_sidebar
 from pages.common.state import default, page_start
@@ -163,6 +164,35 @@ if cfg is not None:
             f"Its batch may grow up to N/10 = {N // 10:,}."
         )
 
+
+def summarize(results: dict) -> tuple[str, dict]:
+    keep = ("status", "val_loss", "val_acc", "steps", "elapsed")
+    return "finished", {
+        "regimes": {k: {f: getattr(r, f) for f in keep} for k, r in results.items()}
+    }
+
+
+def rebuild(info: dict, rows: dict) -> dict:
+    return {
+        k: RunResult(
+            k,
+            v["status"],
+            v["steps"],
+            0.0,
+            0,
+            v["elapsed"],
+            None,
+            None,
+            v["val_loss"],
+            v["val_acc"],
+            None,
+        )
+        for k, v in info["results"].get("regimes", {}).items()
+    }
+
+
+if cfg is not None:
+    offer_stored("bs-schedule", {"setup": setup, "schedule": cfg}, "bq_job", rebuild)
 if controls("bq_job", "Train the regimes", disabled=cfg is None):
     st.session_state["bq_n"] = len(cfg.regimes)
     st.session_state["bq_momentum_used"] = cfg.effective_momentum
@@ -189,7 +219,13 @@ if controls("bq_job", "Train the regimes", disabled=cfg is None):
             on_run_end=on_run_end,
         )
 
-    start_job("bq_job", work, "batch-size schedules")
+    start_job(
+        "bq_job",
+        work,
+        "batch-size schedules",
+        record=recorder("bs-schedule", {"setup": setup, "schedule": cfg}, setup),
+        summarize=summarize,
+    )
 
 st.radio(
     "x axis",

@@ -8,8 +8,16 @@ import streamlit as st
 from lrbs import charts, sweeps
 from lrbs.data import TensorData
 from lrbs.errors import LrbsError
-from lrbs.lr_finder import RangeTestConfig, range_from_selection, range_test, spread
+from lrbs.lr_finder import (
+    RangeTestConfig,
+    RangeTestResult,
+    range_from_selection,
+    range_test,
+    spread,
+    suggest,
+)
 from lrbs.train import EVENT_COLUMNS, Budget
+from pages.common.history import offer_stored, recorder
 from pages.common.live import controls, live_view, show_error, start_job
 from pages.common.sidebar import optimizer_inputs, parse_floats, shared_sidebar
 from pages.common.state import default, page_start
@@ -147,7 +155,48 @@ def start_range_test(cfg: RangeTestConfig, seeds: int, round_no: int) -> None:
                 break
         return results
 
-    start_job("rt_job", work, "range test", {"rt_pending": (round_no, key)})
+    start_job(
+        "rt_job",
+        work,
+        "range test",
+        {"rt_pending": (round_no, key)},
+        record=recorder("lr-range-test", rt_config(cfg, seeds), setup, name=f"round {round_no}"),
+        summarize=summarize_range_test,
+    )
+
+
+def rt_config(cfg: RangeTestConfig, seeds: int) -> dict:
+    return {"setup": setup, "range_test": cfg, "seeds": seeds}
+
+
+def summarize_range_test(results) -> tuple[str, dict]:
+    per_seed = [{"seed": r.config.seed, "status": r.status, "message": r.message,
+                 "elapsed": r.elapsed, "suggestions": {s.name: s.lr for s in r.suggestions}}
+                for r in results]  # fmt: skip
+    return results[0].status, {"seeds": per_seed}
+
+
+def rebuild_range_test(info: dict, rows: dict) -> list:
+    """RangeTestResults from a stored run: its points, config and per-seed statuses."""
+    base = RangeTestConfig(**info["config"]["range_test"])
+    meta = {m["seed"]: m for m in info["results"].get("seeds", [])}
+    points = pd.DataFrame(rows.get("points", []))
+    out = []
+    for seed, part in points.groupby("seed", sort=True):
+        m = meta.get(int(seed), {})
+        part = part.sort_values("iteration")
+        lrs, sm = part.lr.to_numpy(float), part.smoothed.to_numpy(float)
+        out.append(RangeTestResult(
+            replace(base, seed=int(seed)), lrs, part.loss.to_numpy(float), sm,
+            m.get("status", "finished"), m.get("message", ""), tuple(suggest(lrs, sm)),
+            m.get("elapsed", 0.0), int(part["round"].iloc[0]),
+        ))  # fmt: skip
+    return out
+
+
+def load_range_test(job) -> None:
+    st.session_state["rt_rounds"] = [job.result]
+    st.session_state["rt_pending"] = None
 
 
 def collect_range_test() -> None:
@@ -220,6 +269,14 @@ def range_test_section() -> None:
         "weights in every test and is restored afterwards."
     )
     picked = range_test_inputs()
+    if picked is not None:
+        offer_stored(
+            "lr-range-test",
+            rt_config(*picked),
+            "rt_job",
+            rebuild_range_test,
+            on_load=load_range_test,
+        )
     if controls("rt_job", "Run range test", disabled=picked is None):
         st.session_state["rt_rounds"] = []
         start_range_test(*picked, round_no=0)
@@ -415,6 +472,8 @@ def sweep_section() -> None:
         c1, c2 = st.columns([4, 2])
         c1.caption(f"From the {st.session_state.get('chosen_lr_source')}: lr = {chosen_lr:.3g}")
         c2.button("Add it to the grid", on_click=add_lr, args=(chosen_lr,), key="sw_add_chosen")
+    if cfg is not None:
+        offer_stored("lr-sweep", {"setup": setup, "lr_sweep": cfg}, "sw_job")
     if controls("sw_job", "Run sweep", disabled=cfg is None):
         start_sweep(cfg)
     st.radio(
@@ -498,7 +557,16 @@ def start_sweep(cfg: sweeps.LRSweepConfig) -> None:
         )
         return sweeps.sweep_table(results, cfg.lrs)
 
-    start_job("sw_job", work, "lr sweep")
+    start_job(
+        "sw_job",
+        work,
+        "lr sweep",
+        record=recorder("lr-sweep", {"setup": setup, "lr_sweep": cfg}, setup),
+        summarize=lambda t: (
+            "finished",
+            {"table": t.to_dict("records"), "best_lr": sweeps.best_lr(t)},
+        ),
+    )
 
 
 if mode == MODES[0]:

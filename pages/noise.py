@@ -8,6 +8,8 @@ import streamlit as st
 from lrbs import noise_scale as ns
 from lrbs.data import TensorData
 from lrbs.errors import LrbsError
+from lrbs.train import RunResult
+from pages.common.history import offer_stored, recorder
 from pages.common.live import controls, live_view, show_error, start_job
 from pages.common.sidebar import optimizer_inputs, parse_floats, shared_sidebar
 from pages.common.state import default, page_start
@@ -173,7 +175,13 @@ def check_section(result: ns.NoiseScaleResult, cfg: ns.NoiseScaleConfig) -> None
                 lambda: setup.fresh_model(data, device), data, ccfg, on_event=on_event, stop=stop
             )
 
-        start_job("nc_job", work, "noise-scale check")
+        start_job(
+            "nc_job",
+            work,
+            "noise-scale check",
+            record=recorder("noise-check", {"setup": setup, "check": ccfg}, setup),
+            summarize=lambda t: ("finished", {"table": t.to_dict("records")}),
+        )
 
     def draw_check(snap, running):
         if running:
@@ -241,7 +249,40 @@ def check_section(result: ns.NoiseScaleResult, cfg: ns.NoiseScaleConfig) -> None
     )
 
 
+def rebuild(info: dict, rows: dict) -> ns.NoiseScaleResult:
+    h = info["results"]
+    run = RunResult(
+        "noise",
+        h.get("status", "finished"),
+        h.get("steps", 0),
+        0.0,
+        0,
+        0.0,
+        h.get("final_loss"),
+        None,
+        None,
+        None,
+        None,
+    )
+    return ns.NoiseScaleResult(
+        pd.DataFrame(rows.get("rows", [])),
+        run,
+        h["b_simple"],
+        (h["b_simple_q25"], h["b_simple_q75"]),
+        h["overhead"],
+    )
+
+
+def load_noise(job) -> None:
+    st.session_state["ns_job"] = job
+    st.session_state["ns_cfg"] = cfg
+
+
 cfg = inputs()
+if cfg is not None:
+    offer_stored(
+        "noise-scale", {"setup": setup, "noise": cfg}, "ns_job", rebuild, on_load=load_noise
+    )
 if controls("ns_job", "Measure the noise scale", disabled=cfg is None):
 
     def work(emit, stop, progress):
@@ -261,7 +302,14 @@ if controls("ns_job", "Measure the noise scale", disabled=cfg is None):
             on_event=lambda e: emit("events", e.as_dict()),
         )
 
-    start_job("ns_job", work, "noise scale", {"ns_cfg": cfg})
+    start_job(
+        "ns_job",
+        work,
+        "noise scale",
+        {"ns_cfg": cfg},
+        record=recorder("noise-scale", {"setup": setup, "noise": cfg}, setup),
+        summarize=lambda r: ("finished", r.headline()),
+    )
 
 job = st.session_state.get("ns_job")
 if job is None:

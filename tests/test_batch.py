@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import blobs
+from support import blobs
 
 from lrbs import batch as bs
 from lrbs.errors import ConfigError

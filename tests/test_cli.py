@@ -4,7 +4,7 @@ import sys
 
 import pandas as pd
 import pytest
-from conftest import ROOT
+from support import ROOT
 
 from lrbs.cli import main
 
@@ -285,3 +285,37 @@ def test_noise_scale_json(capsys):
     assert code == 2 and "must be smaller than the big batch" in err
     code, out, err = run_cli(capsys, "noise-scale", "--dataset", "digits", "--batch-big", "5000")
     assert code == 2 and "larger than the training set" in err
+
+
+def test_cli_runs_are_stored_and_history_commands(capsys, tmp_path):
+    db = str(tmp_path / "h.db")
+    assert main(["train", "--dataset", "digits", "--steps", "20", "--db", db, "--json"]) == 0
+    assert main(["lr-find", "--dataset", "digits", "--db", db, "--json"]) == 0
+    assert main(["gd1d", "--db", db, "--no-store"]) == 0
+    capsys.readouterr()
+    assert main(["history", "list", "--db", db, "--json"]) == 0
+    runs = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["runs"]
+    assert [r["kind"] for r in runs] == ["lr-find", "train"]  # newest first; gd1d not stored
+    ids = [str(r["id"]) for r in runs]
+    out_csv = tmp_path / "runs.csv"
+    assert main(["history", "export", *ids, "--out", str(out_csv), "--db", db]) == 0
+    df = pd.read_csv(out_csv)
+    assert set(df.run) == {int(i) for i in ids} and {"run_kind", "channel"} <= set(df.columns)
+    assert main(["history", "show", ids[1], "--db", db, "--json"]) == 0
+    info = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert info["kind"] == "train" and info["results"]["status"] == "finished"
+    assert main(["history", "delete", ids[0], "--db", db]) == 0
+    capsys.readouterr()
+    assert main(["history", "show", ids[0], "--db", db]) == 2
+    assert "there is no run" in capsys.readouterr().err
+
+
+def test_cli_history_refuses_a_foreign_file(capsys, tmp_path):
+    bad = tmp_path / "x.db"
+    bad.write_text("hello")
+    assert main(["history", "list", "--db", str(bad)]) == 2
+    assert "not an lrbs run history" in capsys.readouterr().err
+    assert bad.read_text() == "hello"
+    # an experiment still runs; only its history entry is lost, with a warning
+    assert main(["gd1d", "--db", str(bad), "--json"]) == 0
+    assert "not saved in the run history" in capsys.readouterr().err

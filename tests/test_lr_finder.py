@@ -4,7 +4,7 @@ import threading
 import numpy as np
 import pytest
 import torch
-from conftest import blobs
+from support import blobs
 
 from lrbs.errors import ConfigError
 from lrbs.lr_finder import (

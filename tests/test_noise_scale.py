@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import blobs
+from support import blobs
 
 from lrbs import noise_scale as ns
 from lrbs.errors import ConfigError

@@ -1,8 +1,8 @@
 """The pages through Streamlit's AppTest: defaults, changed widgets, bad input."""
 
 import pytest
-from conftest import ROOT
 from streamlit.testing.v1 import AppTest
+from support import ROOT
 
 APP = str(ROOT / "app.py")
 

@@ -4,7 +4,7 @@ import time
 import pandas as pd
 import pytest
 import torch
-from conftest import blobs
+from support import blobs
 
 from lrbs.errors import ConfigError, LrbsError
 from lrbs.live import LiveRun

@@ -3,7 +3,7 @@ import threading
 
 import pytest
 import torch
-from conftest import blobs
+from support import blobs
 
 from lrbs.errors import ConfigError
 from lrbs.models import ModelSpec, build_model

@@ -32,13 +32,17 @@ def busy_elsewhere(key: str) -> bool:
     return job is not None and not job.done and st.session_state.get(ACTIVE + "_key") != key
 
 
-def start_job(key: str, work, name: str, state: dict | None = None) -> None:
+def start_job(
+    key: str, work, name: str, state: dict | None = None, record=None, summarize=None
+) -> None:
     """Start `work` as this page's job, unless a run is already going in this session; put
     `state` into session_state, then rerun, so the page redraws with Stop enabled."""
     if busy_elsewhere(key) or (st.session_state.get(key) and not st.session_state[key].done):
         st.warning("A run is already going in this browser tab: stop it or wait for it first.")
         return
-    job = LiveRun(work, name=name, alive=_session_alive()).start()
+    job = LiveRun(
+        work, name=name, alive=_session_alive(), recorder=record, summarize=summarize
+    ).start()
     st.session_state[key] = job
     st.session_state[ACTIVE] = job
     st.session_state[ACTIVE + "_key"] = key

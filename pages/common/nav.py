@@ -54,4 +54,11 @@ PAGES = [
         "predicts the critical batch size, beyond which a bigger batch no longer buys fewer "
         "updates. Then check the prediction against steps-to-target at several batch sizes.",
     ),
+    PageInfo(
+        "pages/history.py",
+        "Run history",
+        ":material/history:",
+        "Every run from every page and from the command line, kept in a SQLite file: filter, "
+        "overlay curves of several runs, open, rename, annotate, delete, export as CSV.",
+    ),
 ]

@@ -13,6 +13,7 @@ from lrbs.device import describe, pick_device
 from lrbs.errors import LrbsError
 from lrbs.models import MODELS, ModelSpec
 from lrbs.setup import Setup
+from pages.common.history import history_sidebar
 from pages.common.state import default
 
 
@@ -132,6 +133,7 @@ def shared_sidebar() -> tuple[Setup, Arrays] | None:
             except ValueError:
                 st.error(f"Hidden layers must be whole numbers separated by commas, not {text!r}")
                 return None
+    history_sidebar()
     if name == "csv" and (csv_path is None or target is None):
         return None
     try:

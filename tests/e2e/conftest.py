@@ -1,7 +1,6 @@
 """The real app in a real browser: `streamlit run app.py` on a free localhost port, driven by
 Playwright's Python package through Debian's chromium (never a downloaded browser)."""
 
-import os
 import shutil
 import socket
 import subprocess
@@ -14,9 +13,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = os.environ.get("LRBS_CHROMIUM", "/usr/bin/chromium")
-SHOTS = Path(os.environ.get("LRBS_SHOTS", Path(tempfile.gettempdir()) / "lrbs-e2e-screenshots"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from browser_helpers import CHROMIUM, ROOT, SHOTS  # noqa: E402
 
 
 def _why_not() -> str | None:

@@ -6,7 +6,7 @@ import time
 
 import pandas as pd
 import pytest
-from helpers import (
+from browser_helpers import (
     no_exception,
     open_page,
     progress_count,

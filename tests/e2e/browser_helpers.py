@@ -1,19 +1,23 @@
+import os
 import re
+import tempfile
 import time
+from pathlib import Path
 
-from conftest import SHOTS
-from playwright.sync_api import Page
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = os.environ.get("LRBS_CHROMIUM", "/usr/bin/chromium")
+SHOTS = Path(os.environ.get("LRBS_SHOTS", Path(tempfile.gettempdir()) / "lrbs-e2e-screenshots"))
 
 EXCEPTION = '[data-testid="stException"]'
 
 
-def open_page(page: Page, url: str, path: str, ready_text: str) -> None:
+def open_page(page, url: str, path: str, ready_text: str) -> None:
     page.goto(f"{url}/{path}")
     page.get_by_text(ready_text).first.wait_for()
     settle(page)
 
 
-def settle(page: Page, quiet: float = 1.0, timeout: float = 60) -> None:
+def settle(page, quiet: float = 1.0, timeout: float = 60) -> None:
     """Wait until the app has been idle (no 'running' indicator) for `quiet` seconds."""
     end = time.time() + timeout
     idle_since = None
@@ -28,11 +32,11 @@ def settle(page: Page, quiet: float = 1.0, timeout: float = 60) -> None:
         time.sleep(0.1)
 
 
-def no_exception(page: Page) -> None:
+def no_exception(page) -> None:
     assert page.query_selector(EXCEPTION) is None, page.inner_text(EXCEPTION)
 
 
-def wait_chart(page: Page, n: int = 1, timeout: float = 60) -> int:
+def wait_chart(page, n: int = 1, timeout: float = 60) -> int:
     """Wait until at least `n` charts are on the page; return how many there are."""
     end = time.time() + timeout
     while time.time() < end:
@@ -42,15 +46,15 @@ def wait_chart(page: Page, n: int = 1, timeout: float = 60) -> int:
     return charts(page)
 
 
-def charts(page: Page) -> int:
+def charts(page) -> int:
     return len(page.query_selector_all('[data-testid="stVegaLiteChart"]'))
 
 
-def shot(page: Page, name: str) -> None:
+def shot(page, name: str) -> None:
     page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
-def progress_count(page: Page, pattern: str) -> int | None:
+def progress_count(page, pattern: str) -> int | None:
     """The number in a progress label such as 'Range test: 37 iterations so far'."""
     for el in page.query_selector_all('[data-testid="stProgress"]'):
         m = re.search(pattern, el.inner_text())
@@ -59,7 +63,7 @@ def progress_count(page: Page, pattern: str) -> int | None:
     return None
 
 
-def sidebar_number(page: Page, label: str, value: str) -> None:
+def sidebar_number(page, label: str, value: str) -> None:
     box = page.locator('[data-testid="stSidebar"]').get_by_label(label, exact=True)
     box.fill(value)
     box.press("Enter")

@@ -1,0 +1,336 @@
+"""The run history: every run, finished, stopped or diverged, in one SQLite file.
+
+WAL mode, so the app's sessions and CLI processes can write at once; points are written in
+batches as a run goes, so a run killed mid-way keeps what it had computed. The file carries
+SQLite's application_id, so a foreign or corrupt file is refused with a clear message and never
+overwritten; `user_version` is the schema version, and MIGRATIONS lifts old files forward.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from lrbs.errors import LrbsError
+
+log = logging.getLogger(__name__)
+
+APPLICATION_ID = 0x6C726273  # "lrbs"
+SQLITE_HEADER = b"SQLite format 3\x00"
+MIGRATIONS: dict[int, list[str]] = {
+    1: [
+        """CREATE TABLE runs (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            kind TEXT NOT NULL,
+            name TEXT NOT NULL DEFAULT '',
+            note TEXT NOT NULL DEFAULT '',
+            config TEXT NOT NULL,
+            config_key TEXT NOT NULL,
+            dataset TEXT NOT NULL DEFAULT '',
+            model TEXT NOT NULL DEFAULT '',
+            device TEXT NOT NULL DEFAULT '',
+            seed INTEGER,
+            status TEXT NOT NULL DEFAULT 'running',
+            started REAL NOT NULL,
+            ended REAL,
+            results TEXT NOT NULL DEFAULT '{}'
+        )""",
+        "CREATE INDEX runs_key ON runs (kind, config_key)",
+        """CREATE TABLE points (
+            run_id INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+            channel TEXT NOT NULL,
+            seq INTEGER NOT NULL,
+            data TEXT NOT NULL
+        )""",
+        "CREATE INDEX points_run ON points (run_id, channel, seq)",
+    ],
+}
+SCHEMA_VERSION = max(MIGRATIONS)
+
+
+class StoreError(LrbsError):
+    """The run-history file cannot be used; the message says why and what to do."""
+
+
+def default_path() -> Path:
+    if os.environ.get("LRBS_DB"):
+        return Path(os.environ["LRBS_DB"]).expanduser()
+    base = Path(os.environ.get("XDG_DATA_HOME", Path.home() / ".local" / "share"))
+    return base / "lrbs" / "runs.db"
+
+
+def jsonable(obj: Any) -> Any:
+    """Dataclasses, tuples, numpy numbers and NaN/inf into plain JSON values."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple | set):
+        return [jsonable(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item):  # numpy / torch scalars
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if obj is None or isinstance(obj, bool | int | float | str):
+        return obj
+    return str(obj)
+
+
+def config_key(config: dict) -> str:
+    text = json.dumps(jsonable(config), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+class RunStore:
+    """One connection to the history file; use one per thread."""
+
+    def __init__(self, path: str | os.PathLike | None = None, timeout: float = 30.0) -> None:
+        self.path = Path(path) if path else default_path()
+        self._check_file()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = sqlite3.connect(self.path, timeout=timeout)
+            self.db.row_factory = sqlite3.Row
+            self._open()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(
+                f"{self.path} is not a usable lrbs run history ({exc}); choose "
+                "another file (sidebar or LRBS_DB)"
+            ) from None
+
+    def _check_file(self) -> None:
+        if self.path.is_dir():
+            raise StoreError(f"{self.path} is a folder; the run history must be a file")
+        if self.path.exists() and self.path.stat().st_size > 0:
+            with open(self.path, "rb") as f:
+                head = f.read(16)
+            if head != SQLITE_HEADER:
+                raise StoreError(
+                    f"{self.path} is not an lrbs run history (not a SQLite file); it was left "
+                    "untouched: choose another file (sidebar or LRBS_DB)"
+                )
+
+    def _open(self) -> None:
+        db = self.db
+        db.execute("PRAGMA busy_timeout = 30000")
+        app_id = db.execute("PRAGMA application_id").fetchone()[0]
+        tables = db.execute("SELECT count(*) FROM sqlite_master WHERE type='table'").fetchone()[0]
+        if app_id != APPLICATION_ID and (app_id != 0 or tables > 0):
+            raise StoreError(
+                f"{self.path} is a SQLite file of another program, not an lrbs run history; "
+                "it was left untouched: choose another file (sidebar or LRBS_DB)"
+            )
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path} was written by a newer lrbs (schema {version}, this "
+                f"one reads up to {SCHEMA_VERSION}); upgrade lrbs"
+            )
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA foreign_keys = ON")
+        if version < SCHEMA_VERSION:
+            self._migrate(version)
+
+    def _migrate(self, version: int) -> None:
+        with self.db:  # one transaction: a failed migration leaves the file as it was
+            self.db.execute("BEGIN IMMEDIATE")
+            current = self.db.execute("PRAGMA user_version").fetchone()[0]  # another writer?
+            for v in range(current + 1, SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS[v]:
+                    self.db.execute(statement)
+                log.info("run history %s: schema %d -> %d", self.path, v - 1, v)
+            self.db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+            self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def close(self) -> None:
+        self.db.close()
+
+    # ------------------------------------------------------------------ writing
+
+    def start_run(
+        self,
+        kind: str,
+        config: dict,
+        *,
+        name: str = "",
+        dataset: str = "",
+        model: str = "",
+        device: str = "",
+        seed: int | None = None,
+    ) -> int:
+        cfg = jsonable(config)
+        with self.db:
+            cur = self.db.execute(
+                "INSERT INTO runs (kind, name, config, config_key, dataset, model, device, seed,"
+                " started) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    kind,
+                    name,
+                    json.dumps(cfg),
+                    config_key(cfg),
+                    dataset,
+                    model,
+                    device,
+                    seed,
+                    time.time(),
+                ),
+            )
+        return int(cur.lastrowid)
+
+    def add_points(self, run_id: int, channel: str, rows: Iterable[dict], start: int = 0) -> int:
+        data = [(run_id, channel, start + i, json.dumps(jsonable(r))) for i, r in enumerate(rows)]
+        with self.db:
+            self.db.executemany(
+                "INSERT INTO points (run_id, channel, seq, data) VALUES (?, ?, ?, ?)", data
+            )
+        return start + len(data)
+
+    def finish(self, run_id: int, status: str, results: dict | None = None) -> None:
+        with self.db:
+            self.db.execute(
+                "UPDATE runs SET status = ?, ended = ?, results = ? WHERE id = ?",
+                (status, time.time(), json.dumps(jsonable(results or {})), run_id),
+            )
+
+    def update(self, run_id: int, *, name: str | None = None, note: str | None = None) -> None:
+        with self.db:
+            if name is not None:
+                self.db.execute("UPDATE runs SET name = ? WHERE id = ?", (name, run_id))
+            if note is not None:
+                self.db.execute("UPDATE runs SET note = ? WHERE id = ?", (note, run_id))
+
+    def delete(self, run_ids: Iterable[int]) -> int:
+        ids = [int(i) for i in run_ids]
+        with self.db:
+            self.db.executemany("DELETE FROM points WHERE run_id = ?", [(i,) for i in ids])
+            cur = self.db.executemany("DELETE FROM runs WHERE id = ?", [(i,) for i in ids])
+        return cur.rowcount
+
+    # ------------------------------------------------------------------ reading
+
+    def runs(
+        self, kind: str | None = None, dataset: str | None = None, status: str | None = None
+    ) -> pd.DataFrame:
+        sql = (
+            "SELECT r.id, r.kind, r.name, r.dataset, r.model, r.device, r.seed, r.status, "
+            "r.started, r.ended, r.note, (SELECT count(*) FROM points p WHERE p.run_id = r.id)"
+            " AS points FROM runs r WHERE 1 = 1"
+        )
+        args: list = []
+        for column, value in (("kind", kind), ("dataset", dataset), ("status", status)):
+            if value:
+                sql += f" AND r.{column} = ?"
+                args.append(value)
+        df = pd.read_sql_query(sql + " ORDER BY r.id DESC", self.db, params=args)
+        for col in ("started", "ended"):
+            df[col] = pd.to_datetime(df[col], unit="s", utc=True).dt.tz_convert(None)
+        return df
+
+    def run(self, run_id: int) -> dict:
+        row = self.db.execute("SELECT * FROM runs WHERE id = ?", (int(run_id),)).fetchone()
+        if row is None:
+            raise StoreError(f"there is no run {run_id} in {self.path}")
+        out = dict(row)
+        out["config"] = json.loads(out["config"])
+        out["results"] = json.loads(out["results"])
+        return out
+
+    def points(self, run_id: int, channel: str | None = None) -> pd.DataFrame:
+        sql, args = "SELECT channel, data FROM points WHERE run_id = ?", [int(run_id)]
+        if channel:
+            sql += " AND channel = ?"
+            args.append(channel)
+        rows = self.db.execute(sql + " ORDER BY channel, seq", args).fetchall()
+        records = [{"channel": r["channel"], **json.loads(r["data"])} for r in rows]
+        return pd.DataFrame(records)
+
+    def channels(self, run_id: int) -> list[str]:
+        rows = self.db.execute(
+            "SELECT DISTINCT channel FROM points WHERE run_id = ?", (int(run_id),)
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def find(self, kind: str, config: dict) -> list[dict]:
+        """Finished runs of this kind with exactly this config, newest first."""
+        key = config_key(config)
+        rows = self.db.execute(
+            "SELECT id, started, status FROM runs WHERE kind = ? AND config_key = ? AND "
+            "status IN ('finished', 'diverged') ORDER BY id DESC",
+            (kind, key),
+        ).fetchall()
+        return [dict(r) for r in rows]
+
+    def export(self, run_ids: Iterable[int]) -> pd.DataFrame:
+        """Every point of these runs, one row each, with the run's id, kind and name (as run,
+        run_kind, run_name: a point may have a 'kind' of its own)."""
+        frames = []
+        for i in run_ids:
+            info = self.run(i)
+            pts = self.points(i)
+            pts.insert(0, "run", int(i))
+            pts.insert(1, "run_kind", info["kind"])
+            pts.insert(2, "run_name", info["name"])
+            frames.append(pts)
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+class Recorder:
+    """Writes one run as it goes: `emit(channel, row)` buffers, and a batch is written every
+    `every_rows` rows or `every_seconds`, so little is lost if the process dies."""
+
+    def __init__(
+        self,
+        path,
+        kind: str,
+        config: dict,
+        meta: dict | None = None,
+        every_rows: int = 200,
+        every_seconds: float = 1.0,
+    ) -> None:
+        self.path, self.kind, self.config, self.meta = path, kind, config, meta or {}
+        self.every_rows, self.every_seconds = every_rows, every_seconds
+        self.store: RunStore | None = None
+        self.run_id: int | None = None
+        self._buffer: dict[str, list[dict]] = {}
+        self._seq: dict[str, int] = {}
+        self._last = time.time()
+        self._lock = threading.Lock()
+
+    def start(self) -> int:
+        self.store = RunStore(self.path)
+        self.run_id = self.store.start_run(self.kind, self.config, **self.meta)
+        return self.run_id
+
+    def emit(self, channel: str, row: dict) -> None:
+        with self._lock:
+            self._buffer.setdefault(channel, []).append(row)
+            size = sum(len(v) for v in self._buffer.values())
+            due = size >= self.every_rows or time.time() - self._last >= self.every_seconds
+        if due:
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            buffer, self._buffer = self._buffer, {}
+            self._last = time.time()
+        for channel, rows in buffer.items():
+            self._seq[channel] = self.store.add_points(
+                self.run_id, channel, rows, self._seq.get(channel, 0)
+            )
+
+    def finish(self, status: str, results: dict | None = None) -> None:
+        self.flush()
+        self.store.finish(self.run_id, status, results)
+        self.store.close()

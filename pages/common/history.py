@@ -1,0 +1,101 @@
+"""Pages and the run history: where the file is, recording a run, offering a stored result."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import streamlit as st
+
+from lrbs.live import Snapshot
+from lrbs.store import Recorder, RunStore, StoreError, default_path
+
+
+def store_path() -> str:
+    return st.session_state.get("s_db_path") or str(default_path())
+
+
+def open_store() -> RunStore | None:
+    try:
+        return RunStore(store_path())
+    except StoreError as exc:
+        st.error(str(exc))
+        return None
+
+
+def recorder(kind: str, config: dict, setup=None, name: str = "") -> Recorder:
+    meta = {"name": name}
+    if setup is not None:
+        meta.update(dataset=setup.data.name, model=setup.model.name, seed=setup.seed,
+                    device=str(setup.torch_device()))  # fmt: skip
+    return Recorder(store_path(), kind, config, meta)
+
+
+@dataclass
+class StoredJob:
+    """A finished run read back from the history, shaped like a LiveRun for the pages."""
+
+    rows: dict[str, list[dict]]
+    result: Any
+    run_id: int
+    done: bool = True
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(self.rows, 1.0, True, self.result, None)
+
+    def stop(self) -> None:
+        pass
+
+    def join(self, timeout: float | None = None) -> bool:
+        return True
+
+
+def load_job(store: RunStore, run_id: int, rebuild=None) -> StoredJob:
+    info = store.run(run_id)
+    pts = store.points(run_id)
+    rows = {}
+    if not pts.empty:
+        for channel, part in pts.groupby("channel", sort=False):
+            rows[channel] = (
+                part.drop(columns="channel").dropna(axis=1, how="all").to_dict("records")
+            )
+    result = rebuild(info, rows) if rebuild is not None else None
+    return StoredJob(rows, result, run_id)
+
+
+def offer_stored(
+    kind: str, config: dict, job_key: str, rebuild: Callable | None = None,
+    on_load: Callable[[StoredJob], None] | None = None,
+) -> None:  # fmt: skip
+    """If this exact config already ran, say when, and offer its result instead of training."""
+    try:
+        store = RunStore(store_path())
+    except StoreError:
+        return  # the sidebar shows that error
+    try:
+        found = store.find(kind, config)
+        if not found:
+            return
+        latest = found[0]
+        when = dt.datetime.fromtimestamp(latest["started"]).strftime("%Y-%m-%d %H:%M")
+        c1, c2 = st.columns([4, 1])
+        c1.info(f"These settings already ran at {when} (run #{latest['id']}, "
+                f"{latest['status']}); load it instead of training again?")  # fmt: skip
+        if c2.button("Load stored result", key=f"{job_key}_load"):
+            job = load_job(store, latest["id"], rebuild)
+            if on_load is not None:
+                on_load(job)
+            else:
+                st.session_state[job_key] = job
+            st.rerun()
+    finally:
+        store.close()
+
+
+def history_sidebar() -> None:
+    with st.sidebar.expander("Run history"):
+        st.text_input("History file (SQLite)", key="s_db_path", value=None,
+                      placeholder=str(default_path()),
+                      help="Every run is saved here. Also settable with LRBS_DB.")  # fmt: skip

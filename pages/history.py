@@ -1,0 +1,119 @@
+"""Run history: every run kept, compared and exported."""
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from lrbs.errors import LrbsError
+from pages.common.history import history_sidebar, open_store, store_path
+from pages.common.state import page_start
+
+page_start()
+st.title("Run history")
+history_sidebar()
+st.caption(f"File: {store_path()}")
+store = open_store()
+if store is None:
+    st.stop()
+
+runs = store.runs()
+if runs.empty:
+    st.info("No runs yet: every experiment you run on the other pages (or with `python -m lrbs`) "
+            "is saved here, finished, stopped or diverged.")  # fmt: skip
+    st.stop()
+
+c1, c2, c3, c4 = st.columns(4)
+kinds = c1.multiselect("Kind", sorted(runs.kind.unique()), key="h_kind")
+datasets = c2.multiselect("Dataset", sorted(runs.dataset.unique()), key="h_dataset")
+models = c3.multiselect("Model", sorted(runs.model.unique()), key="h_model")
+statuses = c4.multiselect("Status", sorted(runs.status.unique()), key="h_status")
+shown = runs
+for column, chosen in (("kind", kinds), ("dataset", datasets), ("model", models),
+                       ("status", statuses)):  # fmt: skip
+    if chosen:
+        shown = shown[shown[column].isin(chosen)]
+st.caption(f"{len(shown)} of {len(runs)} runs. Select rows to compare them.")
+event = st.dataframe(
+    shown, hide_index=True, width="stretch", on_select="rerun", selection_mode="multi-row",
+    key="h_table",
+    column_config={"started": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss"),
+                   "ended": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss")},
+)  # fmt: skip
+picked_rows = event.selection.rows if event and event.selection else []
+selected = [int(shown.iloc[i].id) for i in picked_rows]
+if not selected:
+    selected = [int(i) for i in st.session_state.get("h_selected", [])]
+if not selected:
+    st.info("Select one or more runs in the table to overlay their curves, open, rename, "
+            "export or delete them.")  # fmt: skip
+    st.stop()
+
+# ------------------------------------------------------------------ overlay
+st.subheader(f"{len(selected)} run(s) selected")
+points = store.export(selected)
+if points.empty:
+    st.info("The selected runs have no points.")
+else:
+    channels = sorted(points.channel.unique())
+    channel = st.selectbox("Curve", channels, key="h_channel")
+    part = points[points.channel == channel].dropna(axis=1, how="all")
+    numeric = [c for c in part.columns if c not in ("run", "seq") and
+               pd.api.types.is_numeric_dtype(part[c])]  # fmt: skip
+    if len(numeric) >= 2:
+        x_default = next((c for c in ("step", "lr", "epoch", "elapsed") if c in numeric),
+                         numeric[0])  # fmt: skip
+        y_default = next((c for c in ("loss", "smoothed", "val_loss", "b_simple")
+                          if c in numeric and c != x_default), numeric[1])  # fmt: skip
+        c1, c2, c3 = st.columns(3)
+        x = c1.selectbox("x", numeric, index=numeric.index(x_default), key="h_x")
+        y = c2.selectbox("y", numeric, index=numeric.index(y_default), key="h_y")
+        log_x = c3.checkbox("log x", value=x == "lr", key="h_logx")
+        d = part.dropna(subset=[x, y]).copy()
+        d["label"] = "#" + d.run.astype(str) + " " + d.run_kind + " " + d.run_name.fillna("")
+        if "run_id" in d:
+            d["label"] = d.label + " · " + d.run_id.astype(str)
+        chart = (
+            alt.Chart(d)
+            .mark_line()
+            .encode(
+                x=alt.X(f"{x}:Q", scale=alt.Scale(type="log" if log_x else "linear")),
+                y=alt.Y(f"{y}:Q", scale=alt.Scale(zero=False)),
+                color=alt.Color("label:N", title=None, legend=alt.Legend(orient="top")),
+                tooltip=["label:N", f"{x}:Q", f"{y}:Q"],
+            )
+            .properties(height=360)
+        )
+        st.altair_chart(chart, width="stretch")
+st.download_button("Download the selected runs' points (CSV)", points.to_csv(index=False),
+                   "lrbs_runs.csv", "text/csv", on_click="ignore", key="h_csv")  # fmt: skip
+
+# ------------------------------------------------------------------ one run
+st.subheader("Open a run")
+run_id = st.selectbox("Run", selected, key="h_open", format_func=lambda i: f"#{i}")
+try:
+    info = store.run(run_id)
+except LrbsError as exc:
+    st.error(str(exc))
+    st.stop()
+c1, c2 = st.columns(2)
+with c1:
+    st.markdown(f"**{info['kind']}** · {info['status']} · dataset {info['dataset'] or '—'} · "
+                f"model {info['model'] or '—'} · seed {info['seed']}")  # fmt: skip
+    st.json(info["results"], expanded=False)
+    st.json(info["config"], expanded=False)
+with c2:
+    with st.form(f"h_edit_{run_id}"):
+        name = st.text_input("Name", value=info["name"])
+        note = st.text_area("Note", value=info["note"])
+        if st.form_submit_button("Save"):
+            store.update(run_id, name=name, note=note)
+            st.rerun()
+    if st.button(f"Delete {len(selected)} selected run(s)", key="h_delete"):
+        st.session_state["h_confirm"] = list(selected)
+    if st.session_state.get("h_confirm"):
+        st.warning(f"Delete runs {st.session_state['h_confirm']} for good?")
+        if st.button("Yes, delete", key="h_delete_yes"):
+            store.delete(st.session_state.pop("h_confirm"))
+            st.session_state["h_selected"] = []
+            st.rerun()
+store.close()
