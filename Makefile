@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PORT ?= 8501
 
-.PHONY: run test lint format clean browser
+.PHONY: run test lint format clean browser bench
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,7 +17,7 @@ run: $(VENV)/.installed
 	$(PY) -m streamlit run app.py --server.port $(PORT)
 
 test: $(VENV)/.installed browser
-	$(PY) -m ruff check lrbs pages tests app.py
+	$(PY) -m ruff check lrbs pages tests bench app.py
 	$(PY) -m pytest -q
 
 # The browser tests drive Debian's chromium. Install it where this machine allows (root with
@@ -29,6 +29,10 @@ browser:
 	     (apt-get update -qq && apt-get install -y -qq chromium)) || \
 	    echo "*** could not install chromium: the browser tests will be skipped ***"; \
 	  else echo "*** chromium missing and not installable here (needs root + apt): the browser tests will be skipped ***"; fi; }
+
+bench: $(VENV)/.installed browser
+	$(PY) -m pip install --quiet -r bench/requirements.txt
+	$(PY) -m bench.run
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check lrbs pages tests app.py

@@ -43,6 +43,10 @@ class LiveRun:
     work: Callable[[Emit, threading.Event, Callable[[float], None]], Any]
     name: str = "run"
     alive: Callable[[], bool] | None = None  # e.g. "is the browser tab still open"
+    # torch threads for CPU work on the worker: a second thread's OpenMP team fights the first
+    # one's, and on a 2-core machine a small model trained 2-3x slower with 2 threads than
+    # with 1 (bench/RESULTS.md); None leaves torch's default
+    cpu_threads: int | None = 1
     recorder: Any = None  # a store.Recorder: the run is also written to the history
     summarize: Callable[[Any], tuple[str, dict]] | None = None  # result -> (status, results)
     stop_event: threading.Event = field(default_factory=threading.Event)
@@ -102,6 +106,10 @@ class LiveRun:
 
     def _main(self) -> None:
         result, error = None, None
+        if self.cpu_threads:
+            import torch
+
+            torch.set_num_threads(self.cpu_threads)  # per thread: the caller's stays as it was
         self._start_recording()
         try:
             result = self.work(self.emit, self.stop_event, self.set_progress)

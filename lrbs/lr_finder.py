@@ -121,22 +121,31 @@ def minimum(lrs: np.ndarray, losses: np.ndarray) -> int | None:
 
 
 def valley(lrs: np.ndarray, losses: np.ndarray, slack: float = 0.002) -> int | None:
-    """Half-way along the longest unbroken run of falling loss. A rise smaller than `slack` x
-    the curve's range does not break a run, so leftover noise in the smoothed loss does not
-    cut the real descent in pieces; the flat start only makes short runs."""
+    """Half-way along the main descent: the unbroken run of falling loss with the largest
+    drop (a rise smaller than `slack` x the curve's range does not break a run), without its
+    flat head and tail (where it has fallen less than 5 % of its drop)."""
     n = len(losses)
     if n < 3:
         return None
     tol = slack * float(np.ptp(losses))
-    best_start, best_len, start = 0, 0, 0
+    best, start = None, 0
     for i in range(1, n + 1):
         if i == n or losses[i] > losses[i - 1] + tol:
-            if i - 1 - start > best_len:
-                best_start, best_len = start, i - 1 - start
+            end = i - 1
+            if end > start and (
+                best is None or losses[start] - losses[end] > losses[best[0]] - losses[best[1]]
+            ):
+                best = (start, end)
             start = i
-    if best_len == 0:
+    if best is None:
         return None
-    return best_start + best_len // 2
+    s, e = best
+    e = s + int(np.argmin(losses[s : e + 1]))  # small rises within the slack may follow it
+    drop = losses[s] - losses[e]
+    part = np.asarray(losses[s : e + 1])
+    head = s + int(np.argmax(part < losses[s] - 0.05 * drop))
+    tail = s + int(len(part) - 1 - np.argmax(part[::-1] > losses[e] + 0.05 * drop))
+    return (head + max(head, tail)) // 2
 
 
 @dataclass(frozen=True)
@@ -146,6 +155,7 @@ class SuggestionRule:
     meaning: str
     pick: Callable[[np.ndarray, np.ndarray], int | None]
     scale: float = 1.0  # the suggested rate is lrs[index] * scale
+    descent_only: bool = False  # look only at the curve up to its lowest point
 
 
 SUGGESTIONS = (
@@ -154,6 +164,7 @@ SUGGESTIONS = (
         "Steepest descent",
         "where the smoothed loss falls fastest per decade: a safe, fast start",
         steepest,
+        descent_only=True,
     ),
     SuggestionRule(
         "minimum",
@@ -165,8 +176,9 @@ SUGGESTIONS = (
     SuggestionRule(
         "valley",
         "Valley",
-        "half-way down the longest stretch of falling loss (fastai's default)",
+        "half-way down the main stretch of falling loss (after fastai's valley)",
         valley,
+        descent_only=True,
     ),
     SuggestionRule(
         "max_usable",
@@ -202,9 +214,15 @@ def suggest(
     lo = int(len(lrs) * skip_start)
     hi = len(lrs) - skip_end if len(lrs) - skip_end - lo >= 5 else len(lrs)
     a, b = lrs[lo:hi], smoothed[lo:hi]
+    # rules about the descent look only up to the lowest loss: past it the curve blows up,
+    # and its noise has steep drops of its own
+    bottom = int(np.argmin(b)) + 1 if len(b) else 0
     out = []
     for rule in rules:
-        i = rule.pick(a, b) if len(a) else None
+        if rule.descent_only:
+            i = rule.pick(a[:bottom], b[:bottom]) if bottom >= 3 else None
+        else:
+            i = rule.pick(a, b) if len(a) else None
         if i is not None:
             out.append(
                 Suggestion(

@@ -260,6 +260,18 @@ def train(
     def progress() -> Progress:
         return Progress(state.step, state.epoch + state.pos / n, state.samples, state.elapsed())
 
+    b = cfg.budget
+
+    def spent() -> bool:
+        """The budget test of every step, without building a Progress (the loop's hot path)."""
+        if b.steps is not None and state.step >= b.steps:
+            return True
+        if b.samples is not None and state.samples >= b.samples:
+            return True
+        if b.epochs is not None and state.epoch + state.pos / n >= b.epochs:
+            return True
+        return b.seconds is not None and state.elapsed() >= b.seconds
+
     def make_event(kind: str, **values) -> Event:
         p = progress()
         lr = state.lr if state.lr is not None else opt.param_groups[0]["lr"]
@@ -278,7 +290,7 @@ def train(
     reset_peak_memory(device)
     model.train()
     status, message = "finished", ""
-    acc_loss, acc_n = torch.zeros((), device=device), 0
+    pending: list[torch.Tensor] = []  # losses since the last read, still on the device
     state.batch = cfg.batch_size
     state.t0 = time.perf_counter()
     perm = torch.randperm(n, generator=gen, device=device)
@@ -286,7 +298,7 @@ def train(
         run_eval()
     try:
         with torch.enable_grad():
-            while not cfg.budget.fraction(progress()) >= 1.0:
+            while not spent():
                 if stop is not None and stop.is_set():
                     status = "stopped"
                     break
@@ -300,16 +312,14 @@ def train(
                 opt.step()
                 if sched is not None:
                     sched.step()
-                acc_loss += loss.detach()
-                acc_n += 1
+                pending.append(loss.detach())
                 state.step += 1
                 state.pos += len(idx)
                 state.samples += len(idx)
                 epoch_done = state.pos >= n
-                if acc_n == cfg.log_every or epoch_done:
-                    mean = acc_loss.item() / acc_n
-                    acc_loss.zero_()
-                    acc_n = 0
+                if len(pending) == cfg.log_every or epoch_done:
+                    mean = torch.stack(pending).mean().item()  # one host read per interval
+                    pending.clear()
                     ev = make_event("train", loss=mean)
                     emit(ev)
                     status, message = _check_divergence(mean, state, cfg.divergence_factor)
@@ -337,8 +347,8 @@ def train(
         status = "oom"
         message = f"out of memory at batch size {state.batch} on {device.type}"
         log.warning(message)
-    if acc_n and status in ("finished", "stopped"):
-        emit(make_event("train", loss=acc_loss.item() / acc_n))
+    if pending and status in ("finished", "stopped"):
+        emit(make_event("train", loss=torch.stack(pending).mean().item()))
     last_eval = next((e for e in reversed(events) if e.kind == "eval"), None)
     needs_eval = last_eval is None or last_eval.step != state.step
     if cfg.eval_at_end and status in ("finished", "stopped") and needs_eval:

@@ -10,7 +10,7 @@ from lrbs.data import TensorData
 from lrbs.errors import LrbsError
 from lrbs.train import EVENT_COLUMNS, Budget
 from pages.common.history import offer_stored, recorder
-from pages.common.live import controls, live_view, show_error, start_job
+from pages.common.live import controls, live_chart, live_view, show_error, start_job
 from pages.common.sidebar import optimizer_inputs, parse_floats, shared_sidebar
 from pages.common.state import default, page_start
 
@@ -144,14 +144,16 @@ def draw_sweep(snap, running: bool) -> None:
     train_rows = events[events.kind == "train"]
     evals = events[events.kind == "eval"]
     if not train_rows.empty:
-        c1.altair_chart(
+        live_chart(
+            c1,
             charts.runs_chart(train_rows, x=x, y="loss", title="Training loss", diverged=diverged),
-            width="stretch",
+            running,
         )
     if not evals.empty:
-        c2.altair_chart(
+        live_chart(
+            c2,
             charts.runs_chart(evals, x=x, y="val_loss", title="Validation loss", diverged=diverged),
-            width="stretch",
+            running,
         )
     show_error(snap)
 
@@ -341,12 +343,8 @@ def draw_scaling(snap, running: bool) -> None:
     curves = curves_from_events(events)
     if not curves.empty:
         c1, c2 = st.columns(2)
-        c1.altair_chart(
-            scaling_chart(curves, "linear", "Linear rule: B₀·k with lr₀·k"), width="stretch"
-        )
-        c2.altair_chart(
-            scaling_chart(curves, "fixed", "Fixed rate: B₀·k with lr₀"), width="stretch"
-        )
+        live_chart(c1, scaling_chart(curves, "linear", "Linear rule: B₀·k with lr₀·k"), running)
+        live_chart(c2, scaling_chart(curves, "fixed", "Fixed rate: B₀·k with lr₀"), running)
     show_error(snap)
 
 

@@ -10,7 +10,7 @@ from lrbs.data import TensorData
 from lrbs.errors import LrbsError
 from lrbs.train import EVENT_COLUMNS, RunResult
 from pages.common.history import offer_stored, recorder
-from pages.common.live import controls, live_view, show_error, start_job
+from pages.common.live import controls, live_chart, live_view, show_error, start_job
 from pages.common.sidebar import optimizer_inputs, parse_floats, shared_sidebar
 from pages.common.state import default, page_start
 
@@ -137,20 +137,20 @@ def draw(snap, running: bool) -> None:
     x = st.session_state.get("bq_x", "epoch")
     evals = events[events.kind == "eval"]
     c1, c2 = st.columns(2)
-    c1.altair_chart(
-        charts.runs_chart(evals, x=x, y="val_loss", title="Validation loss"), width="stretch"
-    )
-    c2.altair_chart(
+    live_chart(c1, charts.runs_chart(evals, x=x, y="val_loss", title="Validation loss"), running)
+    live_chart(
+        c2,
         charts.runs_chart(events[events.kind == "train"], x=x, y="loss", title="Training loss"),
-        width="stretch",
+        running,
     )
     epochs = bss.per_epoch(events, N, st.session_state.get("bq_momentum_used", 0.0))
     c1, c2, c3 = st.columns(3)
-    c1.altair_chart(small_chart(epochs, "lr", "Learning rate"), width="stretch")
-    c2.altair_chart(small_chart(epochs, "batch_size", "Batch size"), width="stretch")
-    c3.altair_chart(
+    live_chart(c1, small_chart(epochs, "lr", "Learning rate"), running)
+    live_chart(c2, small_chart(epochs, "batch_size", "Batch size"), running)
+    live_chart(
+        c3,
         small_chart(epochs, "noise_scale", "Noise scale g = lr/(1−m)·N/B"),
-        width="stretch",
+        running,
     )
     show_error(snap)
 

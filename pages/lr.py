@@ -18,7 +18,7 @@ from lrbs.lr_finder import (
 )
 from lrbs.train import EVENT_COLUMNS, Budget
 from pages.common.history import offer_stored, recorder
-from pages.common.live import controls, live_view, show_error, start_job
+from pages.common.live import controls, live_chart, live_view, show_error, start_job
 from pages.common.sidebar import optimizer_inputs, parse_floats, shared_sidebar
 from pages.common.state import default, page_start
 
@@ -257,7 +257,7 @@ def draw_range_test(snap, running: bool) -> None:
     if running:
         st.progress(snap.progress, text=f"Range test: {len(live)} iterations so far")
     if not frame.empty:
-        st.altair_chart(charts.range_test_chart(frame), width="stretch")
+        live_chart(st, charts.range_test_chart(frame), running)
     show_error(snap)
 
 
@@ -453,9 +453,10 @@ def draw_sweep(snap, running: bool) -> None:
     train_rows = events[events.kind == "train"]
     if not train_rows.empty:
         diverged = [r["run_id"] for r in runs if r["status"] == "diverged"]
-        st.altair_chart(
+        live_chart(
+            st,
             charts.runs_chart(train_rows, x=x, y="loss", title="Training loss", diverged=diverged),
-            width="stretch",
+            running,
         )
     show_error(snap)
 

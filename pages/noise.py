@@ -10,7 +10,7 @@ from lrbs.data import TensorData
 from lrbs.errors import LrbsError
 from lrbs.train import RunResult
 from pages.common.history import offer_stored, recorder
-from pages.common.live import controls, live_view, show_error, start_job
+from pages.common.live import controls, live_chart, live_view, show_error, start_job
 from pages.common.sidebar import optimizer_inputs, parse_floats, shared_sidebar
 from pages.common.state import default, page_start
 
@@ -92,10 +92,8 @@ def draw(snap, running: bool) -> None:
     )
     loss = base.mark_line(color="#1971c2").encode(y=alt.Y("loss:Q", title="training loss"))
     c1, c2 = st.columns(2)
-    c1.altair_chart(
-        alt.layer(raw, b).properties(title="Simple noise scale", height=300), width="stretch"
-    )
-    c2.altair_chart(loss.properties(title="Training loss", height=300), width="stretch")
+    live_chart(c1, alt.layer(raw, b).properties(title="Simple noise scale", height=300), running)
+    live_chart(c2, loss.properties(title="Training loss", height=300), running)
     show_error(snap)
 
 

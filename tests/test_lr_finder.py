@@ -44,10 +44,22 @@ def test_valley_is_half_way_down_the_descent():
     lrs, loss = synthetic_curve()
     noisy = loss + np.where(lrs < 1e-4, 1e-4 * np.sin(np.arange(len(lrs))), 0)
     i = valley(lrs, noisy)
-    start = np.argmax(np.diff(noisy) < 0)  # descent begins
-    end = np.argmin(noisy)
-    assert start < i < end
-    assert abs(i - (start + end) / 2) <= 0.1 * (end - start) + 2
+    # the descent proper: from where the loss has fallen 5 % of its total drop to where it is
+    # within 5 % of the bottom
+    top, bottom = noisy[0], noisy.min()
+    head = np.argmax(noisy < top - 0.05 * (top - bottom))
+    tail = np.argmax(noisy < bottom + 0.05 * (top - bottom))
+    assert abs(i - (head + tail) / 2) <= 0.05 * (tail - head) + 2
+    assert lrs[head] < lrs[i] < lrs[tail]
+
+
+def test_valley_ignores_a_long_gentle_creep_before_the_descent():
+    lrs = np.logspace(-7, 1, 400)
+    creep = 2.3 - 0.01 * np.linspace(0, 1, 400)  # falls a little all along
+    z = (np.log(lrs) - np.log(1e-1)) / 0.4
+    loss = creep - 1.0 / (1 + np.exp(-z))
+    i = valley(lrs[:330], loss[:330])
+    assert 1e-2 < lrs[i] < 1.0  # in the real descent, not half-way along the creep
 
 
 def test_suggest_skips_the_ends_and_scales_minimum():

@@ -10,6 +10,7 @@ import streamlit as st
 from lrbs.live import LiveRun, Snapshot
 
 ACTIVE = "active_job"  # the one run a browser session may have going
+REFRESH_SECONDS = 1.0  # redraw period while a run trains (bench/RESULTS.md: streaming overhead)
 
 
 def _session_alive() -> Callable[[], bool] | None:
@@ -62,8 +63,8 @@ def controls(key: str, label: str, disabled: bool = False) -> bool:
 
 
 def live_view(key: str, draw: Callable[[Snapshot, bool], None]) -> None:
-    """Draw the job under `key`: every 0.5 s while it runs (from a copy of its buffer), once
-    more when it ends, then a full rerun so that the page shows the finished result."""
+    """Draw the job under `key`: every REFRESH_SECONDS while it runs (from a copy of its
+    buffer), once more when it ends, then a full rerun so the page shows the finished result."""
     job: LiveRun | None = st.session_state.get(key)
     if job is None:
         return
@@ -71,7 +72,7 @@ def live_view(key: str, draw: Callable[[Snapshot, bool], None]) -> None:
         draw(job.snapshot(), False)
         return
 
-    @st.fragment(run_every=0.5)
+    @st.fragment(run_every=REFRESH_SECONDS)
     def view() -> None:
         snap = job.snapshot()
         draw(snap, not snap.done)
@@ -79,6 +80,16 @@ def live_view(key: str, draw: Callable[[Snapshot, bool], None]) -> None:
             st.rerun(scope="app")
 
     view()
+
+
+def live_chart(target, chart, running: bool) -> None:
+    """Draw an Altair chart into `target` (st or a column). While a run streams, skip Altair's
+    schema validation: the chart is the same each tick, only its data grow, and validating
+    was about half the cost of a redraw (which competes with training for the GIL)."""
+    if running:
+        target.vega_lite_chart(spec=chart.to_dict(validate=False), width="stretch")
+    else:
+        target.altair_chart(chart, width="stretch")
 
 
 def show_error(snap: Snapshot) -> None:

@@ -1,0 +1,98 @@
+"""1. Training-loop throughput: lrbs's loop against a minimal hand-written loop and the usual
+DataLoader loop, same model, data, batch sizes and steps, events on."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from bench.common import alternate, median, ratio
+from lrbs.data import DataSpec, TensorData, load
+from lrbs.models import ModelSpec, build_model
+from lrbs.train import Budget, OptimSpec, TrainConfig, train
+
+
+def minimal_loop(model, data: TensorData, batch: int, steps: int, lr: float, seed: int) -> None:
+    """What a careful user writes by hand: tensors in memory, index slicing, nothing else."""
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    g = torch.Generator().manual_seed(seed)
+    n = data.n_train
+    perm, pos = torch.randperm(n, generator=g), 0
+    for _ in range(steps):
+        if pos >= n:
+            perm, pos = torch.randperm(n, generator=g), 0
+        idx = perm[pos : pos + batch]
+        pos += batch
+        loss = nn.functional.cross_entropy(model(data.x_train[idx]), data.y_train[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+
+def dataloader_loop(model, data: TensorData, batch: int, steps: int, lr: float, seed: int) -> None:
+    """The usual tutorial loop: TensorDataset + DataLoader(shuffle=True)."""
+    opt = torch.optim.SGD(model.parameters(), lr=lr)
+    loader = DataLoader(
+        TensorDataset(data.x_train, data.y_train),
+        batch_size=batch,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    done = 0
+    while done < steps:
+        for x, y in loader:
+            loss = nn.functional.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            done += 1
+            if done == steps:
+                return
+
+
+def run(dataset: str = "fashion-mnist", steps: int = 300, repeats: int = 5) -> list[dict]:
+    arrays = load(DataSpec(dataset))
+    data = TensorData.from_arrays(arrays, "cpu")
+    rows = []
+    for batch in (32, 128, 1024, "full"):
+        b = data.n_train if batch == "full" else batch
+        n_steps = max(10, steps // (4 if b >= 1024 else 1)) if batch != "full" else 10
+        cfg = TrainConfig(
+            batch_size=b,
+            budget=Budget(steps=n_steps),
+            optim=OptimSpec("sgd", 0.05),
+            log_every=10,
+            eval_each_epoch=False,
+            eval_at_end=False,
+        )
+
+        def fresh():
+            return build_model(ModelSpec("mlp"), arrays.input_shape, arrays.n_classes, 0)
+
+        events = []
+        times = alternate(
+            {
+                "lrbs": lambda: train(fresh(), data, cfg, on_event=events.append),
+                "minimal": lambda: minimal_loop(fresh(), data, b, n_steps, 0.05, 0),
+                "dataloader": lambda: dataloader_loop(fresh(), data, b, n_steps, 0.05, 0),
+            },
+            repeats=repeats,
+        )
+        rows.append(
+            {
+                "batch": batch,
+                "steps": n_steps,
+                "lrbs_s": median(times["lrbs"]),
+                "minimal_s": median(times["minimal"]),
+                "dataloader_s": median(times["dataloader"]),
+                "vs_minimal": ratio(times, "lrbs", "minimal"),
+                "vs_dataloader": ratio(times, "lrbs", "dataloader"),
+            }
+        )
+    return rows
+
+
+if __name__ == "__main__":
+    for r in run():
+        print(r)
