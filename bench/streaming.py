@@ -17,7 +17,7 @@ from lrbs.train import EVENT_COLUMNS, Budget, OptimSpec, TrainConfig, train
 REFRESH_SECONDS = 1.0  # as pages/common/live.py (not imported: bench stays UI-free)
 
 
-def run(dataset: str = "mnist1d", steps: int = 3000, repeats: int = 3) -> list[dict]:
+def run(dataset: str = "mnist1d", steps: int = 6000, repeats: int = 3) -> list[dict]:
     arrays = load(DataSpec(dataset))
     data = TensorData.from_arrays(arrays, "cpu")
     cfg = TrainConfig(

@@ -95,7 +95,7 @@ def offer_stored(
 
 
 def history_sidebar() -> None:
-    with st.sidebar.expander("Run history"):
+    with st.sidebar.expander("Run history file"):
         st.text_input("History file (SQLite)", key="s_db_path", value=None,
                       placeholder=str(default_path()),
                       help="Every run is saved here. Also settable with LRBS_DB.")  # fmt: skip

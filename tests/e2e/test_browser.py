@@ -161,3 +161,80 @@ def test_a_widget_change_during_a_run(page, app_url):
     settle(page)
     no_exception(page)
     assert wait_chart(page) >= 1
+
+
+def test_the_app_restarted_mid_run_keeps_what_was_written(browser, tmp_path):
+    """Kill the server while a run trains; a new server on the same history file lists the
+    run, with the points written before the kill."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    from browser_helpers import ROOT
+    from conftest import free_port
+
+    from lrbs.store import RunStore
+
+    db = tmp_path / "restart.db"
+    env = dict(os.environ, LRBS_DB=str(db))
+
+    def serve():
+        port = free_port()
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "streamlit",
+                "run",
+                "app.py",
+                "--server.port",
+                str(port),
+                "--server.headless",
+                "true",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2)
+                return proc, f"http://127.0.0.1:{port}"
+            except OSError:
+                time.sleep(0.5)
+        proc.kill()
+        raise RuntimeError("the app did not come up")
+
+    first, url = serve()
+    ctx = browser.new_context(viewport={"width": 1300, "height": 900})
+    pg = ctx.new_page()
+    pg.set_default_timeout(60_000)
+    try:
+        open_page(pg, url, "lr", "Run range test")
+        sidebar_number(pg, "Iterations", "100000")
+        page_stop = pg.get_by_role("button", name="Run range test")
+        page_stop.click()
+        pg.get_by_text("iterations so far").first.wait_for()
+        time.sleep(3)  # points are flushed every second
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        ctx.close()
+    runs = RunStore(db).runs()
+    assert runs.status.tolist() == ["running"] and runs.points.iloc[0] > 0
+    second, url = serve()
+    try:
+        ctx = browser.new_context(viewport={"width": 1300, "height": 900})
+        pg = ctx.new_page()
+        pg.set_default_timeout(60_000)
+        open_page(pg, url, "history", "Run history")
+        pg.get_by_text("lr-range-test").first.wait_for(state="attached")  # a grid cell
+        no_exception(pg)
+        shot(pg, "history_after_restart")
+        ctx.close()
+    finally:
+        second.terminate()
+        second.wait(10)
