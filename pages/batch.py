@@ -10,8 +10,16 @@ from lrbs.data import TensorData
 from lrbs.errors import LrbsError
 from lrbs.train import EVENT_COLUMNS, Budget
 from pages.common.history import offer_stored, recorder
-from pages.common.live import controls, live_chart, live_view, show_error, start_job
-from pages.common.sidebar import optimizer_inputs, parse_floats, shared_sidebar
+from pages.common.live import (
+    controls,
+    downloads,
+    events_frame,
+    live_chart,
+    live_view,
+    show_error,
+    start_job,
+)
+from pages.common.sidebar import optimizer_inputs, parse_floats, require_setup
 from pages.common.state import default, page_start
 
 page_start()
@@ -21,11 +29,7 @@ MODES = ["Sweep at equal budgets", "Scaling-rule check", "Largest batch that fit
 default("bs_mode", MODES[0])
 mode = st.radio("Experiment", MODES, key="bs_mode", horizontal=True, label_visibility="collapsed")
 
-chosen = shared_sidebar()
-if chosen is None:
-    st.info("Fix the data and model settings in the sidebar to run an experiment.")
-    st.stop()
-setup, arrays = chosen
+setup, arrays = require_setup()
 N = arrays.n_train
 
 
@@ -131,7 +135,7 @@ def sweep_inputs() -> bs.BatchSweepConfig | None:
 
 
 def draw_sweep(snap, running: bool) -> None:
-    events = pd.DataFrame(snap.rows.get("events", []), columns=EVENT_COLUMNS)
+    events = events_frame(snap)
     runs = snap.rows.get("runs", [])
     if running:
         st.progress(
@@ -263,24 +267,7 @@ def sweep_section() -> None:
             f"Lowest validation loss in this budget: batch {int(best.batch)} "
             f"(val loss {best.val_loss:.4f}, {best.updates:.0f} updates)."
         )
-    events = pd.DataFrame(snap.rows.get("events", []), columns=EVENT_COLUMNS)
-    c1, c2 = st.columns(2)
-    c1.download_button(
-        "Download the curves (CSV)",
-        events.to_csv(index=False),
-        "batch_sweep_curves.csv",
-        "text/csv",
-        on_click="ignore",
-        key="bs_csv",
-    )
-    c2.download_button(
-        "Download the table (CSV)",
-        table.to_csv(index=False),
-        "batch_sweep_table.csv",
-        "text/csv",
-        on_click="ignore",
-        key="bs_csv_t",
-    )
+    downloads("batch_sweep", "bs", events_frame(snap), table)
 
 
 # ============================================================================ scaling check
@@ -337,7 +324,7 @@ def scaling_chart(curves: pd.DataFrame, rule: str, title: str) -> alt.Chart:
 
 
 def draw_scaling(snap, running: bool) -> None:
-    events = pd.DataFrame(snap.rows.get("events", []), columns=EVENT_COLUMNS)
+    events = events_frame(snap)
     if running:
         st.progress(snap.progress, text="Scaling-rule check")
     curves = curves_from_events(events)

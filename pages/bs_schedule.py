@@ -8,10 +8,18 @@ from lrbs import bs_schedule as bss
 from lrbs import charts
 from lrbs.data import TensorData
 from lrbs.errors import LrbsError
-from lrbs.train import EVENT_COLUMNS, RunResult
+from lrbs.train import RunResult
 from pages.common.history import offer_stored, recorder
-from pages.common.live import controls, live_chart, live_view, show_error, start_job
-from pages.common.sidebar import optimizer_inputs, parse_floats, shared_sidebar
+from pages.common.live import (
+    controls,
+    downloads,
+    events_frame,
+    live_chart,
+    live_view,
+    show_error,
+    start_job,
+)
+from pages.common.sidebar import optimizer_inputs, parse_floats, require_setup
 from pages.common.state import default, page_start
 
 page_start()
@@ -25,11 +33,7 @@ st.markdown(
     "same initial weights, for the same epochs, with the same optimizer."
 )
 
-chosen = shared_sidebar()
-if chosen is None:
-    st.info("Fix the data and model settings in the sidebar to run an experiment.")
-    st.stop()
-setup, arrays = chosen
+setup, arrays = require_setup()
 N = arrays.n_train
 
 
@@ -127,7 +131,7 @@ def small_chart(d: pd.DataFrame, y: str, title: str) -> alt.Chart:
 
 
 def draw(snap, running: bool) -> None:
-    events = pd.DataFrame(snap.rows.get("events", []), columns=EVENT_COLUMNS)
+    events = events_frame(snap)
     done = snap.rows.get("runs", [])
     if running:
         st.progress(snap.progress, text=f"{len(done)} of {st.session_state['bq_n']} regimes done")
@@ -261,21 +265,4 @@ st.dataframe(
     },
 )
 st.markdown(f"**Verdict.** {verdict}")
-events = pd.DataFrame(snap.rows.get("events", []), columns=EVENT_COLUMNS)
-c1, c2 = st.columns(2)
-c1.download_button(
-    "Download the curves (CSV)",
-    events.to_csv(index=False),
-    "bs_schedule_curves.csv",
-    "text/csv",
-    on_click="ignore",
-    key="bq_csv",
-)
-c2.download_button(
-    "Download the table (CSV)",
-    table.to_csv(index=False),
-    "bs_schedule_table.csv",
-    "text/csv",
-    on_click="ignore",
-    key="bq_csv_t",
-)
+downloads("bs_schedule", "bq", events_frame(snap), table)

@@ -16,10 +16,18 @@ from lrbs.lr_finder import (
     spread,
     suggest,
 )
-from lrbs.train import EVENT_COLUMNS, Budget
+from lrbs.train import Budget
 from pages.common.history import offer_stored, recorder
-from pages.common.live import controls, live_chart, live_view, show_error, start_job
-from pages.common.sidebar import optimizer_inputs, parse_floats, shared_sidebar
+from pages.common.live import (
+    controls,
+    downloads,
+    events_frame,
+    live_chart,
+    live_view,
+    show_error,
+    start_job,
+)
+from pages.common.sidebar import optimizer_inputs, parse_floats, require_setup
 from pages.common.state import default, page_start
 
 page_start()
@@ -29,11 +37,7 @@ MODES = ["Range test", "Sweep at a fixed budget"]
 default("lr_mode", MODES[0])
 mode = st.radio("Experiment", MODES, key="lr_mode", horizontal=True, label_visibility="collapsed")
 
-chosen = shared_sidebar()
-if chosen is None:
-    st.info("Fix the data and model settings in the sidebar to run an experiment.")
-    st.stop()
-setup, arrays = chosen
+setup, arrays = require_setup()
 
 
 def tensors() -> TensorData:
@@ -437,12 +441,8 @@ RESULT_COLUMNS = {
 }
 
 
-def sweep_events(snap) -> pd.DataFrame:
-    return pd.DataFrame(snap.rows.get("events", []), columns=EVENT_COLUMNS)
-
-
 def draw_sweep(snap, running: bool) -> None:
-    events = sweep_events(snap)
+    events = events_frame(snap)
     runs = snap.rows.get("runs", [])
     if running:
         st.progress(
@@ -510,24 +510,7 @@ def sweep_section() -> None:
         if c3.button(f"Use {best:g} on the other pages", key="sw_use"):
             use_lr(best, "learning-rate sweep")
             st.success(f"Learning rate {best:g} will be the default on the other pages.")
-    events = sweep_events(snap)
-    c1, c2 = st.columns(2)
-    c1.download_button(
-        "Download the curves (CSV)",
-        events.to_csv(index=False),
-        "lr_sweep_curves.csv",
-        "text/csv",
-        on_click="ignore",
-        key="sw_csv",
-    )
-    c2.download_button(
-        "Download the table (CSV)",
-        table.to_csv(index=False),
-        "lr_sweep_table.csv",
-        "text/csv",
-        on_click="ignore",
-        key="sw_csv_t",
-    )
+    downloads("lr_sweep", "sw", events_frame(snap), table)
 
 
 def start_sweep(cfg: sweeps.LRSweepConfig) -> None:

@@ -10,8 +10,14 @@ from lrbs.data import TensorData
 from lrbs.errors import LrbsError
 from lrbs.train import RunResult
 from pages.common.history import offer_stored, recorder
-from pages.common.live import controls, live_chart, live_view, show_error, start_job
-from pages.common.sidebar import optimizer_inputs, parse_floats, shared_sidebar
+from pages.common.live import (
+    controls,
+    live_chart,
+    live_view,
+    show_error,
+    start_job,
+)
+from pages.common.sidebar import optimizer_inputs, parse_floats, require_setup
 from pages.common.state import default, page_start
 
 page_start()
@@ -25,11 +31,7 @@ st.markdown(
     "training run, from gradient norms at a small and a big batch taken at the same weights."
 )
 
-chosen = shared_sidebar()
-if chosen is None:
-    st.info("Fix the data and model settings in the sidebar to run an experiment.")
-    st.stop()
-setup, arrays = chosen
+setup, arrays = require_setup()
 N = arrays.n_train
 
 

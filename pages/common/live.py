@@ -92,6 +92,36 @@ def live_chart(target, chart, running: bool) -> None:
         target.altair_chart(chart, width="stretch")
 
 
+def events_frame(snap: Snapshot):
+    """The training events a job emitted, as the engine's event table."""
+    import pandas as pd
+
+    from lrbs.train import EVENT_COLUMNS
+
+    return pd.DataFrame(snap.rows.get("events", []), columns=EVENT_COLUMNS)
+
+
+def downloads(stem: str, key: str, curves, table) -> None:
+    """The two CSV buttons of a finished experiment: every curve, and the results table."""
+    c1, c2 = st.columns(2)
+    c1.download_button(
+        "Download the curves (CSV)",
+        curves.to_csv(index=False),
+        f"{stem}_curves.csv",
+        "text/csv",
+        on_click="ignore",
+        key=f"{key}_csv",
+    )
+    c2.download_button(
+        "Download the table (CSV)",
+        table.to_csv(index=False),
+        f"{stem}_table.csv",
+        "text/csv",
+        on_click="ignore",
+        key=f"{key}_csv_t",
+    )
+
+
 def show_error(snap: Snapshot) -> None:
     if snap.error:
         st.error(snap.error)

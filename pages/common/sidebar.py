@@ -187,3 +187,13 @@ def parse_floats(text: str, what: str) -> tuple[float, ...]:
         except ValueError:
             raise ConfigError(f"{what}: {piece!r} is not a number") from None
     return tuple(out)
+
+
+def require_setup() -> tuple[Setup, Arrays]:
+    """The shared block for a training page; stops the page (after saying why) when the data
+    or model settings are not usable."""
+    chosen = shared_sidebar()
+    if chosen is None:
+        st.info("Fix the data and model settings in the sidebar to run an experiment.")
+        st.stop()
+    return chosen
