@@ -117,8 +117,9 @@ def main() -> None:
         "## 3. Streaming overhead",
         "",
         "A page-like run: training on a worker thread (`LiveRun`), events buffered, a reader "
-        "copying the buffer and rebuilding the Altair chart every 0.5 s as the page's fragment "
-        "does, against the same worker-thread run with no reader. MNIST-1D, 6000 steps (about 4 s, a short page run).",
+        "copying the buffer and rebuilding the chart every second as the page's fragment "
+        "does, against the same worker-thread run with no reader. MNIST-1D, 6000 steps "
+        "(about 4 s, a short page run).",
         "",
         table(
             st,
