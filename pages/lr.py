@@ -2,6 +2,7 @@
 
 from dataclasses import replace
 
+import altair as alt
 import pandas as pd
 import streamlit as st
 
@@ -305,7 +306,7 @@ def finished_view(rounds, picked) -> None:
     latest = rounds[-1]
     sugg = suggestion_frame(latest)
     frame = points_of(rounds)
-    brush = __import__("altair").selection_interval(encodings=["x"], name="zoom")
+    brush = alt.selection_interval(encodings=["x"], name="zoom")
     chart = charts.range_test_chart(frame, sugg, brush=brush, band=band_of(latest))
     event = st.altair_chart(
         chart, width="stretch", on_select="rerun", key="rt_chart", selection_mode="zoom"
