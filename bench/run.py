@@ -82,8 +82,8 @@ def main() -> None:
         "per-step Python bookkeeping in the loop (budget test, stop flag, lr record, event "
         "every 10 steps: about 10-20 µs a step), which only shows where a step is under 0.5 ms. "
         f"Target ≥ 2× the DataLoader loop: {verdict(min(r['vs_dataloader'] for r in lp) >= 2)} "
-        f"({fast} reach it). Where the model's own compute dominates (Fashion-MNIST's 784-256-10 MLP at "
-        "small batches) no loop can be 2× faster than the DataLoader one.",
+        f"({fast} reach it). Where the model's own compute dominates (Fashion-MNIST's "
+        "784-256-10 MLP at small batches) no loop can be 2× faster than the DataLoader one.",
         "",
     ]
     fd = finder.run(repeats=reps)
