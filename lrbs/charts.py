@@ -311,3 +311,57 @@ def runs_chart(
                 .encode(x=enc["x"], y=enc["y"], tooltip=[f"{color}:N"])
             )
     return alt.layer(*layers).properties(height=340, title=title)
+
+
+def band_chart(
+    events: pd.DataFrame, x: str, y: str, group: str, title: str = "", bins: int = 60
+) -> alt.LayerChart:
+    """Repeats of one setting as a mean line inside a min-max band: the runs' x values are
+    binned (they differ from seed to seed under a time budget) and y is summarised per bin."""
+    d = events.dropna(subset=[y]).copy()
+    d = d[np.isfinite(d[y])]
+    if d.empty:
+        return alt.layer(alt.Chart(d).mark_line()).properties(height=340, title=title)
+    edges = np.linspace(d[x].min(), d[x].max(), bins + 1)
+    d["bin"] = np.clip(np.digitize(d[x], edges) - 1, 0, bins - 1)
+    g = (
+        d.groupby([group, "bin"])
+        .agg(x=(x, "mean"), mean=(y, "mean"), lo=(y, "min"), hi=(y, "max"))
+        .reset_index()
+    )
+    order = list(dict.fromkeys(events[group]))
+    color = alt.Color(
+        f"{group}:N",
+        title=None,
+        sort=order,
+        legend=alt.Legend(orient="top"),
+        scale=alt.Scale(scheme="tableau10"),
+    )
+    xs = alt.X("x:Q", title=X_AXES.get(x, x))
+    band = (
+        alt.Chart(g)
+        .mark_area(opacity=0.22)
+        .encode(
+            x=xs,
+            y=alt.Y("lo:Q", title=y.replace("_", " "), scale=alt.Scale(zero=False)),
+            y2="hi:Q",
+            color=color,
+        )
+    )
+    line = (
+        alt.Chart(g)
+        .mark_line(strokeWidth=2)
+        .encode(
+            x=xs,
+            y=alt.Y("mean:Q"),
+            color=color,
+            tooltip=[
+                f"{group}:N",
+                alt.Tooltip("x:Q", format=".3g"),
+                alt.Tooltip("mean:Q", format=".4f"),
+                alt.Tooltip("lo:Q", format=".4f"),
+                alt.Tooltip("hi:Q", format=".4f"),
+            ],
+        )
+    )
+    return alt.layer(band, line).properties(height=340, title=title)

@@ -147,18 +147,20 @@ def draw_sweep(snap, running: bool) -> None:
     c1, c2 = st.columns(2)
     train_rows = events[events.kind == "train"]
     evals = events[events.kind == "eval"]
+    repeated = events.run_id.str.contains(" seed ").any()
+
+    def chart(rows, y, title):
+        if repeated:  # mean of the seeds inside their min-max band, per batch size
+            rows = rows.assign(batch=rows.run_id.str.replace(r" seed \d+$", "", regex=True))
+            return charts.band_chart(
+                rows, x=x, y=y, group="batch", title=title + " (seeds: mean and min-max band)"
+            )
+        return charts.runs_chart(rows, x=x, y=y, title=title, diverged=diverged)
+
     if not train_rows.empty:
-        live_chart(
-            c1,
-            charts.runs_chart(train_rows, x=x, y="loss", title="Training loss", diverged=diverged),
-            running,
-        )
+        live_chart(c1, chart(train_rows, "loss", "Training loss"), running)
     if not evals.empty:
-        live_chart(
-            c2,
-            charts.runs_chart(evals, x=x, y="val_loss", title="Validation loss", diverged=diverged),
-            running,
-        )
+        live_chart(c2, chart(evals, "val_loss", "Validation loss"), running)
     show_error(snap)
 
 

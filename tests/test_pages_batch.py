@@ -29,6 +29,21 @@ def test_sweep_defaults_plan_and_run():
     assert at.success
 
 
+def test_repeats_are_drawn_as_bands():
+    at = batch_page()
+    at.text_input(key="bs_grid").set_value("32, 128")
+    at.radio(key="bs_budget_kind").set_value("updates")
+    at.number_input(key="bs_repeats").set_value(3)
+    at.number_input(key="bs_budget").set_value(15.0).run()
+    at.button(key="bs_job_run").click().run()
+    wait(at, "bs_job")
+    table = at.dataframe[-1].value
+    assert list(table.batch) == [32, 128] and set(table.repeats) == {3}
+    assert "val_loss_std" in table
+    specs = [c.proto.spec for c in charts(at)]
+    assert any("min-max band" in s for s in specs) and any('"area"' in s for s in specs)
+
+
 def test_sweep_with_linear_scaling_and_a_changed_list():
     at = batch_page()
     at.text_input(key="bs_grid").set_value("32, 128").run()

@@ -20,6 +20,7 @@ def run_range_test():
 def test_a_run_is_saved_and_offered_after_a_restart():
     before = len(RunStore(default_path()).runs())
     first = run_range_test()
+    assert not any("already ran" in i.value for i in first.info)  # it is the run on show
     suggestions = first.dataframe[0].value
     runs = RunStore(default_path()).runs()
     assert len(runs) == before + 1

@@ -28,8 +28,12 @@ def open_store() -> RunStore | None:
 def recorder(kind: str, config: dict, setup=None, name: str = "") -> Recorder:
     meta = {"name": name}
     if setup is not None:
-        meta.update(dataset=setup.data.name, model=setup.model.name, seed=setup.seed,
-                    device=str(setup.torch_device()))  # fmt: skip
+        meta.update(
+            dataset=setup.data.name,
+            model=setup.model.name,
+            seed=setup.seed,
+            device=str(setup.torch_device()),
+        )
     return Recorder(store_path(), kind, config, meta)
 
 
@@ -66,9 +70,12 @@ def load_job(store: RunStore, run_id: int, rebuild=None) -> StoredJob:
 
 
 def offer_stored(
-    kind: str, config: dict, job_key: str, rebuild: Callable | None = None,
+    kind: str,
+    config: dict,
+    job_key: str,
+    rebuild: Callable | None = None,
     on_load: Callable[[StoredJob], None] | None = None,
-) -> None:  # fmt: skip
+) -> None:
     """If this exact config already ran, say when, and offer its result instead of training."""
     try:
         store = RunStore(store_path())
@@ -79,12 +86,24 @@ def offer_stored(
         if not found:
             return
         latest = found[0]
+        shown = st.session_state.get(job_key)
+        recorder_ = getattr(shown, "recorder", None)
+        shown_ids = {
+            getattr(shown, "run_id", None),
+            getattr(recorder_, "run_id", None),
+            st.session_state.get(f"{job_key}_loaded"),
+        }
+        if latest["id"] in shown_ids:  # the page already shows that very run
+            return
         when = dt.datetime.fromtimestamp(latest["started"]).strftime("%Y-%m-%d %H:%M")
         c1, c2 = st.columns([4, 1])
-        c1.info(f"These settings already ran at {when} (run #{latest['id']}, "
-                f"{latest['status']}); load it instead of training again?")  # fmt: skip
+        c1.info(
+            f"These settings already ran at {when} (run #{latest['id']}, "
+            f"{latest['status']}); load it instead of training again?"
+        )
         if c2.button("Load stored result", key=f"{job_key}_load"):
             job = load_job(store, latest["id"], rebuild)
+            st.session_state[f"{job_key}_loaded"] = latest["id"]
             if on_load is not None:
                 on_load(job)
             else:
@@ -96,6 +115,10 @@ def offer_stored(
 
 def history_sidebar() -> None:
     with st.sidebar.expander("Run history file"):
-        st.text_input("History file (SQLite)", key="s_db_path", value=None,
-                      placeholder=str(default_path()),
-                      help="Every run is saved here. Also settable with LRBS_DB.")  # fmt: skip
+        st.text_input(
+            "History file (SQLite)",
+            key="s_db_path",
+            value=None,
+            placeholder=str(default_path()),
+            help="Every run is saved here. Also settable with LRBS_DB.",
+        )
