@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -430,7 +430,3 @@ def smallest_class_warning(counts: np.ndarray, batch: int, threshold: float = 3.
             "batch or class-balanced sampling."
         )
     return None
-
-
-def with_batches(cfg: BatchSweepConfig, batches: tuple) -> BatchSweepConfig:
-    return replace(cfg, batch_sizes=batches)

@@ -309,7 +309,7 @@ def cmd_train(a: argparse.Namespace) -> dict:
     budget = budget_from(a, default=Budget(epochs=1))
     cfg = TrainConfig(batch_size=a.batch_size, budget=budget, optim=optim_from(a), seed=a.seed)
     data = load_tensors(setup)
-    model = setup.fresh_model(data, data.x_train.device)
+    model = setup.fresh_model(data)
     bar = ProgressBar()
     rec = Recording(a, "train", {"setup": setup, "train": cfg}, setup)
 
@@ -360,7 +360,7 @@ def cmd_lr_find(a: argparse.Namespace) -> dict:
     for r_no, round_cfg in enumerate(rounds):
         for k in range(a.seeds):
             seed_setup = replace(setup, seed=setup.seed + k)
-            model = seed_setup.fresh_model(data, data.x_train.device)
+            model = seed_setup.fresh_model(data)
             res = range_test(
                 model,
                 data,
@@ -406,7 +406,6 @@ def cmd_lr_sweep(a: argparse.Namespace) -> dict:
     budget = budget_from(a, default=Budget(seconds=5))
     cfg = LRSweepConfig(tuple(a.grid), budget, a.batch_size, a.optimizer, a.momentum, a.seed)
     data = load_tensors(setup)
-    device = data.x_train.device
     bar, events, done = ProgressBar(), [], []
 
     def on_event(e):
@@ -414,7 +413,7 @@ def cmd_lr_sweep(a: argparse.Namespace) -> dict:
         bar((len(done) + budget.fraction(e)) / len(cfg.lrs), e.run_id)
 
     results = lr_sweep(
-        lambda: setup.fresh_model(data, device),
+        lambda: setup.fresh_model(data),
         data,
         cfg,
         on_event=on_event,
@@ -438,7 +437,6 @@ def cmd_lr_sweep(a: argparse.Namespace) -> dict:
 
 @command("bs-sweep")
 def cmd_bs_sweep(a: argparse.Namespace) -> dict:
-    from dataclasses import replace
 
     from lrbs import batch as bs
 
@@ -458,7 +456,6 @@ def cmd_bs_sweep(a: argparse.Namespace) -> dict:
     )
     data = load_tensors(setup)
     plan = cfg.plan(data.n_train)
-    device = data.x_train.device
     bar, events, rows = ProgressBar(), [], []
     n_runs = len(plan) * cfg.repeats
 
@@ -470,7 +467,7 @@ def cmd_bs_sweep(a: argparse.Namespace) -> dict:
         rows.append(bs.run_row(run, data.n_train, cfg.effective_momentum))
 
     bs.batch_sweep(
-        lambda s: replace(setup, seed=s).fresh_model(data, device),
+        lambda s: setup.fresh_model(data, s),
         data,
         cfg,
         on_event=on_event,
@@ -493,7 +490,6 @@ def cmd_bs_sweep(a: argparse.Namespace) -> dict:
 
 @command("bs-scaling-check")
 def cmd_bs_scaling_check(a: argparse.Namespace) -> dict:
-    from dataclasses import replace
 
     from lrbs import batch as bs
 
@@ -503,7 +499,6 @@ def cmd_bs_scaling_check(a: argparse.Namespace) -> dict:
     )
     data = load_tensors(setup)
     plan = cfg.plan(data.n_train)
-    device = data.x_train.device
     bar, seen = ProgressBar(), []
 
     def on_event(e):
@@ -511,9 +506,7 @@ def cmd_bs_scaling_check(a: argparse.Namespace) -> dict:
             seen.append(e.run_id)
         bar((len(seen) - 1 + min(1.0, e.epoch / cfg.epochs)) / len(plan), e.run_id)
 
-    curves = bs.scaling_check(
-        lambda s: replace(setup, seed=s).fresh_model(data, device), data, cfg, on_event=on_event
-    )
+    curves = bs.scaling_check(lambda s: setup.fresh_model(data, s), data, cfg, on_event=on_event)
     bar(1.0, "done")
     write_csv(curves, a.out, a)
     agree = bs.agreement(curves)
@@ -533,7 +526,7 @@ def cmd_bs_probe(a: argparse.Namespace) -> dict:
 
     setup = setup_from(a)
     data = load_tensors(setup)
-    model = setup.fresh_model(data, data.x_train.device)
+    model = setup.fresh_model(data)
     cap = int(a.cap_mib * 2**20) if a.cap_mib else None
     if cap is None and data.x_train.device.type == "cpu":
         log.warning("no --cap-mib on the CPU: the probe stops at the training set size")
@@ -571,7 +564,6 @@ def cmd_bs_schedule(a: argparse.Namespace) -> dict:
         a.seed,
     )
     data = load_tensors(setup)
-    device = data.x_train.device
     bar, events, done = ProgressBar(), [], []
 
     def on_event(e):
@@ -579,7 +571,7 @@ def cmd_bs_schedule(a: argparse.Namespace) -> dict:
         bar((len(done) + min(1.0, e.epoch / cfg.epochs)) / len(cfg.regimes), e.run_id)
 
     results = bss.run_regimes(
-        lambda: setup.fresh_model(data, device),
+        lambda: setup.fresh_model(data),
         data,
         cfg,
         on_event=on_event,
@@ -619,7 +611,7 @@ def cmd_noise_scale(a: argparse.Namespace) -> dict:
     )
     data = load_tensors(setup)
     bar = ProgressBar()
-    model = setup.fresh_model(data, data.x_train.device)
+    model = setup.fresh_model(data)
     result = ns.measure(model, data, cfg, on_row=lambda r: bar(r["step"] / cfg.steps, "noise"))
     bar(1.0, "done")
     write_csv(result.rows, a.out, a)
@@ -644,7 +636,7 @@ def cmd_noise_scale(a: argparse.Namespace) -> dict:
             a.momentum,
             a.seed,
         )
-        table = ns.steps_to_target(lambda: setup.fresh_model(data, data.x_train.device), data, ccfg)
+        table = ns.steps_to_target(lambda: setup.fresh_model(data), data, ccfg)
         fit = ns.fit_tradeoff(table.batch, table.steps)
         out["check"] = {
             "target_loss": ccfg.target_loss,

@@ -84,19 +84,27 @@ class RangeTestConfig:
         return self.iterations / max(math.log10(self.lr_max / self.lr_min), 1e-9)
 
 
+class EMA:
+    """Exponential moving average, one value at a time. Debiased (fastai): avg_i / (1 -
+    beta^(i+1)), so early values are not dragged towards 0. Not debiased (torch-lr-finder):
+    starts at the first value."""
+
+    def __init__(self, beta: float, debias: bool = True) -> None:
+        self.beta, self.debias = beta, debias
+        self.avg, self.n = 0.0, 0
+
+    def __call__(self, x: float) -> float:
+        self.n += 1
+        if not self.debias:
+            self.avg = x if self.n == 1 else self.beta * self.avg + (1 - self.beta) * x
+            return self.avg
+        self.avg = self.beta * self.avg + (1 - self.beta) * x
+        return self.avg / (1 - self.beta**self.n)
+
+
 def smooth(losses: np.ndarray, beta: float, debias: bool = True) -> np.ndarray:
-    """Exponential moving average. Debiased (fastai): avg_i / (1 - beta^(i+1)), so early values
-    are not dragged towards 0. Not debiased (torch-lr-finder): starts at the first loss."""
-    out = np.empty(len(losses))
-    avg = 0.0
-    for i, x in enumerate(losses):
-        if debias:
-            avg = beta * avg + (1 - beta) * x
-            out[i] = avg / (1 - beta ** (i + 1))
-        else:
-            avg = x if i == 0 else beta * avg + (1 - beta) * x
-            out[i] = avg
-    return out
+    ema = EMA(beta, debias)
+    return np.array([ema(x) for x in losses], dtype=float)
 
 
 # ---------------------------------------------------------------------------- suggestions
@@ -327,16 +335,12 @@ def range_test(
     snap = _save(model, optimizer)
     losses: list[float] = []
     smoothed: list[float] = []
-    avg = {"value": 0.0, "best": math.inf}
+    ema = EMA(cfg.beta, cfg.debias)
+    best = {"smoothed": math.inf}
 
     def on_event(ev: Event) -> None:
         x, i = ev.loss, len(losses)
-        if cfg.debias:
-            avg["value"] = cfg.beta * avg["value"] + (1 - cfg.beta) * x
-            s = avg["value"] / (1 - cfg.beta ** (i + 1))
-        else:
-            avg["value"] = x if i == 0 else cfg.beta * avg["value"] + (1 - cfg.beta) * x
-            s = avg["value"]
+        s = ema(x)
         losses.append(x)
         smoothed.append(s)
         if on_point is not None:
@@ -353,9 +357,9 @@ def range_test(
 
     def stop_rule(ev: Event) -> str | None:
         s = smoothed[-1]
-        if cfg.stop_factor is not None and s > cfg.stop_factor * avg["best"]:
+        if cfg.stop_factor is not None and s > cfg.stop_factor * best["smoothed"]:
             return "diverged"
-        avg["best"] = min(avg["best"], s)
+        best["smoothed"] = min(best["smoothed"], s)
         return None
 
     train_cfg = TrainConfig(

@@ -68,7 +68,8 @@ def grad_sq_norm(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     """|grad of the mean loss over (x, y)|^2, leaving no gradients behind."""
     model.zero_grad(set_to_none=True)
     nn.functional.cross_entropy(model(x), y).backward()
-    total = sum(float(p.grad.pow(2).sum()) for p in model.parameters() if p.grad is not None)
+    squares = [p.grad.pow(2).sum() for p in model.parameters() if p.grad is not None]
+    total = float(torch.stack(squares).sum())  # one host read, not one per parameter
     model.zero_grad(set_to_none=True)
     return total
 

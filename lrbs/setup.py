@@ -24,9 +24,12 @@ class Setup:
     def torch_device(self) -> torch.device:
         return pick_device(self.device)
 
-    def fresh_model(self, arrays: Arrays | TensorData, device: torch.device) -> nn.Module:
-        """The run's initial weights: bit-equal for every call with one seed."""
-        return build_model(self.model, arrays.input_shape, arrays.n_classes, self.seed).to(device)
+    def fresh_model(self, data: TensorData, seed: int | None = None) -> nn.Module:
+        """Initial weights from `seed` (default: the setup's), on the data's device: bit-equal
+        for every call with one seed."""
+        seed = self.seed if seed is None else seed
+        model = build_model(self.model, data.input_shape, data.n_classes, seed)
+        return model.to(data.x_train.device)
 
 
 def load_tensors(setup: Setup, arrays: Arrays | None = None) -> TensorData:

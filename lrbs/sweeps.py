@@ -3,10 +3,9 @@ same budget, so that only the swept setting differs."""
 
 from __future__ import annotations
 
-import math
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -141,11 +140,3 @@ def best_lr(table: pd.DataFrame) -> float | None:
     if table.empty or not table.best.any():
         return None
     return float(table.loc[table.best, "lr"].iloc[0])
-
-
-def with_lrs(cfg: LRSweepConfig, lrs: tuple[float, ...]) -> LRSweepConfig:
-    return replace(cfg, lrs=lrs)
-
-
-def is_finite(x: float | None) -> bool:
-    return x is not None and math.isfinite(x)

@@ -15,7 +15,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 
 import torch
 from torch import nn
@@ -33,7 +33,6 @@ OPTIMIZERS = {
     "adam": "Adam",
     "adamw": "AdamW",
 }
-STATUSES = ("finished", "stopped", "diverged", "oom", "error")
 
 
 @dataclass(frozen=True)
@@ -405,7 +404,3 @@ def _check_divergence(loss: float, state: _LoopState, factor: float | None) -> t
         )
     state.best = min(state.best, loss)
     return "finished", ""
-
-
-def with_budget(cfg: TrainConfig, **budget) -> TrainConfig:
-    return replace(cfg, budget=Budget(**budget))

@@ -38,10 +38,7 @@ def tensors() -> TensorData:
 
 
 def model_factory(data: TensorData):
-    from dataclasses import replace
-
-    device = data.x_train.device
-    return lambda seed: replace(setup, seed=seed).fresh_model(data, device)
+    return lambda seed: setup.fresh_model(data, seed)
 
 
 TABLE_COLUMNS = {
@@ -444,7 +441,7 @@ def probe_section() -> None:
 
         def work(emit, stop, progress):
             data = tensors()
-            model = setup.fresh_model(data, data.x_train.device)
+            model = setup.fresh_model(data)
             fits = bs.make_fits(model, data, int(cap * 2**20) if cap else None, states)
 
             def logged(b):

@@ -203,7 +203,6 @@ if controls("bq_job", "Train the regimes", disabled=cfg is None):
 
     def work(emit, stop, progress):
         data = TensorData.from_arrays(arrays, setup.torch_device())
-        device = data.x_train.device
         done = []
 
         def on_event(e):
@@ -215,7 +214,7 @@ if controls("bq_job", "Train the regimes", disabled=cfg is None):
             emit("runs", {"regime": name, "status": r.status})
 
         return bss.run_regimes(
-            lambda: setup.fresh_model(data, device),
+            lambda: setup.fresh_model(data),
             data,
             cfg,
             on_event=on_event,

@@ -147,7 +147,7 @@ def start_range_test(cfg: RangeTestConfig, seeds: int, round_no: int) -> None:
         results = []
         for k in range(seeds):
             run_setup = replace(setup, seed=setup.seed + k)
-            model = run_setup.fresh_model(data, data.x_train.device)
+            model = run_setup.fresh_model(data)
             run_cfg = replace(cfg, seed=run_setup.seed)
 
             def point(p, k=k):
@@ -519,7 +519,6 @@ def start_sweep(cfg: sweeps.LRSweepConfig) -> None:
 
     def work(emit, stop, progress):
         data = tensors()
-        device = data.x_train.device
         done = []
 
         def on_event(e):
@@ -533,7 +532,7 @@ def start_sweep(cfg: sweeps.LRSweepConfig) -> None:
             emit("runs", {"run_id": r.run_id, **row})
 
         results = sweeps.lr_sweep(
-            lambda: setup.fresh_model(data, device),
+            lambda: setup.fresh_model(data),
             data,
             cfg,
             on_event=on_event,

@@ -162,7 +162,6 @@ def check_section(result: ns.NoiseScaleResult, cfg: ns.NoiseScaleConfig) -> None
 
         def work(emit, stop, progress):
             data = TensorData.from_arrays(arrays, setup.torch_device())
-            device = data.x_train.device
             seen = []
 
             def on_event(e):
@@ -172,7 +171,7 @@ def check_section(result: ns.NoiseScaleResult, cfg: ns.NoiseScaleConfig) -> None
                 emit("events", e.as_dict())
 
             return ns.steps_to_target(
-                lambda: setup.fresh_model(data, device), data, ccfg, on_event=on_event, stop=stop
+                lambda: setup.fresh_model(data), data, ccfg, on_event=on_event, stop=stop
             )
 
         start_job(
@@ -287,7 +286,7 @@ if controls("ns_job", "Measure the noise scale", disabled=cfg is None):
 
     def work(emit, stop, progress):
         data = TensorData.from_arrays(arrays, setup.torch_device())
-        model = setup.fresh_model(data, data.x_train.device)
+        model = setup.fresh_model(data)
 
         def on_row(row):
             emit("rows", row)
