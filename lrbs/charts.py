@@ -263,6 +263,22 @@ def thin(d: pd.DataFrame, max_points: int, by: str) -> pd.DataFrame:
     return d[(pos % k == 0) | last]
 
 
+def _log_window(values: pd.Series, decades: float = 4.0) -> list[float]:
+    """A log axis that shows the top `decades` of positive values: a rate annealed to 1e-9
+    would otherwise squash every other curve against the top."""
+    v = values[values > 0]
+    if v.empty:
+        return [1e-3, 1.0]
+    top = float(v.max())
+    return [max(float(v.min()), top / 10**decades) / 1.2, top * 1.2]
+
+
+def color_scale(domain: list[str] | None = None) -> alt.Scale:
+    if domain is None:
+        return alt.Scale(scheme="tableau10")
+    return alt.Scale(domain=domain, scheme="tableau20" if len(domain) > 10 else "tableau10")
+
+
 def runs_chart(
     events: pd.DataFrame,
     x: str = "elapsed",
@@ -271,13 +287,19 @@ def runs_chart(
     title: str = "",
     diverged: list[str] | None = None,
     log_y: bool = False,
+    domain: list[str] | None = None,
 ) -> alt.LayerChart:
-    """Curves of several runs overlaid; runs that diverged end with a red cross."""
+    """Curves of several runs overlaid; runs that diverged end with a red cross. `domain`
+    fixes the runs' colours (so several charts of the same runs agree)."""
     d = events.dropna(subset=[y]).copy()
     d = thin(d[np.isfinite(d[y])], 2500, color)
     sort = list(dict.fromkeys(events[color]))  # run order, not alphabetical
     y_dom = _y_window(d[y]) if not log_y and not d.empty else None
-    y_scale = alt.Scale(type="log") if log_y else alt.Scale(domain=y_dom, clamp=True)
+    y_scale = (
+        alt.Scale(type="log", domain=_log_window(d[y]), clamp=True)
+        if log_y and not d.empty
+        else alt.Scale(type="log" if log_y else "linear", domain=y_dom, clamp=True)
+    )
     enc = dict(
         x=alt.X(f"{x}:Q", title=X_AXES.get(x, x)),
         y=alt.Y(f"{y}:Q", title=y.replace("_", " "), scale=y_scale),
@@ -285,8 +307,8 @@ def runs_chart(
             f"{color}:N",
             title=None,
             sort=sort,
-            legend=alt.Legend(orient="top"),
-            scale=alt.Scale(scheme="tableau10"),
+            legend=alt.Legend(orient="top", columns=min(len(sort), 5) if len(sort) > 5 else None),
+            scale=color_scale(domain),
         ),
     )
     lines = (
@@ -365,3 +387,36 @@ def band_chart(
         )
     )
     return alt.layer(band, line).properties(height=340, title=title)
+
+
+def lr_plan_chart(plan: pd.DataFrame, domain: list[str] | None = None) -> alt.Chart:
+    """The rate each schedule will use, per epoch, before any training (log scale)."""
+    d = plan[plan.lr > 0]
+    sort = domain or list(dict.fromkeys(d.schedule))
+    return (
+        alt.Chart(d)
+        .mark_line(strokeWidth=2)
+        .encode(
+            x=alt.X("epoch:Q", title="epochs"),
+            y=alt.Y(
+                "lr:Q",
+                title="learning rate",
+                scale=alt.Scale(type="log", domain=_log_window(d.lr), clamp=True),
+            ),
+            color=alt.Color(
+                "schedule:N",
+                title=None,
+                sort=sort,
+                legend=alt.Legend(orient="top", columns=6 if len(sort) > 6 else None),
+                scale=color_scale(domain),
+            ),
+            tooltip=[
+                "schedule:N",
+                alt.Tooltip("epoch:Q", format=".2f"),
+                "step:Q",
+                alt.Tooltip("lr:Q", format=".4g"),
+            ],
+        )
+        .properties(height=300, title="Planned learning rate (before training)")
+        .interactive(bind_y=False)
+    )

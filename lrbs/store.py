@@ -157,6 +157,12 @@ class RunStore:
     def close(self) -> None:
         self.db.close()
 
+    def __enter__(self) -> RunStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     # ------------------------------------------------------------------ writing
 
     def start_run(

@@ -307,8 +307,9 @@ def train(
                 loss = nn.functional.cross_entropy(model(data.x_train[idx]), data.y_train[idx])
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
-                state.lr = opt.param_groups[0]["lr"]  # the rate this update used
                 opt.step()
+                # the rate this update used (read after step: hypergradient descent sets it there)
+                state.lr = opt.param_groups[0]["lr"]
                 if sched is not None:
                     sched.step()
                 pending.append(loss.detach())

@@ -13,6 +13,7 @@ from lrbs import batch as bs
 from lrbs import bs_schedule as bss
 from lrbs import data as data_mod
 from lrbs import gd1d, noise_scale
+from lrbs import schedules as sch
 from lrbs.cli import main
 from lrbs.data import DataSpec, load, read_csv_dataset
 from lrbs.device import pick_device
@@ -149,6 +150,21 @@ CASES = [
     Case("noise k zero", "measurement interval k must be at least 1",
          lambda p: noise_scale.NoiseScaleConfig(every=0), ["noise-scale", "--every", "0"],
          ("pages/noise.py", [("number", "ns_every", 0)])),
+    Case("schedule base >= max", "must be below the upper bound",
+         lambda p: sch.SchedulesConfig(base_lr=1.0, max_lr=0.5),
+         ["schedules", "--base-lr", "1", "--max-lr", "0.5"],
+         ("pages/schedules.py", [("number", "ls_base", 2.0)])),
+    Case("schedule base == max", "must be below the upper bound",
+         lambda p: sch.SchedulesConfig(base_lr=0.5, max_lr=0.5),
+         ["schedules", "--base-lr", "0.5", "--max-lr", "0.5"],
+         ("pages/schedules.py", [("number", "ls_max", 0.1)])),
+    Case("CLR step size zero", "the cycle step size",
+         lambda p: sch.SchedulesConfig(cycle_epochs=0), ["schedules", "--cycle-epochs", "0"],
+         ("pages/schedules.py", [("number", "ls_cycle", 0.0)])),
+    Case("HD beta negative", "beta must be >= 0", lambda p: sch.SchedulesConfig(hd_beta=-1e-3),
+         ["schedules", "--beta=-1e-3"], ("pages/schedules.py", [("text", "ls_beta", "-1e-3")])),
+    Case("HD beta not a number", "must be a number", lambda p: sch.SchedulesConfig(hd_beta=NAN),
+         ["schedules", "--beta", "nan"], ("pages/schedules.py", [("text", "ls_beta", "fast")])),
     Case("GD zero steps", "steps must be at least 1", lambda p: gd1d.GDConfig(steps=0),
          ["gd1d", "--steps", "0"]),
     Case("GD curvature zero", "curvature must be greater than 0",

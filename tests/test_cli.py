@@ -265,6 +265,36 @@ def test_bs_schedule_json(capsys):
     assert code == 2 and "factor must be above 1" in err
 
 
+def test_schedules_json_csv_preview_and_bounds(capsys, tmp_path):
+    out_csv = tmp_path / "s.csv"
+    args = ["schedules", "--dataset", "digits", "--epochs", "3", "--json", "--out", str(out_csv)]
+    code, out, err = run_cli(capsys, *args, "--schedules", "constant", "onecycle", "hd")
+    assert code == 0, err
+    figures = json.loads(out.strip().splitlines()[-1])
+    rows = {r["schedule"]: r for r in figures["schedules"]}
+    assert set(rows) == {"constant", "onecycle", "hd"}
+    assert rows["onecycle"]["lr_max"] == pytest.approx(1.0, rel=0.01)
+    assert rows["constant"]["lr_min"] == rows["constant"]["lr_max"] == 0.5
+    curves = pd.read_csv(out_csv)
+    assert set(curves.run_id) == set(rows) and {"lr", "val_loss"} <= set(curves.columns)
+
+    code, out, err = run_cli(capsys, *args, "--schedules", "clr", "--bounds", "range-test")
+    assert code == 0, err
+    figures = json.loads(out.strip().splitlines()[-1])
+    b = figures["bounds"]
+    assert b["source"] == "a quick range test" and 0 < b["base_lr"] < b["max_lr"]
+    assert figures["schedules"][0]["lr_max"] <= b["max_lr"]
+
+    code, out, err = run_cli(capsys, "schedules", "--preview", "--epochs", "2", "--json",
+                             "--out", str(out_csv))  # fmt: skip
+    assert code == 0, err
+    plan = pd.read_csv(out_csv)
+    assert set(plan.schedule) == {"constant", "cosine", "onecycle", "clr"}  # hd is reactive
+    code, out, err = run_cli(capsys, "schedules", "--bounds", "history", "--dataset", "digits",
+                             "--model", "cnn")  # fmt: skip
+    assert code == 2 and "no range test of this dataset and model" in err
+
+
 def test_noise_scale_json(capsys):
     code, out, err = run_cli(
         capsys,

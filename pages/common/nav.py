@@ -31,6 +31,15 @@ PAGES = [
         "rates, each trained from the same weights for the same wall-clock budget.",
     ),
     PageInfo(
+        "pages/schedules.py",
+        "LR schedules",
+        ":material/timeline:",
+        "A rate that changes as training goes: step, exponential and cosine decay, warm "
+        "restarts, warm-up, Smith's cyclical rates and one-cycle with their bounds read off the "
+        "range test, reduce-on-plateau, and hypergradient descent, whose rate learns itself. "
+        "Preview every schedule's rate, then train them side by side from the same weights.",
+    ),
+    PageInfo(
         "pages/batch.py",
         "Batch size",
         ":material/stacks:",

@@ -1,0 +1,44 @@
+"""The LR schedules page through AppTest: defaults train, bounds from a range test."""
+
+from test_pages import charts, open_page
+from test_pages_lr import wait
+
+
+def test_schedules_page_previews_trains_and_tabulates():
+    at = open_page("pages/schedules.py")
+    assert not at.error
+    assert len(charts(at)) == 1  # the planned rates, before any training
+    assert any("Not drawn: plateau, hd" in c.value for c in at.caption)
+    at.button(key="ls_job_run").click().run()
+    wait(at, "ls_job")
+    table = at.dataframe[-1].value
+    assert list(table.schedule) == list(at.session_state["ls_schedules"])
+    assert (table.status == "finished").all()
+    assert table.set_index("schedule").loc["onecycle", "lr_max"] > 0.9
+    assert any("Lowest final validation loss" in m.value for m in at.markdown)
+    assert len(charts(at)) == 4  # plan, validation loss, training loss, lr used
+
+
+def test_bounds_come_from_the_range_test_of_this_tab():
+    at = open_page("pages/lr.py")
+    at.button(key="rt_job_run").click().run()
+    wait(at, "rt_job")
+    found = {s.name: s.lr for s in at.session_state["rt_rounds"][-1][0].suggestions}
+    at.switch_page("pages/schedules.py").run()
+    assert any("range test in this tab" in c.value for c in at.caption)
+    at.button(key="ls_use_rt").click().run()
+    assert not at.exception
+    assert at.number_input(key="ls_max").value == found["max_usable"]
+    assert at.number_input(key="ls_base").value <= found["max_usable"] / 4
+    assert any("From the range test in this tab" in s.value for s in at.success)
+
+
+def test_quick_range_test_fills_the_bounds():
+    at = open_page("pages/schedules.py")
+    at.selectbox(key="s_dataset").set_value("digits").run()
+    before = at.number_input(key="ls_max").value
+    at.button(key="ls_quick_rt").click().run()
+    assert not at.exception and not at.error
+    assert any("From a quick range test" in s.value for s in at.success)
+    lo, hi = at.number_input(key="ls_base").value, at.number_input(key="ls_max").value
+    assert 0 < lo < hi and hi != before
