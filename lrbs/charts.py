@@ -420,3 +420,123 @@ def lr_plan_chart(plan: pd.DataFrame, domain: list[str] | None = None) -> alt.Ch
         .properties(height=300, title="Planned learning rate (before training)")
         .interactive(bind_y=False)
     )
+
+
+# ------------------------------------------------------------------ auto-tuning
+
+TRIAL_STATES = {
+    "complete": "#1c7ed6",
+    "pruned": "#adb5bd",
+    "running": "#f59f00",
+    "fail": "#c92a2a",
+}
+
+
+def _finite_trials(trials: pd.DataFrame) -> pd.DataFrame:
+    d = trials.dropna(subset=["value"]).copy()
+    return d[np.isfinite(d.value.astype(float))]
+
+
+def objective_chart(trials: pd.DataFrame) -> alt.LayerChart:
+    """Validation loss of each trial in order, by state, with the best so far as a step line.
+    A pruned trial shows the last loss it reported."""
+    d = _finite_trials(trials)
+    done = d[d.state == "complete"].sort_values("trial")
+    done = done.assign(best=done.value.cummin())
+    y_dom = _y_window(d.value) if not d.empty else None
+    y = alt.Y("value:Q", title="validation loss", scale=alt.Scale(domain=y_dom, clamp=True))
+    points = (
+        alt.Chart(d)
+        .mark_point(size=70, filled=True)
+        .encode(
+            x=alt.X("trial:Q", title="trial"),
+            y=y,
+            color=alt.Color(
+                "state:N",
+                title=None,
+                scale=alt.Scale(domain=list(TRIAL_STATES), range=list(TRIAL_STATES.values())),
+                legend=alt.Legend(orient="top"),
+            ),
+            shape=alt.Shape("state:N", legend=None,
+                            scale=alt.Scale(domain=list(TRIAL_STATES),
+                                            range=["circle", "cross", "diamond", "square"])),
+            tooltip=["trial:Q", "state:N", alt.Tooltip("value:Q", format=".4f"),
+                     alt.Tooltip("lr:Q", format=".3g"), "batch_size:Q"],
+        )
+    )  # fmt: skip
+    best = (
+        alt.Chart(done)
+        .mark_line(interpolate="step-after", color="#2b8a3e", strokeWidth=2)
+        .encode(x="trial:Q", y=alt.Y("best:Q", scale=alt.Scale(domain=y_dom, clamp=True)))
+    )
+    return alt.layer(best, points).properties(height=300, title="Trials (line: best so far)")
+
+
+def search_space_chart(trials: pd.DataFrame) -> alt.LayerChart:
+    """Where the trials went: learning rate x batch size, coloured by validation loss; pruned
+    trials as grey crosses, diverged ones (infinite loss) as red crosses."""
+    d = trials.dropna(subset=["lr", "batch_size"]).copy()
+    v = pd.to_numeric(d.value, errors="coerce")
+    d["outcome"] = np.where(d.state == "pruned", "pruned",
+                            np.where(np.isinf(v.fillna(0)), "diverged", "finished"))  # fmt: skip
+    ok = d[(d.outcome == "finished") & v.notna() & (d.state == "complete")]
+    x = alt.X("lr:Q", title="learning rate", scale=alt.Scale(type="log"))
+    y = alt.Y("batch_size:Q", title="batch size", scale=alt.Scale(type="log", base=2))
+    tip = ["trial:Q", "state:N", alt.Tooltip("value:Q", format=".4f"),
+           alt.Tooltip("lr:Q", format=".3g"), "batch_size:Q"]  # fmt: skip
+    finished = (
+        alt.Chart(ok)
+        .mark_circle(size=140, opacity=0.85)
+        .encode(x=x, y=y, tooltip=tip,
+                color=alt.Color("value:Q", title="val loss",
+                                scale=alt.Scale(scheme="viridis", reverse=True)))
+    )  # fmt: skip
+    others = (
+        alt.Chart(d[d.outcome != "finished"])
+        .mark_point(shape="cross", size=120, filled=True)
+        .encode(x=x, y=y, tooltip=tip,
+                color=alt.Color("outcome:N", title=None,
+                                scale=alt.Scale(domain=["pruned", "diverged"],
+                                                range=["#868e96", "#c92a2a"])))
+    )  # fmt: skip
+    return (
+        alt.layer(finished, others)
+        .resolve_scale(color="independent")
+        .properties(height=300, title="Search space: lr × batch size")
+    )
+
+
+def trial_curves_chart(curves: pd.DataFrame, x_title: str) -> alt.Chart:
+    """The validation loss each trial reported to the pruner; pruned ones end early."""
+    d = curves[np.isfinite(curves.val_loss)]
+    y_dom = _y_window(d.val_loss) if not d.empty else None
+    return (
+        alt.Chart(d)
+        .mark_line(strokeWidth=1.5, opacity=0.8)
+        .encode(
+            x=alt.X("step:Q", title=x_title),
+            y=alt.Y("val_loss:Q", title="validation loss",
+                    scale=alt.Scale(domain=y_dom, clamp=True)),
+            detail="trial:N",
+            color=alt.Color("state:N", title=None,
+                            scale=alt.Scale(domain=list(TRIAL_STATES),
+                                            range=list(TRIAL_STATES.values())),
+                            legend=alt.Legend(orient="top")),
+            tooltip=["trial:Q", "state:N", "step:Q", alt.Tooltip("val_loss:Q", format=".4f")],
+        )
+        .properties(height=300, title="What each trial reported to the pruner")
+    )  # fmt: skip
+
+
+def importance_chart(importances: dict[str, float]) -> alt.Chart:
+    d = pd.DataFrame({"parameter": list(importances), "importance": list(importances.values())})
+    return (
+        alt.Chart(d)
+        .mark_bar()
+        .encode(
+            x=alt.X("importance:Q", title="importance (fANOVA, sums to 1)"),
+            y=alt.Y("parameter:N", sort="-x", title=None),
+            tooltip=["parameter:N", alt.Tooltip("importance:Q", format=".2f")],
+        )
+        .properties(height=max(80, 40 * len(d)), title="Parameter importances")
+    )

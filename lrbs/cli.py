@@ -11,14 +11,16 @@ import json
 import logging
 import math
 import sys
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import pandas as pd
 
 from lrbs import gd1d
 from lrbs.data import DATASETS, DataSpec, load
 from lrbs.device import DEVICE_CHOICES, describe
-from lrbs.errors import LrbsError, require
+from lrbs.errors import LrbsError, positive_int, require
 from lrbs.models import MODELS, ModelSpec
 from lrbs.setup import Setup, load_tensors
 from lrbs.train import EVENT_COLUMNS, OPTIMIZERS, Budget, OptimSpec, TrainConfig, train
@@ -47,16 +49,7 @@ def command(name: str):
 def add_training_args(
     p: argparse.ArgumentParser, lr: float = 0.1, batch: int = 128, lr_grid: bool = False
 ) -> None:
-    g = p.add_argument_group("data, model and optimizer (shared by every training command)")
-    g.add_argument("--dataset", default="mnist1d", help=f"one of: {', '.join(DATASETS)}")
-    g.add_argument("--dataset-size", type=int, default=None, help="samples to generate/keep")
-    g.add_argument("--csv", default=None, help="CSV file, for --dataset csv")
-    g.add_argument("--target", default=None, help="target column, for --dataset csv")
-    g.add_argument("--data-root", default=None, help="torchvision root folder")
-    g.add_argument("--model", default="mlp", help=f"one of: {', '.join(MODELS)}")
-    g.add_argument("--hidden", type=int, nargs="+", default=[256], help="MLP hidden sizes")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--device", default="auto", help=f"one of: {', '.join(DEVICE_CHOICES)}")
+    g = add_setup_args(p, "data, model and optimizer (shared by every training command)")
     g.add_argument("--optimizer", default="sgd", help=f"one of: {', '.join(OPTIMIZERS)}")
     if lr_grid:
         g.add_argument(
@@ -72,6 +65,20 @@ def add_training_args(
         g.add_argument("--lr", type=float, default=lr, help="learning rate")
     g.add_argument("--momentum", type=float, default=0.9, help="for --optimizer momentum")
     g.add_argument("--batch-size", type=int, default=batch)
+
+
+def add_setup_args(p: argparse.ArgumentParser, title: str = "data and model"):
+    g = p.add_argument_group(title)
+    g.add_argument("--dataset", default="mnist1d", help=f"one of: {', '.join(DATASETS)}")
+    g.add_argument("--dataset-size", type=int, default=None, help="samples to generate/keep")
+    g.add_argument("--csv", default=None, help="CSV file, for --dataset csv")
+    g.add_argument("--target", default=None, help="target column, for --dataset csv")
+    g.add_argument("--data-root", default=None, help="torchvision root folder")
+    g.add_argument("--model", default="mlp", help=f"one of: {', '.join(MODELS)}")
+    g.add_argument("--hidden", type=int, nargs="+", default=[256], help="MLP hidden sizes")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--device", default="auto", help=f"one of: {', '.join(DEVICE_CHOICES)}")
+    return g
 
 
 def setup_from(a: argparse.Namespace) -> Setup:
@@ -227,6 +234,39 @@ def build_parser() -> Parser:
     )
     p.add_argument("--target-loss", type=float, default=None)
     add_output_args(p)
+
+    p = sub.add_parser("autotune", help="tune lr and batch size together (Optuna)")
+    actions = p.add_subparsers(dest="action", required=True, parser_class=Parser)
+    r = actions.add_parser("run", help="create a study and run its trials on this machine")
+    add_setup_args(r)
+    r.add_argument("--trials", type=int, default=20)
+    r.add_argument("--workers", type=int, default=2, help="worker processes on this machine")
+    r.add_argument("--seconds-per-trial", type=float, default=10.0)
+    r.add_argument("--epochs-per-trial", type=float, default=None)
+    r.add_argument("--lr-min", type=float, default=1e-3)
+    r.add_argument("--lr-max", type=float, default=3.0)
+    r.add_argument("--batches", type=int, nargs="+", default=[16, 32, 64, 128, 256, 512])
+    r.add_argument("--optimizers", nargs="+", default=["sgd"])
+    r.add_argument("--warmups", type=float, nargs="+", default=[0.0], help="warm-up epochs")
+    r.add_argument("--momentum", type=float, default=0.9)
+    r.add_argument("--pruner", default="median", help="median, hyperband or none")
+    r.add_argument(
+        "--seed-space",
+        action="store_true",
+        help="lr: a decade around a quick range test's steepest descent; batches: powers of "
+        "two up to the largest that fits (--cap-mib on the CPU) or the training set",
+    )
+    r.add_argument("--cap-mib", type=float, default=None, help="memory cap for the probe (CPU)")
+    r.add_argument("--study", default=None, help="study name (default: dataset-model-time)")
+    r.add_argument("--storage", default=None, help="Optuna URL or journal file")
+    add_output_args(r)
+    w = actions.add_parser("worker", help="run trials of an existing study (any machine)")
+    w.add_argument("--study", required=True)
+    w.add_argument("--storage", default=None, help="Optuna URL or journal file")
+    w.add_argument("--trials", type=int, default=10, help="trials this worker runs")
+    w.add_argument("--worker", type=int, default=0, help="this worker's index (sampler seed)")
+    w.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    w.add_argument("--json", action="store_true")
 
     p = sub.add_parser("history", help="the run history: list, show, export, delete")
     p.add_argument("action", choices=["list", "show", "export", "delete"])
@@ -754,6 +794,81 @@ def cmd_noise_scale(a: argparse.Namespace) -> dict:
         if "check" in out:
             print(f"fitted B_crit = {out['check']['b_crit']:,.0f}")
     return out
+
+
+@command("autotune")
+def cmd_autotune(a: argparse.Namespace) -> dict:
+    from lrbs import autotune as at
+
+    if a.action == "worker":
+        return autotune_worker(a)
+    setup = setup_from(a)
+    space = at.SearchSpace(a.lr_min, a.lr_max, tuple(a.batches), tuple(a.optimizers),
+                           tuple(a.warmups), a.momentum)  # fmt: skip
+    cfg = at.TuneConfig(space, a.seconds_per_trial, a.epochs_per_trial, a.pruner, a.seed)
+    positive_int("workers", a.workers)
+    out: dict = {"dataset": a.dataset, "model": a.model}
+    if a.seed_space:
+        data = load_tensors(setup)
+        cap = int(a.cap_mib * 2**20) if a.cap_mib else None
+        seeded, found = at.seed_space(setup, data, space, cap)
+        cfg = replace(cfg, space=seeded)
+        out["seeded_from"] = found
+        if not a.json:
+            batches = ", ".join(map(str, seeded.batches))
+            print(f"search space from a range test: lr {seeded.lr_min:.3g} to "
+                  f"{seeded.lr_max:.3g}, batches {batches}")  # fmt: skip
+    else:
+        cfg = replace(cfg, space=space.fit_to(load(setup.data).n_train))
+    name = a.study or f"{a.dataset}-{a.model}-{time.strftime('%Y%m%d-%H%M%S')}"
+    storage_url = a.storage or at.default_storage()
+    storage = at.open_storage(storage_url)
+    at.create_study(storage, name, setup, cfg)
+    bar = ProgressBar()
+    workers = at.launch_workers(storage_url, name, a.trials, a.workers, at.log_dir_for(storage_url))
+    try:
+        while not workers.wait(1.0):
+            n = len(at.trials_frame(at.load_study(storage, name)[0]).query("state != 'running'"))
+            bar(n / a.trials, f"{n} of {a.trials} trials")
+    except KeyboardInterrupt:
+        workers.stop()
+        workers.wait(60)
+        raise
+    failed = workers.failures()
+    require(not failed, "a worker failed: " + "; ".join(failed))
+    study = at.load_study(storage, name)[0]
+    trials = at.trials_frame(study)
+    bar(1.0, "done")
+    write_csv(trials, a.out, a)
+    best = at.best(trials)
+    counts = trials.state.value_counts().to_dict()
+    out |= {"study": name, "storage": at.safe_url(storage_url), "trials": counts,
+            "best": best.as_dict() if best else None}  # fmt: skip
+    if best is not None:
+        out |= {"lr": best.lr, "batch_size": best.batch_size, "val_loss": best.value}
+    if not a.json:
+        print(trials.to_string(index=False))
+        print(f"study {name!r}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+        if best:
+            print(f"best: trial {best.trial}, lr {best.lr:.4g}, batch {best.batch_size}, "
+                  f"{best.optimizer}, val loss {best.value:.4f}")  # fmt: skip
+    return out
+
+
+def autotune_worker(a: argparse.Namespace) -> dict:
+    import signal
+    import threading
+
+    from lrbs import autotune as at
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    n = at.run_worker(
+        a.storage, a.study, a.trials, worker=a.worker, stop=stop, threads=a.threads or None
+    )
+    if not a.json:
+        print(f"worker {a.worker}: ran {n} trial(s) of study {a.study!r}")
+    return {"study": a.study, "worker": a.worker, "trials": n, "stopped": stop.is_set()}
 
 
 def budget_from(a: argparse.Namespace, default: Budget) -> Budget:

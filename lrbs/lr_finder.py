@@ -448,3 +448,30 @@ def spread(results: list[RangeTestResult]) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------------------- the history
+
+
+def stored_suggestions(results: dict) -> dict[str, float] | None:
+    """The suggestions a range test saved in the run history (the page's or the CLI's)."""
+    if results.get("final_round_suggestions"):
+        return results["final_round_suggestions"]
+    seeds = results.get("seeds") or [{}]
+    return seeds[0].get("suggestions") or None
+
+
+def stored_range_test(
+    store, dataset: str | None = None, model: str | None = None
+) -> tuple[dict[str, float], int] | None:
+    """(suggestions, run id) of the newest range test in a RunStore on this dataset and model
+    that found a maximum usable rate, or None."""
+    runs = store.runs(dataset=dataset)
+    runs = runs[runs.kind.isin(["lr-range-test", "lr-find"]) & (runs.status != "running")]
+    if model is not None:
+        runs = runs[runs.model == model]
+    for run_id in runs.id:
+        found = stored_suggestions(store.run(int(run_id)).get("results") or {})
+        if found and found.get("max_usable"):
+            return found, int(run_id)
+    return None

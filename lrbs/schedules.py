@@ -299,26 +299,16 @@ class RangeBounds:
         return cls(hold, min(hold, top / 4), top, source)
 
 
-def stored_suggestions(results: dict) -> dict[str, float] | None:
-    """The suggestions a range test saved in the run history (the page's or the CLI's)."""
-    if results.get("final_round_suggestions"):
-        return results["final_round_suggestions"]
-    seeds = results.get("seeds") or [{}]
-    return seeds[0].get("suggestions") or None
-
-
 def bounds_from_history(store, dataset: str | None = None, model: str | None = None):
     """RangeBounds from the newest range test in the run history (page or CLI) on this dataset
     and model, or None when there is none."""
-    runs = store.runs(dataset=dataset)
-    runs = runs[runs.kind.isin(["lr-range-test", "lr-find"]) & (runs.status != "running")]
-    if model is not None:
-        runs = runs[runs.model == model]
-    for run_id in runs.id:
-        found = stored_suggestions(store.run(int(run_id)).get("results") or {})
-        if found and found.get("max_usable"):
-            return RangeBounds.from_suggestions(found, f"range test #{run_id} in the history")
-    return None
+    from lrbs.lr_finder import stored_range_test
+
+    found = stored_range_test(store, dataset, model)
+    if found is None:
+        return None
+    suggestions, run_id = found
+    return RangeBounds.from_suggestions(suggestions, f"range test #{run_id} in the history")
 
 
 def quick_range_test(model: nn.Module, data: TensorData, cfg: SchedulesConfig) -> RangeBounds:

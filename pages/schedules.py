@@ -7,8 +7,7 @@ from lrbs import charts
 from lrbs import schedules as sch
 from lrbs.data import TensorData
 from lrbs.errors import LrbsError
-from lrbs.store import RunStore, StoreError
-from pages.common.history import offer_stored, recorder, store_path
+from pages.common.history import offer_stored, recorder
 from pages.common.live import (
     controls,
     downloads,
@@ -18,6 +17,7 @@ from pages.common.live import (
     show_error,
     start_job,
 )
+from pages.common.range_test import latest_range_test
 from pages.common.sidebar import optimizer_inputs, require_setup
 from pages.common.state import default, page_start
 
@@ -70,29 +70,9 @@ DEFAULTS = {
 # ------------------------------------------------------------------ where the bounds come from
 
 
-def tab_range_test() -> sch.RangeBounds | None:
-    """The newest range test of this browser tab (the "Find the learning rate" page)."""
-    rounds = st.session_state.get("rt_rounds") or []
-    if not rounds or not rounds[-1]:
-        return None
-    result = rounds[-1][0]
-    found = {s.name: s.lr for s in result.suggestions}
-    if "max_usable" not in found:
-        return None
-    c = result.config
-    source = (
-        f"the range test in this tab (round {result.round + 1}, {c.optimizer}, "
-        f"batch {c.batch_size})"
-    )
-    return sch.RangeBounds.from_suggestions(found, source)
-
-
-def history_range_test() -> sch.RangeBounds | None:
-    try:
-        with RunStore(store_path()) as store:
-            return sch.bounds_from_history(store, setup.data.name, setup.model.name)
-    except (StoreError, LrbsError):
-        return None
+def range_test_bounds() -> sch.RangeBounds | None:
+    latest = latest_range_test(setup)
+    return sch.RangeBounds.from_suggestions(*latest) if latest else None
 
 
 def apply_bounds(b: sch.RangeBounds) -> None:
@@ -111,7 +91,7 @@ def quick_range_test(cfg: sch.SchedulesConfig) -> None:
 
 
 def bounds_panel(cfg: sch.SchedulesConfig | None) -> None:
-    found = tab_range_test() or history_range_test()
+    found = range_test_bounds()
     c1, c2 = st.columns([3, 2])
     with c1:
         if found is not None:

@@ -64,6 +64,15 @@ PAGES = [
         "updates. Then check the prediction against steps-to-target at several batch sizes.",
     ),
     PageInfo(
+        "pages/autotune.py",
+        "Auto-tune",
+        ":material/tune:",
+        "Let Optuna search the learning rate and the batch size together (TPE sampling, median "
+        "or Hyperband pruning), seeded from the range test and the largest batch that fits; "
+        "watch trials arrive, see which parameter mattered, take the best. Workers on several "
+        "machines can share one study through a database.",
+    ),
+    PageInfo(
         "pages/history.py",
         "Run history",
         ":material/history:",

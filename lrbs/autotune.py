@@ -1,0 +1,592 @@
+"""Tune the learning rate and the batch size together with Optuna (seed 003: tune the most
+important hyperparameters first, in a small discrete space, then automate).
+
+A study lives in an Optuna storage: an embedded journal file by default, or any Optuna URL
+(PostgreSQL, MySQL, SQLite), so workers on several machines can run one study together. The
+study keeps lrbs's settings (data, model, search space, per-trial budget) as a user attribute:
+a worker needs only the study's name and storage. Every trial trains with THE training loop
+from the same initial weights; its validation loss is reported to the pruner at each epoch's
+end. Under a time budget the report's step is the percent of the budget spent, so trials are
+compared at equal time, not at equal epochs (a large batch runs many more epochs per second).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import pandas as pd
+
+from lrbs.errors import ConfigError, positive_int, positive_number, require
+from lrbs.setup import Setup
+from lrbs.train import OPTIMIZERS, Budget, OptimSpec, TrainConfig, train
+
+log = logging.getLogger(__name__)
+
+ATTR = "lrbs"  # the study's user attribute holding the settings
+PRUNERS = ("median", "hyperband", "none")
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    lr_min: float = 1e-3
+    lr_max: float = 3.0
+    batches: tuple[int, ...] = (16, 32, 64, 128, 256, 512)
+    optimizers: tuple[str, ...] = ("sgd",)
+    warmups: tuple[float, ...] = (0.0,)  # warm-up epochs to choose from
+    momentum: float = 0.9
+
+    def __post_init__(self) -> None:
+        positive_number("the lowest learning rate", self.lr_min)
+        positive_number("the highest learning rate", self.lr_max)
+        require(
+            self.lr_min < self.lr_max,
+            f"the lowest learning rate {self.lr_min:g} must be below the highest {self.lr_max:g}",
+        )
+        require(len(self.batches) > 0, "give at least one batch size")
+        for b in self.batches:
+            positive_int("batch size", b)
+        require(len(set(self.batches)) == len(self.batches), "a batch size is listed twice")
+        require(len(self.optimizers) > 0, "give at least one optimizer")
+        for o in self.optimizers:
+            require(o in OPTIMIZERS, f"unknown optimizer {o!r}; known: {', '.join(OPTIMIZERS)}")
+        for w in self.warmups:
+            require(w >= 0 and math.isfinite(w), f"warm-up epochs must be >= 0, got {w}")
+        require(0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}")
+
+    @classmethod
+    def around(
+        cls,
+        lr: float,
+        largest_batch: int,
+        smallest_batch: int = 16,
+        decades: float = 1.0,
+        **kw,
+    ) -> SearchSpace:
+        """Seeded by the range test and the memory probe: `decades` of learning rate centred
+        on a suggestion, and powers of two from `smallest_batch` up to the largest batch that
+        fits (or the training set)."""
+        positive_number("the suggested learning rate", lr)
+        positive_int("the largest batch", largest_batch)
+        half = 10 ** (decades / 2)
+        return cls(lr / half, lr * half, powers_of_two(smallest_batch, largest_batch), **kw)
+
+    def fit_to(self, n_train: int) -> SearchSpace:
+        """Batch sizes above the training set dropped (an error if none is left)."""
+        kept = tuple(b for b in self.batches if b <= n_train)
+        require(
+            bool(kept), f"every batch size is larger than the training set ({n_train:,} samples)"
+        )
+        return replace(self, batches=kept)
+
+
+def powers_of_two(lo: int, hi: int) -> tuple[int, ...]:
+    require(1 <= lo <= hi, f"no power of two between {lo} and {hi}")
+    p = 1 << max(0, math.ceil(math.log2(lo)))
+    out = []
+    while p <= hi:
+        out.append(p)
+        p *= 2
+    return tuple(out) or (hi,)
+
+
+@dataclass(frozen=True)
+class TuneConfig:
+    space: SearchSpace = SearchSpace()
+    seconds: float | None = 10.0  # per trial; the first limit reached ends the trial
+    epochs: float | None = None
+    pruner: str = "median"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        require(
+            self.seconds is not None or self.epochs is not None,
+            "a trial needs a budget: seconds or epochs",
+        )
+        if self.seconds is not None:
+            positive_number("seconds per trial", self.seconds)
+        if self.epochs is not None:
+            positive_number("epochs per trial", self.epochs)
+        require(self.pruner in PRUNERS, f"pruner must be one of {', '.join(PRUNERS)}")
+
+    def budget(self) -> Budget:
+        return Budget(epochs=self.epochs, seconds=self.seconds)
+
+    def report_step(self, epoch: float, elapsed: float) -> int:
+        """Where a validation loss goes on the pruner's axis (see the module's docstring)."""
+        if self.seconds is not None:
+            return min(100, int(100 * elapsed / self.seconds))
+        return max(0, round(epoch) - 1)
+
+
+# ------------------------------------------------------------------ storage and studies
+
+
+def default_storage() -> str:
+    """A journal file next to the run history."""
+    from lrbs.store import default_path
+
+    return str(Path(default_path()).with_name("autotune.journal"))
+
+
+def open_storage(url: str | None = None):
+    """An Optuna storage: a URL with '://' (postgresql://, mysql://, sqlite:///) as Optuna
+    takes it, anything else a journal file path (made if absent). ConfigError when it cannot
+    be opened or reached."""
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    url = url or default_storage()
+    try:
+        if "://" in url:
+            return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url))
+        Path(url).parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(url))
+    except ImportError as exc:
+        missing = getattr(exc.__cause__, "name", None) or getattr(exc, "name", None) or "?"
+        raise ConfigError(
+            f"cannot open the study storage {safe_url(url)}: its database driver {missing!r} "
+            f"is not installed (pip install '{_DRIVERS.get(missing, missing)}')"
+        ) from None
+    except Exception as exc:  # sqlalchemy, OS and Optuna errors all mean the same to a user
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"cannot open the study storage {safe_url(url)}: {reason}") from None
+
+
+_DRIVERS = {"psycopg": "psycopg[binary]", "psycopg2": "psycopg2-binary", "MySQLdb": "mysqlclient"}
+
+
+def _engine_kwargs(url: str) -> dict:
+    if url.startswith("postgresql"):
+        return {"connect_args": {"connect_timeout": 5}}
+    return {}
+
+
+def safe_url(url: str) -> str:
+    """The URL without its password."""
+    if "://" in url and "@" in url:
+        scheme, rest = url.split("://", 1)
+        cred, host = rest.rsplit("@", 1)
+        return f"{scheme}://{cred.split(':')[0]}:***@{host}"
+    return url
+
+
+def log_dir_for(storage_url: str | None) -> Path:
+    """Where local workers write their logs: beside a journal file, else beside the history."""
+    if storage_url and "://" not in storage_url:
+        return Path(storage_url).resolve().parent / "autotune-logs"
+    return Path(default_storage()).parent / "autotune-logs"
+
+
+def seed_space(
+    setup: Setup, data, space: SearchSpace, cap_bytes: int | None = None, smallest: int = 16
+) -> tuple[SearchSpace, dict]:
+    """The search space seeded by a quick range test (a decade around its steepest descent)
+    and the memory probe (powers of two up to the largest batch that fits). Returns it and
+    what was found."""
+    from lrbs.batch import largest_batch, make_fits
+    from lrbs.lr_finder import RangeTestConfig, range_test
+
+    opt = space.optimizers[0]
+    rt = RangeTestConfig(lr_min=1e-6, batch_size=min(64, data.n_train), optimizer=opt,
+                         momentum=space.momentum, seed=setup.seed)  # fmt: skip
+    found = {s.name: s.lr for s in range_test(setup.fresh_model(data), data, rt).suggestions}
+    centre = found.get("steep") or found.get("valley")
+    require(centre is not None, "the range test found no steepest descent to centre on")
+    states = 2 if opt in ("adam", "adamw") else 1
+    probe = largest_batch(make_fits(setup.fresh_model(data), data, cap_bytes, states), data.n_train)
+    top = probe.safe if probe.hit_limit else data.n_train
+    seeded = SearchSpace.around(
+        centre, top, min(smallest, top), optimizers=space.optimizers, warmups=space.warmups,
+        momentum=space.momentum,
+    )  # fmt: skip
+    return seeded, {"suggestions": found, "centre": centre, "largest_batch": probe.largest,
+                    "memory_limited": probe.hit_limit}  # fmt: skip
+
+
+def make_sampler(seed: int, n_trials: int):
+    import optuna
+
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(4, n_trials // 3)))
+
+
+def make_pruner(cfg: TuneConfig):
+    import optuna
+
+    if cfg.pruner == "median":
+        warmup = 20 if cfg.seconds is not None else 1  # percent of the budget, or epochs
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=warmup)
+    if cfg.pruner == "hyperband":
+        top = 100 if cfg.seconds is not None else max(2, math.ceil(cfg.epochs))
+        return optuna.pruners.HyperbandPruner(min_resource=max(1, top // 20), max_resource=top)
+    return optuna.pruners.NopPruner()
+
+
+def settings(setup: Setup, cfg: TuneConfig) -> dict:
+    from lrbs.store import jsonable
+
+    return jsonable({"setup": setup, "tune": cfg})
+
+
+def from_settings(d: dict) -> tuple[Setup, TuneConfig]:
+    from lrbs.data import DataSpec
+    from lrbs.models import ModelSpec
+
+    s, t = d["setup"], d["tune"]
+    model = dict(s["model"], hidden=tuple(s["model"]["hidden"]))
+    setup = Setup(DataSpec(**s["data"]), ModelSpec(**model), s["seed"], s["device"])
+    sp = t["space"]
+    lists = {k: tuple(sp[k]) for k in ("batches", "optimizers", "warmups")}
+    space = SearchSpace(**{**sp, **lists})
+    return setup, TuneConfig(**{**t, "space": space})
+
+
+def create_study(storage, name: str, setup: Setup, cfg: TuneConfig):
+    """A new study, or the one of that name if its settings are the same (to add trials)."""
+    import optuna
+
+    require(bool(name.strip()), "the study needs a name")
+    mine = settings(setup, cfg)
+    study = optuna.create_study(
+        storage=storage,
+        study_name=name,
+        direction="minimize",
+        sampler=make_sampler(cfg.seed, 20),
+        pruner=make_pruner(cfg),
+        load_if_exists=True,
+    )
+    theirs = study.user_attrs.get(ATTR)
+    if theirs is None:
+        study.set_user_attr(ATTR, mine)
+    elif theirs != mine:
+        raise ConfigError(
+            f"a study named {name!r} already exists with other settings: pick another name"
+        )
+    return study
+
+
+def load_study(storage, name: str, seed_offset: int = 0, n_trials: int = 20):
+    """(study, setup, config) of an lrbs study, with lrbs's sampler and pruner attached."""
+    import optuna
+
+    try:
+        summaries = {s.study_name for s in optuna.get_all_study_summaries(storage)}
+    except Exception as exc:
+        raise ConfigError(f"cannot read the study storage: {exc}") from None
+    require(name in summaries, f"there is no study named {name!r} in this storage")
+    probe = optuna.load_study(study_name=name, storage=storage)
+    attrs = probe.user_attrs.get(ATTR)
+    require(attrs is not None, f"study {name!r} was not made by lrbs (it has no lrbs settings)")
+    setup, cfg = from_settings(attrs)
+    study = optuna.load_study(
+        study_name=name,
+        storage=storage,
+        sampler=make_sampler(cfg.seed + seed_offset, n_trials),
+        pruner=make_pruner(cfg),
+    )
+    return study, setup, cfg
+
+
+def study_names(storage) -> list[str]:
+    import optuna
+
+    return [s.study_name for s in optuna.get_all_study_summaries(storage)]
+
+
+# ------------------------------------------------------------------ trials
+
+
+class TrialStopped(Exception):
+    """The user stopped the study while this trial trained (recorded as a failed trial)."""
+
+
+def objective(
+    setup: Setup,
+    data,
+    cfg: TuneConfig,
+    stop: threading.Event | None = None,
+    on_event: Callable | None = None,
+):
+    """The Optuna objective: final validation loss after the per-trial budget."""
+    import optuna
+
+    space = cfg.space.fit_to(data.n_train)
+
+    def run(trial: optuna.Trial) -> float:
+        lr = trial.suggest_float("lr", space.lr_min, space.lr_max, log=True)
+        batch = trial.suggest_categorical("batch_size", list(space.batches))
+        opt = _choose(trial, "optimizer", space.optimizers)
+        warm = _choose(trial, "warmup_epochs", space.warmups)
+        pruned = threading.Event()
+        halt = threading.Event()
+        reported: set[int] = set()
+
+        def on_epoch_end(p, ev, o) -> None:
+            if ev is None or ev.val_loss is None or not math.isfinite(ev.val_loss):
+                return
+            step = cfg.report_step(p.epoch, p.elapsed)
+            if step in reported:
+                return
+            reported.add(step)
+            trial.report(ev.val_loss, step)
+            if trial.should_prune():
+                pruned.set()
+                halt.set()
+
+        scheduler = None
+        if warm > 0:
+            from lrbs.batch import warmup
+
+            spe = math.ceil(data.n_train / batch)
+            scheduler = warmup(lr, lr / 10, warm, spe)
+        tc = TrainConfig(
+            batch_size=batch,
+            budget=cfg.budget(),
+            optim=OptimSpec(opt, lr, space.momentum),
+            seed=setup.seed,
+            log_every=10,
+            min_eval_seconds=(cfg.seconds / 25) if cfg.seconds else 0.0,
+        )
+        result = train(
+            setup.fresh_model(data),
+            data,
+            tc,
+            run_id=f"trial {trial.number}",
+            on_event=on_event,
+            stop=halt,
+            lr_scheduler=scheduler,
+            on_epoch_end=on_epoch_end,
+            stop_rule=lambda ev: "stopped" if stop is not None and stop.is_set() else None,
+        )
+        trial.set_user_attr("status", "pruned" if pruned.is_set() else result.status)
+        trial.set_user_attr("epochs", result.epochs)
+        trial.set_user_attr("updates", result.steps)
+        trial.set_user_attr("val_acc", result.val_acc)
+        if pruned.is_set():
+            raise optuna.TrialPruned()
+        if result.status == "stopped":
+            raise TrialStopped("stopped by the user")
+        if result.status in ("diverged", "oom") or result.val_loss is None:
+            trial.set_user_attr("message", result.message)
+            return math.inf  # a result: this corner of the space is unusable
+        return result.val_loss
+
+    return run
+
+
+def _choose(trial, name: str, options: tuple):
+    if len(options) == 1:
+        return options[0]
+    return trial.suggest_categorical(name, list(options))
+
+
+def run_worker(
+    storage_url: str | None,
+    name: str,
+    n_trials: int,
+    *,
+    worker: int = 0,
+    stop: threading.Event | None = None,
+    threads: int | None = None,
+) -> int:
+    """Run `n_trials` trials of study `name` in this process. Returns the trials it ran."""
+    import optuna
+    import torch
+
+    from lrbs.setup import load_tensors
+
+    positive_int("trials", n_trials)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if threads:
+        torch.set_num_threads(threads)
+    storage = open_storage(storage_url)
+    study, setup, cfg = load_study(storage, name, seed_offset=worker, n_trials=n_trials)
+    data = load_tensors(setup)
+    fn = objective(setup, data, cfg, stop)
+    done = 0
+
+    def count(study, trial) -> None:
+        nonlocal done
+        done += 1
+        if stop is not None and stop.is_set():
+            study.stop()
+
+    study.optimize(fn, n_trials=n_trials, catch=(TrialStopped,), callbacks=[count])
+    return done
+
+
+def split_trials(n_trials: int, n_workers: int) -> list[int]:
+    """Trials per worker, summing to n_trials exactly (no worker with none)."""
+    positive_int("trials", n_trials)
+    positive_int("workers", n_workers)
+    n_workers = min(n_workers, n_trials)
+    return [
+        n_trials // n_workers + (1 if i < n_trials % n_workers else 0) for i in range(n_workers)
+    ]
+
+
+@dataclass
+class Workers:
+    """Worker processes of one study on this machine (each `python -m lrbs autotune worker`)."""
+
+    procs: list[subprocess.Popen]
+    logs: list[Path]
+
+    @property
+    def running(self) -> bool:
+        return any(p.poll() is None for p in self.procs)
+
+    def stop(self) -> None:
+        """Ask each worker to end its current trial and stop (SIGTERM, caught by the CLI)."""
+        for p in self.procs:
+            if p.poll() is None:
+                p.terminate()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        for p in self.procs:
+            try:
+                p.wait(timeout)
+            except subprocess.TimeoutExpired:
+                return False
+        return True
+
+    def failures(self) -> list[str]:
+        """The last line of each worker that exited with an error."""
+        out = []
+        for p, path in zip(self.procs, self.logs, strict=True):
+            if p.poll() not in (None, 0, -15):
+                lines = (
+                    path.read_text(errors="replace").strip().splitlines() if path.exists() else []
+                )
+                out.append(lines[-1] if lines else f"worker exited with status {p.returncode}")
+        return out
+
+
+def launch_workers(
+    storage_url: str | None, name: str, n_trials: int, n_workers: int, log_dir: str | Path
+) -> Workers:
+    """Start worker processes that share the trials; with several, each trains on one thread
+    (two processes each using every core would fight over them)."""
+    log_dir = Path(log_dir)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    per = split_trials(n_trials, n_workers)
+    threads = "1" if len(per) > 1 else "0"
+    procs, logs = [], []
+    for i, k in enumerate(per):
+        path = log_dir / f"{_slug(name)}-worker{i}.log"
+        cmd = [sys.executable, "-m", "lrbs", "autotune", "worker", "--study", name,
+               "--storage", storage_url or default_storage(), "--trials", str(k),
+               "--worker", str(i), "--threads", threads]  # fmt: skip
+        with open(path, "w") as fh:
+            procs.append(
+                subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=_worker_env())
+            )
+        logs.append(path)
+    return Workers(procs, logs)
+
+
+def _worker_env() -> dict:
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in name)[:60]
+
+
+# ------------------------------------------------------------------ reading a study
+
+
+TRIAL_COLUMNS = ["trial", "state", "status", "value", "lr", "batch_size", "optimizer",
+                 "warmup_epochs", "epochs", "updates", "val_acc", "seconds", "note"]  # fmt: skip
+
+
+def trials_frame(study) -> pd.DataFrame:
+    """One row per trial, every state: the table the page shows and offers as CSV."""
+    setup, cfg = from_settings(study.user_attrs[ATTR])
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        p = t.params
+        last = max(t.intermediate_values) if t.intermediate_values else None
+        rows.append(
+            {
+                "trial": t.number,
+                "state": t.state.name.lower(),
+                "status": t.user_attrs.get("status", t.state.name.lower()),
+                "value": t.value if t.value is not None else (
+                    t.intermediate_values[last] if last is not None else None),
+                "lr": p.get("lr"),
+                "batch_size": p.get("batch_size"),
+                "optimizer": p.get("optimizer", cfg.space.optimizers[0]),
+                "warmup_epochs": p.get("warmup_epochs", cfg.space.warmups[0]),
+                "epochs": t.user_attrs.get("epochs"),
+                "updates": t.user_attrs.get("updates"),
+                "val_acc": t.user_attrs.get("val_acc"),
+                "seconds": t.duration.total_seconds() if t.duration else None,
+                "note": t.user_attrs.get("message", ""),
+            }
+        )  # fmt: skip
+    return pd.DataFrame(rows, columns=TRIAL_COLUMNS)
+
+
+def curves_frame(study) -> pd.DataFrame:
+    """Every reported validation loss: trial, step (percent of budget or epoch), value."""
+    rows = [
+        {"trial": t.number, "state": t.state.name.lower(), "step": s, "val_loss": v}
+        for t in study.get_trials(deepcopy=False)
+        for s, v in sorted(t.intermediate_values.items())
+    ]
+    return pd.DataFrame(rows, columns=["trial", "state", "step", "val_loss"])
+
+
+@dataclass(frozen=True)
+class Best:
+    trial: int
+    value: float
+    lr: float
+    batch_size: int
+    optimizer: str
+    warmup_epochs: float
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def best(trials: pd.DataFrame) -> Best | None:
+    done = trials[(trials.state == "complete") & trials.value.notna()]
+    done = done[done.value.apply(math.isfinite)]
+    if done.empty:
+        return None
+    r = done.loc[done.value.idxmin()]
+    return Best(int(r.trial), float(r.value), float(r.lr), int(r.batch_size), str(r.optimizer),
+                float(r.warmup_epochs))  # fmt: skip
+
+
+def importances(study, min_trials: int = 5) -> dict[str, float] | None:
+    """Optuna's parameter importances (fANOVA), once there are enough finished trials."""
+    import optuna
+
+    done = [t for t in study.get_trials(deepcopy=False)
+            if t.state == optuna.trial.TrialState.COMPLETE and math.isfinite(t.value)]  # fmt: skip
+    if len(done) < min_trials:
+        return None
+    worst = max(t.value for t in done)
+
+    def finite(t) -> float:  # diverged trials count as the worst finished one
+        return t.value if t.value is not None and math.isfinite(t.value) else worst
+
+    try:
+        return optuna.importance.get_param_importances(study, target=finite)
+    except (RuntimeError, ValueError, ZeroDivisionError) as exc:
+        log.info("no importances yet: %s", exc)
+        return None

@@ -1,0 +1,138 @@
+"""Auto-tuning with Optuna: workers sharing one storage, pruning, seeding, storage errors."""
+
+import json
+import math
+import time
+
+import pytest
+
+from lrbs import autotune as at
+from lrbs.cli import main
+from lrbs.data import DataSpec
+from lrbs.errors import ConfigError
+from lrbs.setup import Setup, load_tensors
+
+DIGITS = Setup(DataSpec("digits"))
+
+
+def make_study(tmp_path, name="s", **kw):
+    url = str(tmp_path / "study.journal")
+    cfg = at.TuneConfig(at.SearchSpace(1e-3, 1.0, (32, 64, 128)), seconds=None, **kw)
+    at.create_study(at.open_storage(url), name, DIGITS, cfg)
+    return url, cfg
+
+
+def test_two_worker_processes_share_one_study(tmp_path):
+    url, _ = make_study(tmp_path, epochs=2)
+    workers = at.launch_workers(url, "s", 7, 2, tmp_path / "logs")
+    assert workers.wait(240), "workers did not finish"
+    assert workers.failures() == []
+    logs = sorted(p.read_text() for p in workers.logs)
+    assert "ran 3 trial(s)" in logs[1] and "ran 4 trial(s)" in logs[0]  # 7 split as 4 + 3
+    study = at.load_study(at.open_storage(url), "s")[0]
+    trials = at.trials_frame(study)
+    assert sorted(trials.trial) == list(range(7))  # each recorded once, none lost
+    assert set(trials.state) <= {"complete", "pruned"}
+    done = trials[trials.state == "complete"]
+    best = at.best(trials)
+    assert best.value == done.value.min() == study.best_value
+    assert best.batch_size in (32, 64, 128) and 1e-3 <= best.lr <= 1.0
+
+
+def test_a_bad_trial_is_pruned(tmp_path):
+    url, _ = make_study(tmp_path, epochs=6)
+    study = at.load_study(at.open_storage(url), "s")[0]
+    for lr in (0.1, 0.2, 0.05):
+        study.enqueue_trial({"lr": lr, "batch_size": 32})
+    study.enqueue_trial({"lr": 1e-3, "batch_size": 128})  # barely moves in 6 epochs
+    assert at.run_worker(url, "s", 4) == 4
+    trials = at.trials_frame(at.load_study(at.open_storage(url), "s")[0]).set_index("trial")
+    assert (trials.loc[[0, 1, 2], "state"] == "complete").all()
+    bad = trials.loc[3]
+    assert bad.state == "pruned" and bad.status == "pruned"
+    assert bad.epochs < 6  # stopped early, not trained to the end
+    assert bad.value > trials.loc[[0, 1, 2], "value"].max()
+
+
+def test_stop_ends_the_current_trial_and_the_worker(tmp_path):
+    url, _ = make_study(tmp_path, epochs=1000)
+    workers = at.launch_workers(url, "s", 3, 1, tmp_path / "logs")
+    study = at.load_study(at.open_storage(url), "s")[0]
+    deadline = time.time() + 60
+    while not study.get_trials(deepcopy=False) and time.time() < deadline:
+        time.sleep(0.5)
+    time.sleep(1.0)
+    workers.stop()
+    assert workers.wait(30) and workers.procs[0].returncode == 0
+    trials = at.trials_frame(at.load_study(at.open_storage(url), "s")[0])
+    assert len(trials) == 1  # no new trial after the stop
+    assert trials.state[0] == "fail" and trials.status[0] == "stopped"
+
+
+def test_search_space_seeded_from_a_range_test_and_the_probe():
+    space = at.SearchSpace.around(0.5, 1000)
+    assert space.lr_min == pytest.approx(0.5 / math.sqrt(10))
+    assert space.lr_max == pytest.approx(0.5 * math.sqrt(10))
+    assert space.batches == (16, 32, 64, 128, 256, 512)
+    data = load_tensors(DIGITS)
+    seeded, found = at.seed_space(DIGITS, data, at.SearchSpace(), cap_bytes=2 * 2**20)
+    assert found["memory_limited"] and max(seeded.batches) <= found["largest_batch"]
+    steep = found["suggestions"]["steep"]
+    assert seeded.lr_min < steep < seeded.lr_max
+    assert seeded.lr_max / seeded.lr_min == pytest.approx(10)
+    unlimited, found = at.seed_space(DIGITS, data, at.SearchSpace())
+    assert not found["memory_limited"] and max(unlimited.batches) <= data.n_train
+
+
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        ("postgresql://lrbs:secret@127.0.0.1:1/none", "Connection refused"),
+        ("mysql://u@127.0.0.1:1/x", "database driver 'MySQLdb' is not installed"),
+        ("sqlite:////no/such/dir/x.db", "unable to open database file"),
+    ],
+)
+def test_an_unreachable_storage_is_a_clear_message(url, message, capsys):
+    with pytest.raises(ConfigError, match=message) as err:
+        at.open_storage(url)
+    assert "secret" not in str(err.value)
+    code = main(["autotune", "run", "--dataset", "digits", "--storage", url, "--trials", "1"])
+    assert code == 2 and message in capsys.readouterr().err
+
+
+def test_a_name_taken_by_other_settings_is_refused(tmp_path):
+    url, cfg = make_study(tmp_path, epochs=2)
+    at.create_study(at.open_storage(url), "s", DIGITS, cfg)  # the same settings: fine
+    with pytest.raises(ConfigError, match="already exists with other settings"):
+        at.create_study(at.open_storage(url), "s", DIGITS, at.TuneConfig(epochs=3, seconds=None))
+    with pytest.raises(ConfigError, match="no study named"):
+        at.load_study(at.open_storage(url), "other")
+
+
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        ({"lr_min": 1.0, "lr_max": 0.1}, "must be below the highest"),
+        ({"batches": ()}, "at least one batch size"),
+        ({"batches": (0, 32)}, "batch size must be at least 1"),
+        ({"optimizers": ("rmsprop",)}, "unknown optimizer"),
+    ],
+)
+def test_bad_search_spaces(kw, message):
+    with pytest.raises(ConfigError, match=message):
+        at.SearchSpace(**kw)
+
+
+def test_split_trials_and_cli_run_json(tmp_path, capsys):
+    assert at.split_trials(7, 2) == [4, 3] and at.split_trials(2, 5) == [1, 1]
+    out = tmp_path / "trials.csv"
+    code = main(["autotune", "run", "--dataset", "digits", "--trials", "3", "--workers", "1",
+                 "--seconds-per-trial", "1", "--storage", str(tmp_path / "j.journal"),
+                 "--study", "cli", "--json", "--out", str(out)])  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    figures = json.loads(captured.out.strip().splitlines()[-1])
+    assert figures["study"] == "cli" and sum(figures["trials"].values()) == 3
+    assert figures["lr"] == figures["best"]["lr"]
+    assert figures["batch_size"] in (16, 32, 64, 128, 256, 512)
+    assert out.read_text().count("\n") == 4  # header + 3 trials
