@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 import threading
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -32,6 +33,10 @@ log = logging.getLogger(__name__)
 
 ATTR = "lrbs"  # the study's user attribute holding the settings
 PRUNERS = ("median", "hyperband", "none")
+# What a trial is worth. "best" is the validation loss of the checkpoint one would keep (early
+# stopping): on a fixed budget a fast learner may reach a low loss and then overfit, and
+# "final" would rank it below a slow learner that never got as far.
+OBJECTIVES = ("best", "final")
 
 
 @dataclass(frozen=True)
@@ -104,8 +109,13 @@ class TuneConfig:
     epochs: float | None = None
     pruner: str = "median"
     seed: int = 0
+    objective: str = "best"  # "best": the lowest validation loss reached; "final": at the end
 
     def __post_init__(self) -> None:
+        require(
+            self.objective in OBJECTIVES,
+            f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}",
+        )
         require(
             self.seconds is not None or self.epochs is not None,
             "a trial needs a budget: seconds or epochs",
@@ -328,15 +338,17 @@ def objective(
         pruned = threading.Event()
         halt = threading.Event()
         reported: set[int] = set()
+        lowest = [math.inf]
 
         def on_epoch_end(p, ev, o) -> None:
             if ev is None or ev.val_loss is None or not math.isfinite(ev.val_loss):
                 return
+            lowest[0] = min(lowest[0], ev.val_loss)
             step = cfg.report_step(p.epoch, p.elapsed)
             if step in reported:
                 return
             reported.add(step)
-            trial.report(ev.val_loss, step)
+            trial.report(lowest[0] if cfg.objective == "best" else ev.val_loss, step)
             if trial.should_prune():
                 pruned.set()
                 halt.set()
@@ -377,6 +389,8 @@ def objective(
         if result.status in ("diverged", "oom") or result.val_loss is None:
             trial.set_user_attr("message", result.message)
             return math.inf  # a result: this corner of the space is unusable
+        if cfg.objective == "best":
+            return min(e.val_loss for e in result.events if e.kind == "eval" and e.val_loss)
         return result.val_loss
 
     return run
@@ -507,7 +521,8 @@ def _slug(name: str) -> str:
 # ------------------------------------------------------------------ reading a study
 
 
-TRIAL_COLUMNS = ["trial", "state", "status", "value", "lr", "batch_size", "optimizer",
+TRIAL_COLUMNS = ["trial", "state", "status", "value", "lr", "batch_size", "lr_over_batch",
+                 "optimizer",
                  "warmup_epochs", "epochs", "updates", "val_acc", "seconds", "note"]  # fmt: skip
 
 
@@ -527,6 +542,8 @@ def trials_frame(study) -> pd.DataFrame:
                     t.intermediate_values[last] if last is not None else None),
                 "lr": p.get("lr"),
                 "batch_size": p.get("batch_size"),
+                "lr_over_batch": p["lr"] / p["batch_size"] if "lr" in p and "batch_size" in p
+                else None,
                 "optimizer": p.get("optimizer", cfg.space.optimizers[0]),
                 "warmup_epochs": p.get("warmup_epochs", cfg.space.warmups[0]),
                 "epochs": t.user_attrs.get("epochs"),
@@ -572,8 +589,19 @@ def best(trials: pd.DataFrame) -> Best | None:
                 float(r.warmup_epochs))  # fmt: skip
 
 
+def near_best(trials: pd.DataFrame, tolerance: float = 0.01) -> pd.DataFrame:
+    """Finished trials within `tolerance` (relative) of the best: often a band of rates and
+    batches rather than one point (with lr/B roughly constant: the SGD noise scale)."""
+    b = best(trials)
+    if b is None:
+        return trials.iloc[0:0]
+    done = trials[(trials.state == "complete") & trials.value.notna()]
+    return done[done.value <= b.value * (1 + tolerance)].sort_values("value")
+
+
 def importances(study, min_trials: int = 5) -> dict[str, float] | None:
-    """Optuna's parameter importances (fANOVA), once there are enough finished trials."""
+    """Optuna's parameter importances (its default evaluator), once there are enough finished
+    trials; 1 = the parameter explains all of the variation in the objective."""
     import optuna
 
     done = [t for t in study.get_trials(deepcopy=False)
@@ -586,7 +614,9 @@ def importances(study, min_trials: int = 5) -> dict[str, float] | None:
         return t.value if t.value is not None and math.isfinite(t.value) else worst
 
     try:
-        return optuna.importance.get_param_importances(study, target=finite)
+        with warnings.catch_warnings():  # a note that low target values count as good
+            warnings.simplefilter("ignore", UserWarning)
+            return optuna.importance.get_param_importances(study, target=finite)
     except (RuntimeError, ValueError, ZeroDivisionError) as exc:
         log.info("no importances yet: %s", exc)
         return None

@@ -495,7 +495,7 @@ def search_space_chart(trials: pd.DataFrame) -> alt.LayerChart:
         alt.Chart(d[d.outcome != "finished"])
         .mark_point(shape="cross", size=120, filled=True)
         .encode(x=x, y=y, tooltip=tip,
-                color=alt.Color("outcome:N", title=None,
+                color=alt.Color("outcome:N", title=None, legend=alt.Legend(orient="top"),
                                 scale=alt.Scale(domain=["pruned", "diverged"],
                                                 range=["#868e96", "#c92a2a"])))
     )  # fmt: skip
@@ -534,9 +534,9 @@ def importance_chart(importances: dict[str, float]) -> alt.Chart:
         alt.Chart(d)
         .mark_bar()
         .encode(
-            x=alt.X("importance:Q", title="importance (fANOVA, sums to 1)"),
+            x=alt.X("importance:Q", title="importance (sums to 1)", scale=alt.Scale(domain=[0, 1])),
             y=alt.Y("parameter:N", sort="-x", title=None),
             tooltip=["parameter:N", alt.Tooltip("importance:Q", format=".2f")],
         )
-        .properties(height=max(80, 40 * len(d)), title="Parameter importances")
+        .properties(height=50 * len(d) + 20, title="Parameter importances")
     )

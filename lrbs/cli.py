@@ -251,6 +251,11 @@ def build_parser() -> Parser:
     r.add_argument("--momentum", type=float, default=0.9)
     r.add_argument("--pruner", default="median", help="median, hyperband or none")
     r.add_argument(
+        "--objective",
+        default="best",
+        help="best: the lowest validation loss a trial reached; final: its last one",
+    )
+    r.add_argument(
         "--seed-space",
         action="store_true",
         help="lr: a decade around a quick range test's steepest descent; batches: powers of "
@@ -805,7 +810,9 @@ def cmd_autotune(a: argparse.Namespace) -> dict:
     setup = setup_from(a)
     space = at.SearchSpace(a.lr_min, a.lr_max, tuple(a.batches), tuple(a.optimizers),
                            tuple(a.warmups), a.momentum)  # fmt: skip
-    cfg = at.TuneConfig(space, a.seconds_per_trial, a.epochs_per_trial, a.pruner, a.seed)
+    cfg = at.TuneConfig(
+        space, a.seconds_per_trial, a.epochs_per_trial, a.pruner, a.seed, a.objective
+    )
     positive_int("workers", a.workers)
     out: dict = {"dataset": a.dataset, "model": a.model}
     if a.seed_space:

@@ -41,6 +41,7 @@ DEFAULTS = {
     "at_optimizers": ["sgd"],
     "at_warmups": "0",
     "at_pruner": "median",
+    "at_objective": "best",
     "at_storage": "",
 }
 
@@ -67,7 +68,15 @@ def inputs() -> tuple[at.TuneConfig, int, int, str, str] | None:
             format_func=OPTIMIZER_TITLES.get,
         )  # fmt: skip
         warmups = st.text_input("Warm-up epochs to try", key="at_warmups")
-        pruner = st.selectbox("Pruner", list(at.PRUNERS), key="at_pruner")
+        c1, c2 = st.columns(2)
+        pruner = c1.selectbox("Pruner", list(at.PRUNERS), key="at_pruner")
+        objective = c2.selectbox(
+            "Objective",
+            list(at.OBJECTIVES),
+            key="at_objective",
+            help="best: the lowest validation loss a trial reached (the checkpoint you would "
+            "keep); final: its validation loss at the end of the budget",
+        )
         storage = st.text_input(
             "Optuna storage",
             key="at_storage",
@@ -87,6 +96,7 @@ def inputs() -> tuple[at.TuneConfig, int, int, str, str] | None:
             float(amount) if kind == "epochs" else None,
             pruner,
             setup.seed,
+            objective,
         )
         if int(trials) < 1 or int(workers) < 1:
             raise LrbsError("trials and worker processes must be at least 1")
@@ -252,6 +262,15 @@ def finished(watch: dict) -> None:
         c[2].metric("validation loss", f"{best.value:.4f}")
         c[3].metric("optimizer", OPTIMIZER_TITLES.get(best.optimizer, best.optimizer))
         c[4].metric("trial", best.trial)
+        near = at.near_best(trials)
+        if len(near) > 1:
+            st.caption(
+                f"{len(near)} trials within 1 % of the best: lr {near.lr.min():.3g} to "
+                f"{near.lr.max():.3g}, batch {near.batch_size.min():,} to "
+                f"{near.batch_size.max():,}, lr/B {near.lr_over_batch.min():.2g} to "
+                f"{near.lr_over_batch.max():.2g}. A band rather than a point: the rate and the "
+                "batch trade off through the noise scale lr/B."
+            )
         st.button("Use this", type="primary", on_click=use_best, args=(best, watch["study"]),
                   key="at_use")  # fmt: skip
         used = st.session_state.pop("at_used", None)
@@ -264,6 +283,7 @@ def finished(watch: dict) -> None:
         column_config={
             "value": st.column_config.NumberColumn("val loss", format="%.4f"),
             "lr": st.column_config.NumberColumn(format="%.4g"),
+            "lr_over_batch": st.column_config.NumberColumn("lr / B", format="%.3g"),
             "epochs": st.column_config.NumberColumn(format="%.1f"),
             "val_acc": st.column_config.NumberColumn("val acc", format="%.3f"),
             "seconds": st.column_config.NumberColumn(format="%.1f"),

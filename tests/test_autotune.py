@@ -136,3 +136,31 @@ def test_split_trials_and_cli_run_json(tmp_path, capsys):
     assert figures["lr"] == figures["best"]["lr"]
     assert figures["batch_size"] in (16, 32, 64, 128, 256, 512)
     assert out.read_text().count("\n") == 4  # header + 3 trials
+
+
+def test_objective_best_is_the_lowest_loss_reached_and_final_the_last(tmp_path):
+    values = {}
+    for objective in ("best", "final"):
+        url = str(tmp_path / f"{objective}.journal")
+        cfg = at.TuneConfig(at.SearchSpace(1e-3, 3.0, (16,)), seconds=None, epochs=8,
+                            pruner="none", objective=objective)  # fmt: skip
+        study = at.create_study(at.open_storage(url), "s", DIGITS, cfg)
+        study.enqueue_trial({"lr": 2.0, "batch_size": 16})  # noisy: its loss goes up and down
+        at.run_worker(url, "s", 1)
+        trial = at.load_study(at.open_storage(url), "s")[0].trials[0]
+        values[objective] = (trial.value, trial.intermediate_values)
+    best, reports = values["best"]
+    final, raw = values["final"]
+    assert list(reports.values()) == sorted(reports.values(), reverse=True)  # running minimum
+    assert best == min(raw.values()) <= final
+
+
+def test_near_best_is_the_band_within_tolerance():
+    import pandas as pd
+
+    trials = pd.DataFrame({"trial": [0, 1, 2, 3], "state": ["complete"] * 3 + ["pruned"],
+                           "value": [1.0, 1.005, 1.2, 0.5], "lr": [0.1, 0.2, 0.3, 0.4],
+                           "batch_size": [16, 32, 64, 128], "optimizer": "sgd",
+                           "warmup_epochs": 0.0})  # fmt: skip
+    assert list(at.near_best(trials).trial) == [0, 1]  # the pruned trial's 0.5 is no result
+    assert at.best(trials).trial == 0

@@ -1,0 +1,43 @@
+"""The auto-tune page through AppTest: a small study on two worker processes."""
+
+from test_pages import charts, open_page
+
+
+def test_autotune_page_runs_a_study_and_offers_the_best(tmp_path):
+    at = open_page("pages/autotune.py")
+    at.selectbox(key="s_dataset").set_value("digits").run()
+    at.number_input(key="at_trials").set_value(4)
+    at.radio(key="at_budget_kind").set_value("epochs")
+    at.number_input(key="at_budget").set_value(2.0)
+    at.text_input(key="at_storage").set_value(str(tmp_path / "s.journal"))
+    at.text_input(key="at_name").set_value("page-study").run()
+    assert not at.error
+    at.button(key="at_start").click().run()
+    assert not at.exception, at.exception
+    procs = at.session_state["at_procs"]
+    assert len(procs.procs) == 2
+    assert procs.wait(240) and procs.failures() == []
+    at.run()
+    assert not at.exception, at.exception
+    table = at.dataframe[-1].value
+    assert sorted(table.trial) == [0, 1, 2, 3]
+    assert any(m.label == "learning rate" for m in at.metric)
+    assert len(charts(at)) >= 3  # trials, search space, reported curves
+    at.button(key="at_use").click().run()
+    best = table[table.state == "complete"].sort_values("value").iloc[0]
+    assert at.session_state["chosen_lr"] == best.lr
+    assert at.session_state["chosen_batch"] == best.batch_size
+
+
+def test_autotune_page_bad_input_and_bad_storage(tmp_path):
+    at = open_page("pages/autotune.py")
+    at.number_input(key="at_lr_min").set_value(5.0).run()
+    assert any("must be below the highest" in e.value for e in at.error)
+    at.number_input(key="at_lr_min").set_value(1e-3)
+    at.text_input(key="at_batches").set_value("16, abc").run()
+    assert any("'abc' is not a number" in e.value for e in at.error)
+    at.text_input(key="at_batches").set_value("32")
+    at.text_input(key="at_storage").set_value("sqlite:////no/such/dir/x.db").run()
+    at.button(key="at_start").click().run()
+    assert not at.exception
+    assert any("unable to open database file" in e.value for e in at.error)
