@@ -298,7 +298,7 @@ def runs_chart(
     y_scale = (
         alt.Scale(type="log", domain=_log_window(d[y]), clamp=True)
         if log_y and not d.empty
-        else alt.Scale(type="log" if log_y else "linear", domain=y_dom, clamp=True)
+        else alt.Scale(domain=y_dom if y_dom is not None else alt.Undefined, clamp=True)
     )
     enc = dict(
         x=alt.X(f"{x}:Q", title=X_AXES.get(x, x)),
@@ -307,7 +307,7 @@ def runs_chart(
             f"{color}:N",
             title=None,
             sort=sort,
-            legend=alt.Legend(orient="top", columns=min(len(sort), 5) if len(sort) > 5 else None),
+            legend=alt.Legend(orient="top", columns=5 if len(sort) > 5 else alt.Undefined),
             scale=color_scale(domain),
         ),
     )
@@ -407,7 +407,7 @@ def lr_plan_chart(plan: pd.DataFrame, domain: list[str] | None = None) -> alt.Ch
                 "schedule:N",
                 title=None,
                 sort=sort,
-                legend=alt.Legend(orient="top", columns=6 if len(sort) > 6 else None),
+                legend=alt.Legend(orient="top", columns=6 if len(sort) > 6 else alt.Undefined),
                 scale=color_scale(domain),
             ),
             tooltip=[
@@ -443,7 +443,7 @@ def objective_chart(trials: pd.DataFrame) -> alt.LayerChart:
     d = _finite_trials(trials)
     done = d[d.state == "complete"].sort_values("trial")
     done = done.assign(best=done.value.cummin())
-    y_dom = _y_window(d.value) if not d.empty else None
+    y_dom = _y_window(d.value) if not d.empty else alt.Undefined
     y = alt.Y("value:Q", title="validation loss", scale=alt.Scale(domain=y_dom, clamp=True))
     points = (
         alt.Chart(d)
@@ -508,8 +508,8 @@ def search_space_chart(trials: pd.DataFrame) -> alt.LayerChart:
 
 def trial_curves_chart(curves: pd.DataFrame, x_title: str) -> alt.Chart:
     """The validation loss each trial reported to the pruner; pruned ones end early."""
-    d = curves[np.isfinite(curves.val_loss)]
-    y_dom = _y_window(d.val_loss) if not d.empty else None
+    d = curves[np.isfinite(pd.to_numeric(curves.val_loss, errors="coerce").astype(float))]
+    y_dom = _y_window(d.val_loss) if not d.empty else alt.Undefined
     return (
         alt.Chart(d)
         .mark_line(strokeWidth=1.5, opacity=0.8)

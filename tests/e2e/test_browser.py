@@ -37,6 +37,8 @@ def test_home(page, app_url):
         "Batch size",
         "Batch-size scheduling",
         "Noise scale & critical batch",
+        "LR schedules",
+        "Auto-tune",
     ):
         assert page.get_by_role("link", name=title).count() >= 1
     shot(page, "home")
@@ -110,6 +112,8 @@ def test_sweep_stop_keeps_the_partial_curve(page, app_url, tmp_path):
     [
         ("batch", "Run sweep", "Run sweep", "Results", "batch_sweep"),
         ("bs_schedule", "Train the regimes", "Train the regimes", "Verdict", "bs_schedule"),
+        ("schedules", "Train the schedules", "Train the schedules", "Lowest final", "schedules"),
+        ("autotune", "Start the study", "Start the study", "Best configuration", "autotune"),
         (
             "noise",
             "Measure the noise scale",
@@ -126,6 +130,9 @@ def test_training_pages_run_their_defaults(
     no_exception(page)
     if path == "batch":  # shorter budget than the default, same shape
         sidebar_number(page, "Seconds each", "1")
+    if path == "autotune":  # a small study: 4 trials of 1 s on the two worker processes
+        sidebar_number(page, "Trials", "4")
+        sidebar_number(page, "Seconds per trial", "1")
     page.get_by_role("button", name=button).click()
     page.get_by_text(done_text).first.wait_for(timeout=120_000)
     settle(page)
