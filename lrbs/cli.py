@@ -139,6 +139,13 @@ def build_parser() -> Parser:
     p = sub.add_parser("lr-sweep", help="one run per learning rate, equal budgets")
     add_training_args(p, lr_grid=True)
     add_budget_args(p)
+    p.add_argument(
+        "--stacked",
+        choices=["auto", "yes", "no"],
+        default="auto",
+        help="train the rates at once with torch.func (auto: on a GPU, for a budget in steps, "
+        "epochs or samples and a model without dropout)",
+    )
     add_output_args(p)
 
     p = sub.add_parser("bs-sweep", help="batch-size sweep at equal budgets")
@@ -494,6 +501,7 @@ def cmd_lr_sweep(a: argparse.Namespace) -> dict:
         cfg,
         on_event=on_event,
         on_run_end=lambda lr, r: done.append(r),
+        vectorize={"auto": None, "yes": True, "no": False}[a.stacked],
     )
     bar(1.0, "done")
     table = sweep_table(results, cfg.lrs)

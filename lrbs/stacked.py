@@ -1,0 +1,212 @@
+"""K learning rates trained at once: the K models stacked with `torch.func` and vmapped.
+
+For a small model one update is mostly fixed costs (kernel launches on a GPU, Python and
+dispatch on a CPU); K stacked models share those costs, so K rates can cost little more than one.
+Every model starts from the same weights and sees the same minibatches as in K separate runs of
+`lrbs.train.train` (same seed, same shuffles), so the curves agree with the sequential sweep
+within float tolerance. The optimizer is torch's, built once over the stacked parameters with
+lr = 1; each model's update is then scaled by its own rate. That is exact for every optimizer
+here (SGD, momentum, Adam, AdamW), whose update is proportional to the rate and whose state
+does not depend on it.
+
+Only for models without randomness or running statistics (no dropout, no batch norm), and for
+budgets in steps, epochs or samples: a time budget is shared by the K models, which is not what
+K separate runs of T seconds each would be.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+
+import torch
+from torch import nn
+from torch.func import functional_call, grad_and_value, stack_module_state, vmap
+
+from lrbs.data import TensorData
+from lrbs.errors import ConfigError, require
+from lrbs.models import Dropout
+from lrbs.train import Event, RunResult, TrainConfig, _check_divergence, _LoopState
+
+
+def stackable(model: nn.Module) -> str | None:
+    """None if K copies of `model` can be vmapped; else why not."""
+    for m in model.modules():
+        if isinstance(m, Dropout | nn.Dropout | nn.modules.batchnorm._BatchNorm):
+            return f"{type(m).__name__} layers draw random numbers or keep running statistics"
+    return None
+
+
+def train_stacked(
+    make_model: Callable[[], nn.Module],
+    data: TensorData,
+    cfg: TrainConfig,
+    lrs: Sequence[float],
+    *,
+    run_ids: Sequence[str] | None = None,
+    on_event: Callable[[Event], None] | None = None,
+    stop: threading.Event | None = None,
+) -> list[RunResult]:
+    """Train one model per rate in `lrs`, all in one vmapped loop; cfg.optim.lr is ignored."""
+    require(len(lrs) > 0, "give at least one learning rate")
+    require(cfg.budget.seconds is None, "a stacked sweep needs a budget in steps, epochs or "
+            "samples (the K models would share a time budget)")  # fmt: skip
+    n = data.n_train
+    if cfg.batch_size > n:
+        raise ConfigError(f"batch size {cfg.batch_size} is larger than the training set ({n})")
+    device = data.x_train.device
+    models = [make_model() for _ in lrs]
+    why = stackable(models[0])
+    require(why is None, f"this model cannot be stacked: {why}")
+    k = len(lrs)
+    ids = list(run_ids) if run_ids is not None else [f"lr={lr:g}" for lr in lrs]
+    params, buffers = stack_module_state(models)
+    base = copy.deepcopy(models[0]).to("meta")
+    del models
+
+    def loss_of(p, b, x, y):
+        return nn.functional.cross_entropy(functional_call(base, (p, b), (x,)), y)
+
+    def logits_of(p, b, x):
+        return functional_call(base, (p, b), (x,))
+
+    step_fn = vmap(grad_and_value(loss_of), in_dims=(0, 0, None, None))
+    forward = vmap(logits_of, in_dims=(0, 0, None))
+    leaves = list(params.values())
+    opt = replace(cfg.optim, lr=1.0).build(leaves)
+    scale = torch.tensor(list(lrs), device=device, dtype=leaves[0].dtype)
+
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    score_idx = torch.randperm(n, generator=gen, device=device)[: min(cfg.train_eval_size, n)]
+    perm = torch.randperm(n, generator=gen, device=device)
+    states = [_LoopState() for _ in range(k)]
+    status = ["finished"] * k
+    message = [""] * k
+    events: list[list[Event]] = [[] for _ in range(k)]
+    step = epoch = pos = samples = 0
+    eval_seconds, last_eval = 0.0, 0.0
+    t0 = time.perf_counter()
+    pending: list[torch.Tensor] = []
+
+    def elapsed() -> float:
+        return time.perf_counter() - t0 - eval_seconds
+
+    def emit(i: int, ev: Event) -> None:
+        events[i].append(ev)
+        if on_event is not None:
+            on_event(ev)
+
+    def spent() -> bool:
+        b = cfg.budget
+        return (
+            (b.steps is not None and step >= b.steps)
+            or (b.samples is not None and samples >= b.samples)
+            or (b.epochs is not None and epoch + pos / n >= b.epochs)
+        )
+
+    @torch.no_grad()
+    def scores(x, y):
+        total = torch.zeros(k, device=device)
+        correct = torch.zeros(k, device=device)
+        for s in range(0, len(y), 8192):
+            out = forward(params, buffers, x[s : s + 8192])  # [k, n, classes]
+            yy = y[s : s + 8192].expand(k, -1)
+            total += nn.functional.cross_entropy(out.transpose(1, 2), yy, reduction="none").sum(1)
+            correct += (out.argmax(2) == yy).sum(1)
+        m = max(1, len(y))
+        return (total / m).tolist(), (correct / m).tolist()
+
+    def run_eval() -> None:
+        nonlocal eval_seconds, last_eval
+        t = time.perf_counter()
+        val_loss, val_acc = scores(data.x_val, data.y_val)
+        tr_loss, _ = scores(data.x_train[score_idx], data.y_train[score_idx])
+        eval_seconds += time.perf_counter() - t
+        last_eval = elapsed()
+        for i in live():
+            emit(i, make_event(i, "eval", train_eval_loss=tr_loss[i], val_loss=val_loss[i],
+                               val_acc=val_acc[i]))  # fmt: skip
+
+    def make_event(i: int, kind: str, **values) -> Event:
+        return Event(ids[i], kind, step, epoch + pos / n, samples, elapsed(), float(lrs[i]),
+                     batch, **values)  # fmt: skip
+
+    def live() -> list[int]:
+        return [i for i in range(k) if status[i] == "finished"]
+
+    def read_losses() -> None:
+        means = torch.stack(pending).mean(0).tolist()  # one host read per interval
+        pending.clear()
+        for i in live():
+            emit(i, make_event(i, "train", loss=means[i]))
+            states[i].step = step
+            status[i], message[i] = _check_divergence(means[i], states[i], cfg.divergence_factor)
+
+    batch = cfg.batch_size
+    if cfg.eval_at_start:
+        run_eval()
+    stopped = False
+    while not spent() and live():
+        if stop is not None and stop.is_set():
+            stopped = True
+            break
+        idx = perm[pos : pos + batch]
+        grads, loss = step_fn(params, buffers, data.x_train[idx], data.y_train[idx])
+        for name, p in params.items():
+            p.grad = grads[name]
+        before = [p.detach().clone() for p in leaves]
+        opt.step()
+        with torch.no_grad():
+            for p, b in zip(leaves, before, strict=True):
+                shape = (k,) + (1,) * (p.dim() - 1)
+                p.copy_(torch.lerp(b, p, scale.view(shape)))  # each model by its own rate
+        pending.append(loss.detach())
+        step += 1
+        pos += len(idx)
+        samples += len(idx)
+        epoch_done = pos >= n
+        if len(pending) == cfg.log_every or epoch_done:
+            read_losses()
+        if epoch_done:
+            epoch, pos = epoch + 1, 0
+            perm = torch.randperm(n, generator=gen, device=device)
+            if cfg.eval_each_epoch and elapsed() - last_eval >= cfg.min_eval_seconds and live():
+                run_eval()
+        elif cfg.eval_every and step % cfg.eval_every == 0:
+            run_eval()
+    if pending:
+        read_losses()
+    if cfg.eval_at_end and live():
+        last = [next((e for e in reversed(events[i]) if e.kind == "eval"), None) for i in live()]
+        if any(e is None or e.step != step for e in last):
+            run_eval()
+    if stopped:
+        status = ["stopped" if s == "finished" else s for s in status]
+    return [_result(ids[i], status[i], message[i], events[i], elapsed()) for i in range(k)]
+
+
+def _result(run_id, status, message, events, elapsed) -> RunResult:
+    """A run's result from its events (a diverged model's end at its last event)."""
+    losses = [e.loss for e in events if e.kind == "train" and e.loss is not None]
+    last = next((e for e in reversed(events) if e.kind == "eval"), None)
+    end = events[-1] if events else None
+    finite = [x for x in losses if math.isfinite(x)]
+    return RunResult(
+        run_id=run_id,
+        status=status,
+        steps=end.step if end else 0,
+        epochs=end.epoch if end else 0.0,
+        samples=end.samples if end else 0,
+        elapsed=elapsed,
+        final_loss=losses[-1] if losses else None,
+        best_loss=min(finite) if finite else None,
+        val_loss=last.val_loss if last else None,
+        val_acc=last.val_acc if last else None,
+        train_eval_loss=last.train_eval_loss if last else None,
+        message=message,
+        events=tuple(events),
+    )
