@@ -9,6 +9,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from bench.common import alternate, median, ratio
+from bench.loop import minimal_loop
 from lrbs.data import DataSpec, TensorData, load
 from lrbs.lr_finder import RangeTestConfig, range_test
 from lrbs.models import ModelSpec, build_model
@@ -44,12 +45,15 @@ def run(datasets=("fashion-mnist", "mnist1d"), iters: int = 100, repeats: int = 
 
         cfg = RangeTestConfig(1e-7, 10, iters, batch_size=64)
         out = {}
+        done = len(range_test(fresh(), data, cfg).lrs)  # iterations before its stop rule
         times = alternate(
             {
                 "lrbs": lambda: out.__setitem__("lrbs", range_test(fresh(), data, cfg)),
                 "torch-lr-finder": lambda: out.__setitem__(
                     "tlf", torch_lr_finder_test(fresh(), data, 64, iters)
                 ),
+                # the floor: the same number of bare training steps, nothing recorded
+                "floor": lambda: minimal_loop(fresh(), data, 64, done, 1e-3, 0),
             },
             repeats=repeats,
         )
@@ -61,6 +65,9 @@ def run(datasets=("fashion-mnist", "mnist1d"), iters: int = 100, repeats: int = 
                 "lrbs_s": median(times["lrbs"]),
                 "torch_lr_finder_s": median(times["torch-lr-finder"]),
                 "time_ratio": 1 / ratio(times, "lrbs", "torch-lr-finder"),
+                "lrbs_iterations": len(ours.lrs),
+                "tlf_iterations": len(out["tlf"]["lr"]),
+                "floor_ratio": 1 / ratio(times, "floor", "torch-lr-finder"),
                 "lrbs_steep": ours.suggestion("steep").lr,
                 "lrbs_valley": ours.suggestion("valley").lr,
                 "lrbs_min_div10": ours.suggestion("minimum").lr,

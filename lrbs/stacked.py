@@ -25,7 +25,7 @@ from dataclasses import replace
 
 import torch
 from torch import nn
-from torch.func import functional_call, grad_and_value, stack_module_state, vmap
+from torch.func import functional_call, stack_module_state, vmap
 
 from lrbs.data import TensorData
 from lrbs.errors import ConfigError, require
@@ -68,14 +68,17 @@ def train_stacked(
     base = copy.deepcopy(models[0]).to("meta")
     del models
 
-    def loss_of(p, b, x, y):
-        return nn.functional.cross_entropy(functional_call(base, (p, b), (x,)), y)
-
     def logits_of(p, b, x):
         return functional_call(base, (p, b), (x,))
 
-    step_fn = vmap(grad_and_value(loss_of), in_dims=(0, 0, None, None))
     forward = vmap(logits_of, in_dims=(0, 0, None))
+
+    def losses_of(x, y) -> torch.Tensor:
+        """Each model's mean loss on the batch, [k]."""
+        out = forward(params, buffers, x)  # [k, batch, classes]
+        per = nn.functional.cross_entropy(out.flatten(0, 1), y.repeat(k), reduction="none")
+        return per.view(k, -1).mean(1)
+
     leaves = list(params.values())
     opt = replace(cfg.optim, lr=1.0).build(leaves)
     scale = torch.tensor(list(lrs), device=device, dtype=leaves[0].dtype)
@@ -155,9 +158,10 @@ def train_stacked(
             stopped = True
             break
         idx = perm[pos : pos + batch]
-        grads, loss = step_fn(params, buffers, data.x_train[idx], data.y_train[idx])
-        for name, p in params.items():
-            p.grad = grads[name]
+        loss = losses_of(data.x_train[idx], data.y_train[idx])
+        opt.zero_grad(set_to_none=True)
+        # the models share no parameter, so the gradient of the sum is each model's own
+        loss.sum().backward()
         before = [p.detach().clone() for p in leaves]
         opt.step()
         with torch.no_grad():
