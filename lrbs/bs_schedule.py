@@ -21,7 +21,8 @@ from torch import nn
 
 from lrbs.data import TensorData
 from lrbs.errors import ConfigError, positive_int, require
-from lrbs.train import Budget, Event, OptimSpec, Progress, RunResult, TrainConfig, train
+from lrbs.sweeps import run_named
+from lrbs.train import Budget, Event, OptimSpec, Progress, RunResult, TrainConfig
 
 REGIMES = {
     "decay": "decay the LR by f at each milestone",
@@ -186,8 +187,8 @@ def run_regimes(
         raise ConfigError(
             f"batch size {cfg.batch} is larger than the training set ({data.n_train})"
         )
-    results = {}
-    for name in cfg.regimes:
+
+    def prepare(name: str):
         regime = make_regime(cfg, name, data.n_train)
         model = make_model()
         opt = OptimSpec(cfg.optimizer, cfg.lr, cfg.momentum).build(model.parameters())
@@ -199,23 +200,12 @@ def run_regimes(
             seed=cfg.seed,
             eval_at_start=True,
         )
-        r = train(
-            model,
-            data,
-            tc,
-            run_id=name,
-            on_event=on_event,
-            stop=stop,
-            optimizer=opt,
-            batch_size_at=regime.batch_size_at,
-            on_epoch_end=regime.on_epoch_end,
-        )
-        results[name] = r
-        if on_run_end is not None:
-            on_run_end(name, r)
-        if r.status == "stopped":
-            break
-    return results
+        hooks = {"batch_size_at": regime.batch_size_at, "on_epoch_end": regime.on_epoch_end}
+        return model, tc, {"optimizer": opt, **hooks}
+
+    return run_named(
+        cfg.regimes, prepare, data, on_event=on_event, stop=stop, on_run_end=on_run_end
+    )
 
 
 def per_epoch(events: pd.DataFrame, n_train: int, momentum: float = 0.0) -> pd.DataFrame:

@@ -368,6 +368,20 @@ class ProgressBar:
         print(f"[{bar}] {fraction:4.0%} {text}", end=end, file=sys.stderr, flush=True)
 
 
+def runs_by_epoch(run: Callable, n_runs: int, epochs: float) -> tuple[dict, pd.DataFrame]:
+    """A series of runs of `epochs` each (`run(on_event=, on_run_end=)`), with a progress bar;
+    returns the results and every event as the curves' table."""
+    bar, events, done = ProgressBar(), [], []
+
+    def on_event(e):
+        events.append(e.as_dict())
+        bar((len(done) + min(1.0, e.epoch / epochs)) / n_runs, e.run_id)
+
+    results = run(on_event=on_event, on_run_end=lambda n, r: done.append(n))
+    bar(1.0, "done")
+    return results, pd.DataFrame(events, columns=EVENT_COLUMNS)
+
+
 @command("gd1d")
 def cmd_gd1d(a: argparse.Namespace) -> dict:
     cfg = gd1d.GDConfig(a.loss, a.curvature, a.start, a.steps, tuple(a.lr), a.momentum)
@@ -648,21 +662,11 @@ def cmd_bs_schedule(a: argparse.Namespace) -> dict:
         a.seed,
     )
     data = load_tensors(setup)
-    bar, events, done = ProgressBar(), [], []
-
-    def on_event(e):
-        events.append(e.as_dict())
-        bar((len(done) + min(1.0, e.epoch / cfg.epochs)) / len(cfg.regimes), e.run_id)
-
-    results = bss.run_regimes(
-        lambda: setup.fresh_model(data),
-        data,
-        cfg,
-        on_event=on_event,
-        on_run_end=lambda n, r: done.append(n),
+    results, frame = runs_by_epoch(
+        lambda **kw: bss.run_regimes(lambda: setup.fresh_model(data), data, cfg, **kw),
+        len(cfg.regimes),
+        cfg.epochs,
     )
-    bar(1.0, "done")
-    frame = pd.DataFrame(events, columns=EVENT_COLUMNS)
     write_csv(frame, a.out, a)
     table, verdict = bss.summary(results)
     if not a.json:
@@ -717,21 +721,11 @@ def cmd_schedules(a: argparse.Namespace) -> dict:
         if not a.json:
             print(f"from {bounds.source}: lr {bounds.lr:.3g}, bounds {bounds.base_lr:.3g} to "
                   f"{bounds.max_lr:.3g}")  # fmt: skip
-    bar, events, done = ProgressBar(), [], []
-
-    def on_event(e):
-        events.append(e.as_dict())
-        bar((len(done) + min(1.0, e.epoch / cfg.epochs)) / len(cfg.schedules), e.run_id)
-
-    results = sch.run_schedules(
-        lambda: setup.fresh_model(data),
-        data,
-        cfg,
-        on_event=on_event,
-        on_run_end=lambda n, r: done.append(n),
+    results, frame = runs_by_epoch(
+        lambda **kw: sch.run_schedules(lambda: setup.fresh_model(data), data, cfg, **kw),
+        len(cfg.schedules),
+        cfg.epochs,
     )
-    bar(1.0, "done")
-    frame = pd.DataFrame(events, columns=EVENT_COLUMNS)
     write_csv(frame, a.out, a)
     table, verdict = sch.summary(frame, {k: r.status for k, r in results.items()})
     if not a.json:

@@ -21,7 +21,8 @@ from torch.optim import lr_scheduler as sched
 
 from lrbs.data import TensorData
 from lrbs.errors import ConfigError, positive_int, positive_number, require
-from lrbs.train import Budget, Event, OptimSpec, RunResult, TrainConfig, train
+from lrbs.sweeps import run_named
+from lrbs.train import Budget, Event, OptimSpec, RunResult, TrainConfig
 
 SCHEDULES = {
     "constant": "constant rate",
@@ -343,22 +344,26 @@ def run_schedules(
             f"batch size {cfg.batch} is larger than the training set ({data.n_train})"
         )
     spe = steps_per_epoch(data.n_train, cfg.batch)
-    results = {}
-    for name in cfg.schedules:
+
+    def prepare(name: str):
         model = make_model()
         opt = cfg.optim().build(model.parameters())
+        extra: dict = {"optimizer": opt}
         per_update = build_scheduler(name, cfg, opt, spe)
-        on_epoch_end = None
-        hd = Hypergradient(opt, cfg.beta) if name == "hd" else None
+        if per_update is not None:
+            extra["lr_scheduler"] = lambda _opt: per_update
+        if name == "hd":
+            Hypergradient(opt, cfg.beta)  # hooks on this run's own optimizer
         if name == "plateau":
             reducer = sched.ReduceLROnPlateau(
                 opt, factor=cfg.gamma, patience=cfg.patience - 1, threshold=0
             )
 
-            def on_epoch_end(p, ev, o, reducer=reducer):
+            def on_epoch_end(p, ev, o) -> None:
                 if ev is not None and ev.val_loss is not None:
                     reducer.step(ev.val_loss)
 
+            extra["on_epoch_end"] = on_epoch_end
         tc = TrainConfig(
             batch_size=cfg.batch,
             budget=Budget(epochs=cfg.epochs),
@@ -367,25 +372,11 @@ def run_schedules(
             log_every=log_every,
             eval_at_start=True,
         )
-        r = train(
-            model,
-            data,
-            tc,
-            run_id=name,
-            on_event=on_event,
-            stop=stop,
-            optimizer=opt,
-            lr_scheduler=(lambda _o, s=per_update: s) if per_update is not None else None,
-            on_epoch_end=on_epoch_end,
-        )
-        if hd is not None:
-            hd.remove()
-        results[name] = r
-        if on_run_end is not None:
-            on_run_end(name, r)
-        if r.status == "stopped":
-            break
-    return results
+        return model, tc, extra
+
+    return run_named(
+        cfg.schedules, prepare, data, on_event=on_event, stop=stop, on_run_end=on_run_end
+    )
 
 
 def summary(events: pd.DataFrame, statuses: dict[str, str]) -> tuple[pd.DataFrame, str]:

@@ -4,7 +4,7 @@ same budget, so that only the swept setting differs."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -53,6 +53,30 @@ class LRSweepConfig:
             log_every=self.log_every,
             min_eval_seconds=self.min_eval_seconds,
         )
+
+
+def run_named(
+    names: Sequence[str],
+    prepare: Callable[[str], tuple[nn.Module, TrainConfig, dict]],
+    data: TensorData,
+    *,
+    on_event: Callable[[Event], None] | None = None,
+    stop: threading.Event | None = None,
+    on_run_end: Callable[[str, RunResult], None] | None = None,
+) -> dict[str, RunResult]:
+    """One run of the training loop per name, in order: `prepare(name)` gives the model, its
+    config and train()'s other arguments (optimizer, scheduler, hooks). A user stop ends the
+    whole series after the current run."""
+    results = {}
+    for name in names:
+        model, tc, extra = prepare(name)
+        r = train(model, data, tc, run_id=name, on_event=on_event, stop=stop, **extra)
+        results[name] = r
+        if on_run_end is not None:
+            on_run_end(name, r)
+        if r.status == "stopped":
+            break
+    return results
 
 
 def refine(best: float, points: int = 5) -> tuple[float, ...]:

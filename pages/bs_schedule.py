@@ -6,7 +6,6 @@ import streamlit as st
 
 from lrbs import bs_schedule as bss
 from lrbs import charts
-from lrbs.data import TensorData
 from lrbs.errors import LrbsError
 from lrbs.train import RunResult
 from pages.common.history import offer_stored, recorder
@@ -14,8 +13,9 @@ from pages.common.live import (
     controls,
     downloads,
     events_frame,
+    finished_job,
     live_chart,
-    live_view,
+    series_work,
     show_error,
     start_job,
 )
@@ -201,27 +201,14 @@ if controls("bq_job", "Train the regimes", disabled=cfg is None):
     st.session_state["bq_n"] = len(cfg.regimes)
     st.session_state["bq_momentum_used"] = cfg.effective_momentum
 
-    def work(emit, stop, progress):
-        data = TensorData.from_arrays(arrays, setup.torch_device())
-        done = []
-
-        def on_event(e):
-            emit("events", e.as_dict())
-            progress((len(done) + min(1.0, e.epoch / cfg.epochs)) / len(cfg.regimes))
-
-        def on_run_end(name, r):
-            done.append(name)
-            emit("runs", {"regime": name, "status": r.status})
-
-        return bss.run_regimes(
-            lambda: setup.fresh_model(data),
-            data,
-            cfg,
-            on_event=on_event,
-            stop=stop,
-            on_run_end=on_run_end,
-        )
-
+    work = series_work(
+        arrays,
+        setup,
+        lambda make, data, **kw: bss.run_regimes(make, data, cfg, **kw),
+        len(cfg.regimes),
+        cfg.epochs,
+        "regime",
+    )
     start_job(
         "bq_job",
         work,
@@ -230,24 +217,12 @@ if controls("bq_job", "Train the regimes", disabled=cfg is None):
         summarize=summarize,
     )
 
-st.radio(
-    "x axis",
-    list(charts.X_AXES),
-    key="bq_x",
-    horizontal=True,
-    format_func=charts.X_AXES.get,
-    index=2,
+snap = finished_job(
+    "bq_job",
+    "bq_x",
+    draw,
+    "Pick the regimes in the sidebar and train them; curves stream in as they go.",
 )
-job = st.session_state.get("bq_job")
-if job is None:
-    st.info("Pick the regimes in the sidebar and train them; curves stream in as they go.")
-    st.stop()
-live_view("bq_job", draw)
-if not job.done:
-    st.stop()
-snap = job.snapshot()
-if not snap.result:
-    st.stop()
 table, verdict = bss.summary(snap.result)
 st.subheader("Results")
 st.dataframe(

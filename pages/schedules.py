@@ -12,8 +12,9 @@ from pages.common.live import (
     controls,
     downloads,
     events_frame,
+    finished_job,
     live_chart,
-    live_view,
+    series_work,
     show_error,
     start_job,
 )
@@ -297,27 +298,14 @@ if controls("ls_job", "Train the schedules", disabled=cfg is None):
     st.session_state["ls_n"] = len(cfg.schedules)
     st.session_state["ls_domain"] = list(cfg.schedules)
 
-    def work(emit, stop, progress):
-        data = TensorData.from_arrays(arrays, setup.torch_device())
-        done = []
-
-        def on_event(e):
-            emit("events", e.as_dict())
-            progress((len(done) + min(1.0, e.epoch / cfg.epochs)) / len(cfg.schedules))
-
-        def on_run_end(name, r):
-            done.append(name)
-            emit("runs", {"schedule": name, "status": r.status, "message": r.message})
-
-        return sch.run_schedules(
-            lambda: setup.fresh_model(data),
-            data,
-            cfg,
-            on_event=on_event,
-            stop=stop,
-            on_run_end=on_run_end,
-        )
-
+    work = series_work(
+        arrays,
+        setup,
+        lambda make, data, **kw: sch.run_schedules(make, data, cfg, **kw),
+        len(cfg.schedules),
+        cfg.epochs,
+        "schedule",
+    )
     start_job(
         "ls_job",
         work,
@@ -326,24 +314,12 @@ if controls("ls_job", "Train the schedules", disabled=cfg is None):
         summarize=summarize,
     )
 
-st.radio(
-    "x axis",
-    list(charts.X_AXES),
-    key="ls_x",
-    horizontal=True,
-    format_func=charts.X_AXES.get,
-    index=2,
+snap = finished_job(
+    "ls_job",
+    "ls_x",
+    draw,
+    "Pick schedules in the sidebar and train them; curves stream in as they go.",
 )
-job = st.session_state.get("ls_job")
-if job is None:
-    st.info("Pick schedules in the sidebar and train them; curves stream in as they go.")
-    st.stop()
-live_view("ls_job", draw)
-if not job.done:
-    st.stop()
-snap = job.snapshot()
-if not snap.result:
-    st.stop()
 statuses = {k: getattr(v, "status", v) for k, v in snap.result.items()}
 events = events_frame(snap)
 table, verdict = sch.summary(events, statuses)

@@ -125,3 +125,51 @@ def downloads(stem: str, key: str, curves, table) -> None:
 def show_error(snap: Snapshot) -> None:
     if snap.error:
         st.error(snap.error)
+
+
+def series_work(arrays, setup, run: Callable, n_runs: int, epochs: float, label: str):
+    """The job of a page that trains a series of named runs of `epochs` each (regimes,
+    schedules): `run(make_model, data, on_event=, stop=, on_run_end=)`. Streams the events,
+    the progress, and a "runs" row as each run ends."""
+    from lrbs.data import TensorData
+
+    def work(emit, stop, progress):
+        data = TensorData.from_arrays(arrays, setup.torch_device())
+        done = []
+
+        def on_event(e):
+            emit("events", e.as_dict())
+            progress((len(done) + min(1.0, e.epoch / epochs)) / n_runs)
+
+        def on_run_end(name, r):
+            done.append(name)
+            emit("runs", {label: name, "status": r.status, "message": r.message})
+
+        return run(
+            lambda: setup.fresh_model(data),
+            data,
+            on_event=on_event,
+            stop=stop,
+            on_run_end=on_run_end,
+        )
+
+    return work
+
+
+def finished_job(key: str, x_key: str, draw: Callable[[Snapshot, bool], None], hint: str):
+    """The lower half of a training page: the x-axis choice, the live view of job `key`, and
+    (once it is done) its snapshot. Stops the page while there is nothing finished to show."""
+    from lrbs.charts import X_AXES
+
+    st.radio("x axis", list(X_AXES), key=x_key, horizontal=True, format_func=X_AXES.get, index=2)
+    job = st.session_state.get(key)
+    if job is None:
+        st.info(hint)
+        st.stop()
+    live_view(key, draw)
+    if not job.done:
+        st.stop()
+    snap = job.snapshot()
+    if not snap.result:
+        st.stop()
+    return snap
