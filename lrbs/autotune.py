@@ -6,8 +6,8 @@ A study lives in an Optuna storage: an embedded journal file by default, or any 
 study keeps lrbs's settings (data, model, search space, per-trial budget) as a user attribute:
 a worker needs only the study's name and storage. Every trial trains with THE training loop
 from the same initial weights; its validation loss is reported to the pruner at each epoch's
-end. Under a time budget the report's step is the percent of the budget spent, so trials are
-compared at equal time, not at equal epochs (a large batch runs many more epochs per second).
+end, at the step "percent of the trial's budget spent": under a time budget trials are compared
+at equal time, not at equal epochs (a large batch runs many more epochs per second).
 """
 
 from __future__ import annotations
@@ -129,11 +129,10 @@ class TuneConfig:
     def budget(self) -> Budget:
         return Budget(epochs=self.epochs, seconds=self.seconds)
 
-    def report_step(self, epoch: float, elapsed: float) -> int:
-        """Where a validation loss goes on the pruner's axis (see the module's docstring)."""
-        if self.seconds is not None:
-            return min(100, int(100 * elapsed / self.seconds))
-        return max(0, round(epoch) - 1)
+    def report_step(self, progress) -> int:
+        """Where a validation loss goes on the pruner's axis: the percent of the trial's budget
+        spent (see the module's docstring)."""
+        return min(100, int(100 * self.budget().fraction(progress)))
 
 
 # ------------------------------------------------------------------ storage and studies
@@ -231,12 +230,11 @@ def make_sampler(seed: int, n_trials: int):
 def make_pruner(cfg: TuneConfig):
     import optuna
 
+    # steps are percents of a trial's budget
     if cfg.pruner == "median":
-        warmup = 20 if cfg.seconds is not None else 1  # percent of the budget, or epochs
-        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=warmup)
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=20)
     if cfg.pruner == "hyperband":
-        top = 100 if cfg.seconds is not None else max(2, math.ceil(cfg.epochs))
-        return optuna.pruners.HyperbandPruner(min_resource=max(1, top // 20), max_resource=top)
+        return optuna.pruners.HyperbandPruner(min_resource=5, max_resource=100)
     return optuna.pruners.NopPruner()
 
 
@@ -344,7 +342,7 @@ def objective(
             if ev is None or ev.val_loss is None or not math.isfinite(ev.val_loss):
                 return
             lowest[0] = min(lowest[0], ev.val_loss)
-            step = cfg.report_step(p.epoch, p.elapsed)
+            step = cfg.report_step(p)
             if step in reported:
                 return
             reported.add(step)

@@ -248,8 +248,8 @@ def build_parser() -> Parser:
     add_setup_args(r)
     r.add_argument("--trials", type=int, default=20)
     r.add_argument("--workers", type=int, default=2, help="worker processes on this machine")
-    r.add_argument("--seconds-per-trial", type=float, default=10.0)
-    r.add_argument("--epochs-per-trial", type=float, default=None)
+    r.add_argument("--seconds-per-trial", type=float, default=None, help="default 10")
+    r.add_argument("--epochs-per-trial", type=float, default=None, help="instead, or as well")
     r.add_argument("--lr-min", type=float, default=1e-3)
     r.add_argument("--lr-max", type=float, default=3.0)
     r.add_argument("--batches", type=int, nargs="+", default=[16, 32, 64, 128, 256, 512])
@@ -812,9 +812,10 @@ def cmd_autotune(a: argparse.Namespace) -> dict:
     setup = setup_from(a)
     space = at.SearchSpace(a.lr_min, a.lr_max, tuple(a.batches), tuple(a.optimizers),
                            tuple(a.warmups), a.momentum)  # fmt: skip
-    cfg = at.TuneConfig(
-        space, a.seconds_per_trial, a.epochs_per_trial, a.pruner, a.seed, a.objective
-    )
+    seconds = a.seconds_per_trial
+    if seconds is None and a.epochs_per_trial is None:
+        seconds = 10.0
+    cfg = at.TuneConfig(space, seconds, a.epochs_per_trial, a.pruner, a.seed, a.objective)
     positive_int("workers", a.workers)
     out: dict = {"dataset": a.dataset, "model": a.model}
     if a.seed_space:

@@ -200,7 +200,6 @@ def draw(watch: dict, running: bool) -> None:
     if study is None:
         return
     trials = at.trials_frame(study)
-    _, cfg = at.from_settings(study.user_attrs[at.ATTR])
     done = int((trials.state != "running").sum())
     if running:
         total = watch.get("trials") or max(done, 1)
@@ -219,7 +218,7 @@ def draw(watch: dict, running: bool) -> None:
     c2.vega_lite_chart(spec=charts.search_space_chart(trials).to_dict(validate=False),
                        width="stretch")  # fmt: skip
     c1, c2 = st.columns(2)
-    x_title = "percent of the time budget" if cfg.seconds else "epoch"
+    x_title = "percent of the trial's budget"
     c1.vega_lite_chart(
         spec=charts.trial_curves_chart(at.curves_frame(study), x_title).to_dict(validate=False),
         width="stretch",
