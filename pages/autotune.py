@@ -302,7 +302,7 @@ def watch_existing(storage_url: str) -> None:
     with st.expander("Watch a study already in the storage (e.g. one fed by other machines)"):
         try:
             names = at.study_names(at.open_storage(storage_url or at.default_storage()))
-        except (LrbsError, Exception) as exc:  # an unreadable storage is a message here
+        except Exception as exc:  # an unreadable storage is a message here, not a traceback
             st.caption(f"Cannot list studies: {exc}")
             return
         if not names:
