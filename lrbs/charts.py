@@ -417,7 +417,7 @@ def lr_plan_chart(plan: pd.DataFrame, domain: list[str] | None = None) -> alt.Ch
                 alt.Tooltip("lr:Q", format=".4g"),
             ],
         )
-        .properties(height=300, title="Planned learning rate (before training)")
+        .properties(height=380, title="Planned learning rate (before training)")
         .interactive(bind_y=False)
     )
 
