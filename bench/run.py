@@ -83,8 +83,8 @@ def main() -> None:
         "does that the minimal loop does not: reading the loss (summed on the device, one host "
         "read every 10 steps: measured 2-3 % of such a step; the minimal loop never looks at "
         "its loss), the budget, stop and divergence checks and the lr record (about 10 µs a "
-        "step), and a fixed ~0.1 ms per run (generator, shuffles, the scoring subset). "
-        "Rows of a few tens of ms (full batch, 10 steps) move by ±5 % from run to run. "
+        "step), and a fixed ~0.1 ms per run (generator, shuffles, the scoring subset); "
+        "section 6 takes it apart. Rows move by a few % from run to run. "
         f"Target ≥ 2× the DataLoader loop: {verdict(min(r['vs_dataloader'] for r in lp) >= 2)} "
         f"({fast} reach it). Where the model's own compute dominates (Fashion-MNIST's "
         "784-256-10 MLP at small batches) no loop can be 2× faster than the DataLoader one.",
