@@ -1,6 +1,7 @@
 """The learning-rate page through AppTest: the range test, a zoom-in round driven by typed
 bounds, the sweep, and bad input."""
 
+import numpy as np
 import pandas as pd
 import pytest
 from test_pages import charts, open_page
@@ -100,6 +101,24 @@ def test_sweep_runs_and_refines():
     at.button(key="sw_decade").click().run()
     assert len(at.text_input(key="sw_grid").value.split(",")) == 6
     assert isinstance(table, pd.DataFrame)
+
+
+def test_stacked_sweep_gives_the_sequential_table():
+    at = lr_page()
+    at.radio(key="lr_mode").set_value("Sweep at a fixed budget").run()
+    assert at.checkbox(key="sw_stacked").disabled  # a time budget: not offered
+    at.radio(key="sw_budget_kind").set_value("epochs").run()
+    at.number_input(key="sw_budget").set_value(1.0).run()
+    tables = {}
+    for stacked in (False, True):
+        at.checkbox(key="sw_stacked").set_value(stacked).run()
+        at.button(key="sw_job_run").click().run()
+        wait(at, "sw_job")
+        tables[stacked] = at.dataframe[0].value
+    a, b = tables[False], tables[True]
+    assert list(a.lr) == list(b.lr) == [0.001, 0.01, 0.1, 1.0]
+    assert np.allclose(a.val_loss, b.val_loss, rtol=1e-4)
+    assert list(a.status) == list(b.status)
 
 
 @pytest.mark.parametrize(
