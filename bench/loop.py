@@ -13,12 +13,19 @@ from lrbs.models import ModelSpec, build_model
 from lrbs.train import Budget, OptimSpec, TrainConfig, train
 
 
-def minimal_loop(model, data: TensorData, batch: int, steps: int, lr: float, seed: int) -> None:
-    """What a careful user writes by hand: tensors in memory, index slicing, nothing else."""
+def minimal_loop(
+    model, data: TensorData, batch: int, steps: int, lr: float, seed: int,
+    read_every: int = 0, scheduler=None,
+) -> None:  # fmt: skip
+    """What a careful user writes by hand: tensors in memory, index slicing, nothing else.
+    For the ablation in bench/profile.py it can also read the loss every `read_every` steps
+    (summed on the device, as lrbs does) and step a scheduler."""
     opt = torch.optim.SGD(model.parameters(), lr=lr)
+    sched = scheduler(opt) if scheduler else None
     g = torch.Generator().manual_seed(seed)
     n = data.n_train
     perm, pos = torch.randperm(n, generator=g), 0
+    acc, k = torch.zeros(()), 0
     for _ in range(steps):
         if pos >= n:
             perm, pos = torch.randperm(n, generator=g), 0
@@ -28,6 +35,15 @@ def minimal_loop(model, data: TensorData, batch: int, steps: int, lr: float, see
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+        if sched is not None:
+            sched.step()
+        if read_every:
+            acc.add_(loss.detach())
+            k += 1
+            if k == read_every:
+                acc.item()
+                acc.zero_()
+                k = 0
 
 
 def dataloader_loop(model, data: TensorData, batch: int, steps: int, lr: float, seed: int) -> None:

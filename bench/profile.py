@@ -5,42 +5,17 @@ not met (loop vs minimal, range test vs torch-lr-finder)."""
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from bench.common import alternate, median
+from bench.loop import minimal_loop
 from lrbs.data import DataSpec, TensorData, load
 from lrbs.lr_finder import RangeTestConfig, range_test
 from lrbs.models import ModelSpec, build_model
 from lrbs.train import Budget, OptimSpec, TrainConfig, train
 
 
-def hand_loop(model, data, batch, steps, lr=0.05, read_every=0, scheduler=None) -> None:
-    """The minimal loop, optionally reading the loss every `read_every` steps (summed on the
-    device, as lrbs does) and stepping a scheduler."""
-    opt = torch.optim.SGD(model.parameters(), lr=lr)
-    sched = scheduler(opt) if scheduler else None
-    g = torch.Generator().manual_seed(0)
-    n = data.n_train
-    perm, pos = torch.randperm(n, generator=g), 0
-    acc, k = torch.zeros(()), 0
-    for _ in range(steps):
-        if pos >= n:
-            perm, pos = torch.randperm(n, generator=g), 0
-        idx = perm[pos : pos + batch]
-        pos += batch
-        loss = nn.functional.cross_entropy(model(data.x_train[idx]), data.y_train[idx])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if sched is not None:
-            sched.step()
-        if read_every:
-            acc.add_(loss.detach())
-            k += 1
-            if k == read_every:
-                acc.item()
-                acc.zero_()
-                k = 0
+def hand_loop(model, data, batch, steps, **kw) -> None:
+    minimal_loop(model, data, batch, steps, 0.05, 0, **kw)
 
 
 def run(repeats: int = 7) -> list[dict]:
