@@ -9,6 +9,7 @@ from lrbs import autotune as at
 from lrbs import charts
 from lrbs.data import TensorData
 from lrbs.errors import LrbsError
+from pages.common.history import recorder
 from pages.common.range_test import latest_range_test
 from pages.common.sidebar import OPTIMIZER_TITLES, parse_floats, require_setup
 from pages.common.state import default, page_start
@@ -242,6 +243,25 @@ def use_best(best: at.Best, study: str) -> None:
     )
 
 
+def record(watch: dict, trials, best: at.Best | None) -> None:
+    """Put a study this tab ran into the run history once, when its workers are done: its
+    trials as points, the best as its result."""
+    if watch.get("recorded") or watch.get("trials") is None:  # watched only, or done already
+        return
+    watch["recorded"] = True
+    try:
+        rec = recorder("autotune", {"setup": setup, "study": watch["study"]}, setup,
+                       name=watch["study"])  # fmt: skip
+        rec.start()
+        for row in trials.to_dict("records"):
+            rec.emit("trials", row)
+        counts = trials.state.value_counts().to_dict()
+        rec.finish("finished", {"trials": counts, "best": best.as_dict() if best else None,
+                                "storage": at.safe_url(watch["storage"])})  # fmt: skip
+    except LrbsError as exc:
+        st.warning(f"Not saved in the run history: {exc}")
+
+
 def finished(watch: dict) -> None:
     study = read_study(watch)
     if study is None:
@@ -251,6 +271,7 @@ def finished(watch: dict) -> None:
     for line in procs.failures() if procs is not None else []:
         st.error(f"A worker failed: {line}")
     best = at.best(trials)
+    record(watch, trials, best)
     st.subheader("Best configuration")
     if best is None:
         st.warning("No trial finished with a finite validation loss.")

@@ -23,7 +23,15 @@ def test_autotune_page_runs_a_study_and_offers_the_best(tmp_path):
     assert sorted(table.trial) == [0, 1, 2, 3]
     assert any(m.label == "learning rate" for m in at.metric)
     assert len(charts(at)) >= 3  # trials, search space, reported curves
+    from lrbs.store import RunStore, default_path
+
+    with RunStore(default_path()) as store:  # recorded in the run history, once
+        runs = store.runs(kind="autotune")
+        assert list(runs.name) == ["page-study"]
+        assert len(store.points(int(runs.id[0]), "trials")) == 4
     at.button(key="at_use").click().run()
+    with RunStore(default_path()) as store:
+        assert len(store.runs(kind="autotune")) == 1
     best = table[table.state == "complete"].sort_values("value").iloc[0]
     assert at.session_state["chosen_lr"] == best.lr
     assert at.session_state["chosen_batch"] == best.batch_size
