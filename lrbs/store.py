@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+import socket
 import sqlite3
 import threading
 import time
@@ -56,7 +57,13 @@ MIGRATIONS: dict[int, list[str]] = {
         )""",
         "CREATE INDEX points_run ON points (run_id, channel, seq)",
     ],
+    # who writes a run, so that one whose process died can be told from one still going
+    2: [
+        "ALTER TABLE runs ADD COLUMN host TEXT NOT NULL DEFAULT ''",
+        "ALTER TABLE runs ADD COLUMN pid INTEGER",
+    ],
 }
+HOST = socket.gethostname()
 SCHEMA_VERSION = max(MIGRATIONS)
 
 
@@ -180,7 +187,7 @@ class RunStore:
         with self.db:
             cur = self.db.execute(
                 "INSERT INTO runs (kind, name, config, config_key, dataset, model, device, seed,"
-                " started) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " started, host, pid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     kind,
                     name,
@@ -191,6 +198,8 @@ class RunStore:
                     device,
                     seed,
                     time.time(),
+                    HOST,
+                    os.getpid(),
                 ),
             )
         return int(cur.lastrowid)
@@ -226,9 +235,27 @@ class RunStore:
 
     # ------------------------------------------------------------------ reading
 
+    def mark_interrupted(self) -> int:
+        """Runs still 'running' whose writing process, on this machine, is gone: killed, or
+        the app stopped mid-run. They become 'interrupted' (their points stay). Returns how
+        many."""
+        rows = self.db.execute(
+            "SELECT id, pid FROM runs WHERE status = 'running' AND host = ? AND pid IS NOT NULL",
+            (HOST,),
+        ).fetchall()
+        gone = [(r["id"],) for r in rows if not _process_alive(r["pid"])]
+        if gone:
+            with self.db:
+                self.db.executemany(
+                    "UPDATE runs SET status = 'interrupted' WHERE id = ? AND status = 'running'",
+                    gone,
+                )
+        return len(gone)
+
     def runs(
         self, kind: str | None = None, dataset: str | None = None, status: str | None = None
     ) -> pd.DataFrame:
+        self.mark_interrupted()
         sql = (
             "SELECT r.id, r.kind, r.name, r.dataset, r.model, r.device, r.seed, r.status, "
             "r.started, r.ended, r.note, (SELECT count(*) FROM points p WHERE p.run_id = r.id)"
@@ -290,6 +317,16 @@ class RunStore:
             pts.insert(2, "run_name", info["name"])
             frames.append(pts)
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
 
 
 class Recorder:

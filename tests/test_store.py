@@ -101,7 +101,7 @@ def test_a_killed_writer_leaves_what_it_had_written(db):
     p.wait()
     s = RunStore(db)
     runs = s.runs()
-    assert runs.status.tolist() == ["running"]  # never finished
+    assert runs.status.tolist() == ["interrupted"]  # never finished, its process is gone
     pts = s.points(int(runs.id[0]))
     assert len(pts) >= 250 and len(pts) % 50 == 0  # whole batches, nothing half-written
     assert pts.step.tolist() == list(range(len(pts)))
@@ -193,11 +193,13 @@ def test_migrations_lift_old_files_forward(db, monkeypatch):
     run_id = s.start_run("train", {"x": 1})
     s.add_points(run_id, "events", [{"step": 1}])
     s.close()
-    v2 = {**store_mod.MIGRATIONS, 2: ["ALTER TABLE runs ADD COLUMN tags TEXT NOT NULL DEFAULT ''"]}
-    monkeypatch.setattr(store_mod, "MIGRATIONS", v2)
-    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", 2)
+    nxt = store_mod.SCHEMA_VERSION + 1
+    tags = "ALTER TABLE runs ADD COLUMN tags TEXT NOT NULL DEFAULT ''"
+    lifted = {**store_mod.MIGRATIONS, nxt: [tags]}
+    monkeypatch.setattr(store_mod, "MIGRATIONS", lifted)
+    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", nxt)
     s = RunStore(db)
-    assert s.db.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert s.db.execute("PRAGMA user_version").fetchone()[0] == nxt
     assert s.run(run_id)["tags"] == ""
     assert s.points(run_id).step.tolist() == [1]
 
@@ -216,3 +218,26 @@ def test_json_of_results_is_plain(db):
         "c": None,
     }
     assert json.dumps(jsonable(Budget(seconds=5)))
+
+
+def test_a_schema_1_file_gains_host_and_pid_and_keeps_its_runs(db):
+    import sqlite3
+
+    con = sqlite3.connect(db)
+    for statement in store_mod.MIGRATIONS[1]:
+        con.execute(statement)
+    con.execute(f"PRAGMA application_id = {store_mod.APPLICATION_ID}")
+    con.execute("PRAGMA user_version = 1")
+    con.execute(
+        "INSERT INTO runs (kind, config, config_key, started) VALUES ('train', '{}', 'k', 1)"
+    )
+    con.commit()
+    con.close()
+    s = RunStore(db)
+    assert s.db.execute("PRAGMA user_version").fetchone()[0] == store_mod.SCHEMA_VERSION
+    runs = s.runs()
+    assert runs.status.tolist() == ["running"]  # no pid to check: left as it was
+    new = s.start_run("train", {"x": 2})
+    info = s.run(new)
+    assert info["pid"] == os.getpid() and info["host"] == store_mod.HOST
+    assert s.runs().set_index("id").loc[new, "status"] == "running"  # this process is alive

@@ -231,7 +231,7 @@ def test_the_app_restarted_mid_run_keeps_what_was_written(browser, tmp_path):
         first.wait()
         ctx.close()
     runs = RunStore(db).runs()
-    assert runs.status.tolist() == ["running"] and runs.points.iloc[0] > 0
+    assert runs.status.tolist() == ["interrupted"] and runs.points.iloc[0] > 0
     second, url = serve()
     try:
         ctx = browser.new_context(viewport={"width": 1300, "height": 900})
