@@ -156,7 +156,13 @@ def open_storage(url: str | None = None):
     url = url or default_storage()
     try:
         if "://" in url:
-            return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url))
+            # heartbeats: a trial whose worker died (another machine, a kill) is marked
+            # failed by the next worker instead of staying "running" for ever
+            with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url, engine_kwargs=_engine_kwargs(url), heartbeat_interval=30, grace_period=120
+                )
         Path(url).parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(url))
     except ImportError as exc:

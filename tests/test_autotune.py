@@ -15,15 +15,17 @@ from lrbs.setup import Setup, load_tensors
 DIGITS = Setup(DataSpec("digits"))
 
 
-def make_study(tmp_path, name="s", **kw):
-    url = str(tmp_path / "study.journal")
+def make_study(tmp_path, name="s", url=None, **kw):
+    url = url or str(tmp_path / "study.journal")
     cfg = at.TuneConfig(at.SearchSpace(1e-3, 1.0, (32, 64, 128)), seconds=None, **kw)
     at.create_study(at.open_storage(url), name, DIGITS, cfg)
     return url, cfg
 
 
-def test_two_worker_processes_share_one_study(tmp_path):
-    url, _ = make_study(tmp_path, epochs=2)
+@pytest.mark.parametrize("kind", ["journal file", "database URL"])
+def test_two_worker_processes_share_one_study(tmp_path, kind):
+    url = f"sqlite:///{tmp_path / 'optuna.db'}" if kind == "database URL" else None
+    url, _ = make_study(tmp_path, url=url, epochs=2)
     workers = at.launch_workers(url, "s", 7, 2, tmp_path / "logs")
     assert workers.wait(240), "workers did not finish"
     assert workers.failures() == []
