@@ -836,9 +836,10 @@ def cmd_autotune(a: argparse.Namespace) -> dict:
     at.create_study(storage, name, setup, cfg)
     bar = ProgressBar()
     workers = at.launch_workers(storage_url, name, a.trials, a.workers, at.log_dir_for(storage_url))
+    study = at.load_study(storage, name)[0]
     try:
         while not workers.wait(1.0):
-            n = len(at.trials_frame(at.load_study(storage, name)[0]).query("state != 'running'"))
+            n = sum(t.state.name != "RUNNING" for t in study.get_trials(deepcopy=False))
             bar(n / a.trials, f"{n} of {a.trials} trials")
     except KeyboardInterrupt:
         workers.stop()
@@ -846,7 +847,6 @@ def cmd_autotune(a: argparse.Namespace) -> dict:
         raise
     failed = workers.failures()
     require(not failed, "a worker failed: " + "; ".join(failed))
-    study = at.load_study(storage, name)[0]
     trials = at.trials_frame(study)
     bar(1.0, "done")
     write_csv(trials, a.out, a)

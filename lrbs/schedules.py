@@ -134,7 +134,8 @@ def steps_per_epoch(n_train: int, batch: int) -> int:
 # ------------------------------------------------------------------ the per-update schedules
 
 
-def _epochs(epochs: float, spe: int) -> int:
+def _updates(epochs: float, spe: int) -> int:
+    """A number of epochs in updates (at least one)."""
     return max(1, round(epochs * spe))
 
 
@@ -145,18 +146,18 @@ def build_scheduler(
     Built on `opt`, whose rate is cfg.lr."""
     total = cfg.epochs * spe
     if name == "step":
-        return sched.StepLR(opt, _epochs(cfg.step_epochs, spe), cfg.gamma)
+        return sched.StepLR(opt, _updates(cfg.step_epochs, spe), cfg.gamma)
     if name == "exponential":
         return sched.ExponentialLR(opt, cfg.final_factor ** (1 / total))
     if name == "cosine":
         return sched.CosineAnnealingLR(opt, total, eta_min=cfg.lr * cfg.floor)
     if name == "cosine-restarts":
-        period = _epochs(cfg.restart_epochs, spe)
+        period = _updates(cfg.restart_epochs, spe)
         return sched.CosineAnnealingWarmRestarts(
             opt, period, cfg.restart_mult, eta_min=cfg.lr * cfg.floor
         )
     if name == "warmup-cosine":
-        warm = _epochs(cfg.warmup_epochs, spe) if cfg.warmup_epochs > 0 else 0
+        warm = _updates(cfg.warmup_epochs, spe) if cfg.warmup_epochs > 0 else 0
         cosine = sched.CosineAnnealingLR(opt, total - warm, eta_min=cfg.lr * cfg.floor)
         if warm == 0:
             return cosine

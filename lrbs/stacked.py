@@ -17,7 +17,6 @@ K separate runs of T seconds each would be.
 from __future__ import annotations
 
 import copy
-import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -30,7 +29,15 @@ from torch.func import functional_call, stack_module_state, vmap
 from lrbs.data import TensorData
 from lrbs.errors import ConfigError, require
 from lrbs.models import Dropout
-from lrbs.train import Event, RunResult, TrainConfig, _check_divergence, _LoopState
+from lrbs.train import (
+    Event,
+    Progress,
+    RunResult,
+    TrainConfig,
+    _check_divergence,
+    _LoopState,
+    result_of,
+)
 
 
 def stackable(model: nn.Module) -> str | None:
@@ -93,7 +100,7 @@ def train_stacked(
     step = epoch = pos = samples = 0
     eval_seconds, last_eval = 0.0, 0.0
     t0 = time.perf_counter()
-    pending: list[torch.Tensor] = []
+    loss_sum, pending = torch.zeros(k, device=device), 0  # per model, since the last read
 
     def elapsed() -> float:
         return time.perf_counter() - t0 - eval_seconds
@@ -102,14 +109,6 @@ def train_stacked(
         events[i].append(ev)
         if on_event is not None:
             on_event(ev)
-
-    def spent() -> bool:
-        b = cfg.budget
-        return (
-            (b.steps is not None and step >= b.steps)
-            or (b.samples is not None and samples >= b.samples)
-            or (b.epochs is not None and epoch + pos / n >= b.epochs)
-        )
 
     @torch.no_grad()
     def scores(x, y):
@@ -142,8 +141,10 @@ def train_stacked(
         return [i for i in range(k) if status[i] == "finished"]
 
     def read_losses() -> None:
-        means = torch.stack(pending).mean(0).tolist()  # one host read per interval
-        pending.clear()
+        nonlocal pending
+        means = (loss_sum / pending).tolist()  # one host read per interval
+        loss_sum.zero_()
+        pending = 0
         for i in live():
             emit(i, make_event(i, "train", loss=means[i]))
             states[i].step = step
@@ -153,7 +154,7 @@ def train_stacked(
     if cfg.eval_at_start:
         run_eval()
     stopped = False
-    while not spent() and live():
+    while not cfg.budget.reached(step, epoch + pos / n, samples, elapsed) and live():
         if stop is not None and stop.is_set():
             stopped = True
             break
@@ -168,12 +169,13 @@ def train_stacked(
             for p, b in zip(leaves, before, strict=True):
                 shape = (k,) + (1,) * (p.dim() - 1)
                 p.copy_(torch.lerp(b, p, scale.view(shape)))  # each model by its own rate
-        pending.append(loss.detach())
+        loss_sum.add_(loss.detach())
+        pending += 1
         step += 1
         pos += len(idx)
         samples += len(idx)
         epoch_done = pos >= n
-        if len(pending) == cfg.log_every or epoch_done:
+        if pending == cfg.log_every or epoch_done:
             read_losses()
         if epoch_done:
             epoch, pos = epoch + 1, 0
@@ -190,27 +192,15 @@ def train_stacked(
             run_eval()
     if stopped:
         status = ["stopped" if s == "finished" else s for s in status]
-    return [_result(ids[i], status[i], message[i], events[i], elapsed()) for i in range(k)]
+    return [
+        result_of(ids[i], status[i], message[i], events[i], _end(events[i], elapsed()))
+        for i in range(k)
+    ]
 
 
-def _result(run_id, status, message, events, elapsed) -> RunResult:
-    """A run's result from its events (a diverged model's end at its last event)."""
-    losses = [e.loss for e in events if e.kind == "train" and e.loss is not None]
-    last = next((e for e in reversed(events) if e.kind == "eval"), None)
-    end = events[-1] if events else None
-    finite = [x for x in losses if math.isfinite(x)]
-    return RunResult(
-        run_id=run_id,
-        status=status,
-        steps=end.step if end else 0,
-        epochs=end.epoch if end else 0.0,
-        samples=end.samples if end else 0,
-        elapsed=elapsed,
-        final_loss=losses[-1] if losses else None,
-        best_loss=min(finite) if finite else None,
-        val_loss=last.val_loss if last else None,
-        val_acc=last.val_acc if last else None,
-        train_eval_loss=last.train_eval_loss if last else None,
-        message=message,
-        events=tuple(events),
-    )
+def _end(events: list[Event], elapsed: float) -> Progress:
+    """Where a model's run ended: its last event (a diverged model stops before the others)."""
+    last = events[-1] if events else None
+    if last is None:
+        return Progress(elapsed=elapsed)
+    return Progress(last.step, last.epoch, last.samples, elapsed)

@@ -94,6 +94,16 @@ class Budget:
         ]
         return min(1.0, max(parts))
 
+    def reached(self, step: int, epoch: float, samples: int, elapsed: Callable[[], float]) -> bool:
+        """Whether a run at this point is done: the test a training loop makes before every
+        step, so it builds nothing and reads the clock only for a time budget."""
+        return (
+            (self.steps is not None and step >= self.steps)
+            or (self.samples is not None and samples >= self.samples)
+            or (self.epochs is not None and epoch >= self.epochs)
+            or (self.seconds is not None and elapsed() >= self.seconds)
+        )
+
     def describe(self) -> str:
         units = {"steps": "steps", "epochs": "epochs", "samples": "samples", "seconds": "s"}
         return ", ".join(f"{v:g} {units[k]}" for k, v in asdict(self).items() if v is not None)
@@ -259,17 +269,10 @@ def train(
     def progress() -> Progress:
         return Progress(state.step, state.epoch + state.pos / n, state.samples, state.elapsed())
 
-    b = cfg.budget
-
     def spent() -> bool:
-        """The budget test of every step, without building a Progress (the loop's hot path)."""
-        if b.steps is not None and state.step >= b.steps:
-            return True
-        if b.samples is not None and state.samples >= b.samples:
-            return True
-        if b.epochs is not None and state.epoch + state.pos / n >= b.epochs:
-            return True
-        return b.seconds is not None and state.elapsed() >= b.seconds
+        return cfg.budget.reached(
+            state.step, state.epoch + state.pos / n, state.samples, state.elapsed
+        )
 
     def make_event(kind: str, **values) -> Event:
         p = progress()
@@ -358,21 +361,33 @@ def train(
     needs_eval = last_eval is None or last_eval.step != state.step
     if cfg.eval_at_end and status in ("finished", "stopped") and needs_eval:
         last_eval = run_eval()
+    return result_of(run_id, status, message, events, progress(), peak_memory_bytes(device))
+
+
+def result_of(
+    run_id: str,
+    status: str,
+    message: str,
+    events: list[Event],
+    end: Progress,
+    peak_memory: int | None = None,
+) -> RunResult:
+    """A run's result: where it ended, its last train loss, its best, its last evaluation."""
     losses = [e.loss for e in events if e.kind == "train" and e.loss is not None]
-    p = progress()
+    last_eval = next((e for e in reversed(events) if e.kind == "eval"), None)
     return RunResult(
         run_id=run_id,
         status=status,
-        steps=p.step,
-        epochs=p.epoch,
-        samples=p.samples,
-        elapsed=p.elapsed,
+        steps=end.step,
+        epochs=end.epoch,
+        samples=end.samples,
+        elapsed=end.elapsed,
         final_loss=losses[-1] if losses else None,
         best_loss=min((x for x in losses if math.isfinite(x)), default=None),
         val_loss=last_eval.val_loss if last_eval else None,
         val_acc=last_eval.val_acc if last_eval else None,
         train_eval_loss=last_eval.train_eval_loss if last_eval else None,
-        peak_memory=peak_memory_bytes(device),
+        peak_memory=peak_memory,
         message=message,
         events=tuple(events),
     )

@@ -10,6 +10,7 @@ from lrbs import charts
 from lrbs.data import TensorData
 from lrbs.errors import LrbsError
 from pages.common.history import recorder
+from pages.common.live import csv_download
 from pages.common.range_test import latest_range_test
 from pages.common.sidebar import OPTIMIZER_TITLES, parse_floats, require_setup
 from pages.common.state import default, page_start
@@ -224,12 +225,20 @@ def draw(watch: dict, running: bool) -> None:
         spec=charts.trial_curves_chart(at.curves_frame(study), x_title).to_dict(validate=False),
         width="stretch",
     )
-    imp = at.importances(study)
+    imp = importances_of(watch["storage"], watch["study"], int((trials.state == "complete").sum()))
     if imp:
         c2.vega_lite_chart(spec=charts.importance_chart(imp).to_dict(validate=False),
                            width="stretch")  # fmt: skip
     else:
         c2.caption("Parameter importances appear once 5 trials have finished.")
+
+
+@st.cache_data(max_entries=50, show_spinner=False)
+def importances_of(storage_url: str, name: str, complete: int) -> dict | None:
+    """Parameter importances, computed again only when a trial has finished (`complete` is
+    the cache key), not on every redraw while workers run."""
+    study = at.load_study(at.open_storage(storage_url), name)[0]
+    return at.importances(study)
 
 
 def use_best(best: at.Best, study: str) -> None:
@@ -310,13 +319,10 @@ def finished(watch: dict) -> None:
         },
     )
     c1, c2 = st.columns(2)
-    c1.download_button("Download the trials (CSV)", trials.to_csv(index=False),
-                       f"autotune_{watch['study']}_trials.csv", "text/csv", on_click="ignore",
-                       key="at_csv")  # fmt: skip
-    c2.download_button("Download what trials reported (CSV)",
-                       at.curves_frame(study).to_csv(index=False),
-                       f"autotune_{watch['study']}_curves.csv", "text/csv", on_click="ignore",
-                       key="at_csv_curves")  # fmt: skip
+    stem = f"autotune_{watch['study']}"
+    csv_download(c1, "Download the trials (CSV)", trials, f"{stem}_trials.csv", "at_csv")
+    csv_download(c2, "Download what trials reported (CSV)", at.curves_frame(study),
+                 f"{stem}_curves.csv", "at_csv_curves")  # fmt: skip
 
 
 def watch_existing(storage_url: str) -> None:

@@ -12,6 +12,7 @@ from lrbs.train import EVENT_COLUMNS, Budget
 from pages.common.history import offer_stored, recorder
 from pages.common.live import (
     controls,
+    csv_download,
     downloads,
     events_frame,
     live_chart,
@@ -396,14 +397,7 @@ def scaling_section() -> None:
             "scale; curves that agree lie on top of each other. On this data the linear "
             f"rule's curves **{verdict}** better than the fixed rate's."
         )
-    st.download_button(
-        "Download the curves (CSV)",
-        curves.to_csv(index=False),
-        "scaling_check.csv",
-        "text/csv",
-        on_click="ignore",
-        key="sc_csv",
-    )
+    csv_download(st, "Download the curves (CSV)", curves, "scaling_check.csv", "sc_csv")
 
 
 # ============================================================================ memory probe

@@ -4,6 +4,7 @@ import streamlit as st
 
 from lrbs import charts, gd1d
 from lrbs.errors import LrbsError
+from pages.common.live import csv_download
 from pages.common.state import default, page_start
 
 page_start()
@@ -129,10 +130,4 @@ for col, path in zip(cols, paths, strict=True):
 
 f_min = float(min(loss.f(m) for m in loss.minima))
 st.altair_chart(charts.gd_loss_chart(frame, f_min), width="stretch")
-st.download_button(
-    "Download the paths (CSV)",
-    frame.to_csv(index=False),
-    file_name="gd1d_paths.csv",
-    mime="text/csv",
-    on_click="ignore",
-)
+csv_download(st, "Download the paths (CSV)", frame, "gd1d_paths.csv", "gd_csv")

@@ -6,6 +6,7 @@ import streamlit as st
 
 from lrbs.errors import LrbsError
 from pages.common.history import history_sidebar, open_store, store_path
+from pages.common.live import csv_download
 from pages.common.state import page_start
 
 page_start()
@@ -84,8 +85,7 @@ else:
             .properties(height=360)
         )
         st.altair_chart(chart, width="stretch")
-st.download_button("Download the selected runs' points (CSV)", points.to_csv(index=False),
-                   "lrbs_runs.csv", "text/csv", on_click="ignore", key="h_csv")  # fmt: skip
+csv_download(st, "Download the selected runs' points (CSV)", points, "lrbs_runs.csv", "h_csv")
 
 # ------------------------------------------------------------------ one run
 st.subheader("Open a run")

@@ -22,6 +22,7 @@ from lrbs.train import Budget
 from pages.common.history import offer_stored, recorder
 from pages.common.live import (
     controls,
+    csv_download,
     downloads,
     events_frame,
     live_chart,
@@ -369,14 +370,7 @@ def finished_view(rounds, picked) -> None:
         "Each round re-runs the test from the same initial weights over the chosen "
         "range, with twice the points per decade of the round before."
     )
-    st.download_button(
-        "Download every curve (CSV)",
-        frame.to_csv(index=False),
-        "lr_range_test.csv",
-        "text/csv",
-        on_click="ignore",
-        key="rt_csv",
-    )
+    csv_download(st, "Download every curve (CSV)", frame, "lr_range_test.csv", "rt_csv")
 
 
 # ============================================================================ sweep

@@ -12,6 +12,7 @@ from lrbs.train import RunResult
 from pages.common.history import offer_stored, recorder
 from pages.common.live import (
     controls,
+    csv_download,
     live_chart,
     live_view,
     show_error,
@@ -238,14 +239,9 @@ def check_section(result: ns.NoiseScaleResult, cfg: ns.NoiseScaleConfig) -> None
             }
         ]
     )
-    st.download_button(
-        "Download the check and the fit (CSV)",
-        pd.concat([table, fit_row], ignore_index=True).to_csv(index=False),
-        "noise_scale_check.csv",
-        "text/csv",
-        on_click="ignore",
-        key="nc_csv",
-    )
+    csv_download(st, "Download the check and the fit (CSV)",
+                 pd.concat([table, fit_row], ignore_index=True), "noise_scale_check.csv",
+                 "nc_csv")  # fmt: skip
 
 
 def rebuild(info: dict, rows: dict) -> ns.NoiseScaleResult:
@@ -344,13 +340,6 @@ st.caption(
     f"(dashed), anchored at lr {run_cfg.lr:g} for batch {run_cfg.batch}: below B_noise the "
     "best rate grows about linearly with the batch, above it, it saturates at ε_max."
 )
-st.download_button(
-    "Download the measurements (CSV)",
-    result.rows.to_csv(index=False),
-    "noise_scale.csv",
-    "text/csv",
-    on_click="ignore",
-    key="ns_csv",
-)
+csv_download(st, "Download the measurements (CSV)", result.rows, "noise_scale.csv", "ns_csv")
 if st.toggle("Check it against a batch-size sweep", key="ns_check"):
     check_section(result, run_cfg)

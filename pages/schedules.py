@@ -10,6 +10,7 @@ from lrbs.errors import LrbsError
 from pages.common.history import offer_stored, recorder
 from pages.common.live import (
     controls,
+    csv_download,
     downloads,
     events_frame,
     finished_job,
@@ -284,14 +285,8 @@ if cfg is not None:
                 else ""
             )
         )
-        st.download_button(
-            "Download the planned rates (CSV)",
-            plan.to_csv(index=False),
-            "lr_schedules_plan.csv",
-            "text/csv",
-            on_click="ignore",
-            key="ls_plan_csv",
-        )
+        csv_download(st, "Download the planned rates (CSV)", plan, "lr_schedules_plan.csv",
+                     "ls_plan_csv")  # fmt: skip
     offer_stored("lr-schedules", {"setup": setup, "schedules": cfg}, "ls_job", rebuild)
 
 if controls("ls_job", "Train the schedules", disabled=cfg is None):

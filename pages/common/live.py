@@ -101,25 +101,18 @@ def events_frame(snap: Snapshot):
     return pd.DataFrame(snap.rows.get("events", []), columns=EVENT_COLUMNS)
 
 
+def csv_download(target, label: str, frame, file_name: str, key: str) -> None:
+    """A button that downloads `frame` as CSV (without rerunning the page)."""
+    target.download_button(
+        label, frame.to_csv(index=False), file_name, "text/csv", on_click="ignore", key=key
+    )
+
+
 def downloads(stem: str, key: str, curves, table) -> None:
     """The two CSV buttons of a finished experiment: every curve, and the results table."""
     c1, c2 = st.columns(2)
-    c1.download_button(
-        "Download the curves (CSV)",
-        curves.to_csv(index=False),
-        f"{stem}_curves.csv",
-        "text/csv",
-        on_click="ignore",
-        key=f"{key}_csv",
-    )
-    c2.download_button(
-        "Download the table (CSV)",
-        table.to_csv(index=False),
-        f"{stem}_table.csv",
-        "text/csv",
-        on_click="ignore",
-        key=f"{key}_csv_t",
-    )
+    csv_download(c1, "Download the curves (CSV)", curves, f"{stem}_curves.csv", f"{key}_csv")
+    csv_download(c2, "Download the table (CSV)", table, f"{stem}_table.csv", f"{key}_csv_t")
 
 
 def show_error(snap: Snapshot) -> None:
