@@ -10,7 +10,7 @@ from lrbs import charts
 from lrbs.data import TensorData
 from lrbs.errors import LrbsError
 from pages.common.history import recorder
-from pages.common.live import csv_download
+from pages.common.live import csv_download, result_columns
 from pages.common.range_test import latest_range_test
 from pages.common.sidebar import OPTIMIZER_TITLES, parse_floats, require_setup
 from pages.common.state import default, page_start
@@ -309,14 +309,14 @@ def finished(watch: dict) -> None:
         trials,
         hide_index=True,
         width="stretch",
-        column_config={
-            "value": st.column_config.NumberColumn("val loss", format="%.4f"),
-            "lr": st.column_config.NumberColumn(format="%.4g"),
-            "lr_over_batch": st.column_config.NumberColumn("lr / B", format="%.3g"),
-            "epochs": st.column_config.NumberColumn(format="%.1f"),
-            "val_acc": st.column_config.NumberColumn("val acc", format="%.3f"),
-            "seconds": st.column_config.NumberColumn(format="%.1f"),
-        },
+        column_config=result_columns(
+            {
+                "value": st.column_config.NumberColumn("val loss", format="%.4f"),
+                "lr": st.column_config.NumberColumn(format="%.4g"),
+                "lr_over_batch": st.column_config.NumberColumn("lr / B", format="%.3g"),
+                "epochs": st.column_config.NumberColumn(format="%.1f"),
+            }
+        ),
     )
     c1, c2 = st.columns(2)
     stem = f"autotune_{watch['study']}"

@@ -17,6 +17,7 @@ from pages.common.live import (
     events_frame,
     live_chart,
     live_view,
+    result_columns,
     show_error,
     start_job,
 )
@@ -42,19 +43,16 @@ def model_factory(data: TensorData):
     return lambda seed: setup.fresh_model(data, seed)
 
 
-TABLE_COLUMNS = {
-    "lr": st.column_config.NumberColumn(format="%.4g"),
-    "noise_scale": st.column_config.NumberColumn("noise scale g", format="%.3g"),
-    "train_loss": st.column_config.NumberColumn("train loss", format="%.4f"),
-    "val_loss": st.column_config.NumberColumn("val loss", format="%.4f"),
-    "val_acc": st.column_config.NumberColumn("val acc", format="%.3f"),
-    "gap": st.column_config.NumberColumn("gap (val − train)", format="%.4f"),
-    "epochs": st.column_config.NumberColumn(format="%.2f"),
-    "samples_per_s": st.column_config.NumberColumn("samples/s", format="%.0f"),
-    "seconds": st.column_config.NumberColumn(format="%.1f"),
-    "peak_memory_mib": st.column_config.NumberColumn("peak MiB", format="%.0f"),
-    "val_loss_std": st.column_config.NumberColumn("val loss std", format="%.4f"),
-}
+TABLE_COLUMNS = result_columns(
+    {
+        "lr": st.column_config.NumberColumn(format="%.4g"),
+        "noise_scale": st.column_config.NumberColumn("noise scale g", format="%.3g"),
+        "gap": st.column_config.NumberColumn("gap (val − train)", format="%.4f"),
+        "samples_per_s": st.column_config.NumberColumn("samples/s", format="%.0f"),
+        "peak_memory_mib": st.column_config.NumberColumn("peak MiB", format="%.0f"),
+        "val_loss_std": st.column_config.NumberColumn("val loss std", format="%.4f"),
+    }
+)
 
 
 # ============================================================================ sweep

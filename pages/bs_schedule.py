@@ -15,6 +15,7 @@ from pages.common.live import (
     events_frame,
     finished_job,
     live_chart,
+    result_columns,
     series_work,
     show_error,
     start_job,
@@ -229,14 +230,15 @@ st.dataframe(
     table,
     hide_index=True,
     width="stretch",
-    column_config={
-        "val_loss": st.column_config.NumberColumn("val loss", format="%.4f"),
-        "val_acc": st.column_config.NumberColumn("val acc", format="%.3f"),
-        "seconds": st.column_config.NumberColumn(format="%.1f"),
-        "val_loss_vs_decay": st.column_config.NumberColumn("Δ val loss vs decay", format="%+.4f"),
-        "updates_vs_decay": st.column_config.NumberColumn("updates vs decay", format="%.2f×"),
-        "seconds_vs_decay": st.column_config.NumberColumn("time vs decay", format="%.2f×"),
-    },
+    column_config=result_columns(
+        {
+            "val_loss_vs_decay": st.column_config.NumberColumn(
+                "Δ val loss vs decay", format="%+.4f"
+            ),
+            "updates_vs_decay": st.column_config.NumberColumn("updates vs decay", format="%.2f×"),
+            "seconds_vs_decay": st.column_config.NumberColumn("time vs decay", format="%.2f×"),
+        }
+    ),
 )
 st.markdown(f"**Verdict.** {verdict}")
 downloads("bs_schedule", "bq", events_frame(snap), table)

@@ -27,6 +27,7 @@ from pages.common.live import (
     events_frame,
     live_chart,
     live_view,
+    result_columns,
     show_error,
     start_job,
 )
@@ -452,15 +453,13 @@ def sweep_stacked() -> bool:
     return kind != "seconds" and bool(st.session_state.get("sw_stacked"))
 
 
-RESULT_COLUMNS = {
-    "lr": st.column_config.NumberColumn(format="%g"),
-    "train_loss": st.column_config.NumberColumn("train loss", format="%.4f"),
-    "val_loss": st.column_config.NumberColumn("val loss", format="%.4f"),
-    "val_acc": st.column_config.NumberColumn("val acc", format="%.3f"),
-    "epochs": st.column_config.NumberColumn(format="%.1f"),
-    "seconds": st.column_config.NumberColumn(format="%.1f"),
-    "best": st.column_config.CheckboxColumn("best"),
-}
+RESULT_COLUMNS = result_columns(
+    {
+        "lr": st.column_config.NumberColumn(format="%g"),
+        "epochs": st.column_config.NumberColumn(format="%.1f"),
+        "best": st.column_config.CheckboxColumn("best"),
+    }
+)
 
 
 def draw_sweep(snap, running: bool) -> None:

@@ -15,6 +15,7 @@ from pages.common.live import (
     events_frame,
     finished_job,
     live_chart,
+    result_columns,
     series_work,
     show_error,
     start_job,
@@ -323,17 +324,15 @@ st.dataframe(
     table,
     hide_index=True,
     width="stretch",
-    column_config={
-        "train_loss": st.column_config.NumberColumn("train loss", format="%.4f"),
-        "val_loss": st.column_config.NumberColumn("val loss", format="%.4f"),
-        "val_acc": st.column_config.NumberColumn("val acc", format="%.3f"),
-        "best_val_loss": st.column_config.NumberColumn("best val loss", format="%.4f"),
-        "best_epoch": st.column_config.NumberColumn("at epoch", format="%.0f"),
-        "lr_min": st.column_config.NumberColumn("lr min", format="%.3g"),
-        "lr_max": st.column_config.NumberColumn("lr max", format="%.3g"),
-        "lr_final": st.column_config.NumberColumn("lr at end", format="%.3g"),
-        "seconds": st.column_config.NumberColumn(format="%.1f"),
-    },
+    column_config=result_columns(
+        {
+            "best_val_loss": st.column_config.NumberColumn("best val loss", format="%.4f"),
+            "best_epoch": st.column_config.NumberColumn("at epoch", format="%.0f"),
+            "lr_min": st.column_config.NumberColumn("lr min", format="%.3g"),
+            "lr_max": st.column_config.NumberColumn("lr max", format="%.3g"),
+            "lr_final": st.column_config.NumberColumn("lr at end", format="%.3g"),
+        }
+    ),
 )
 st.markdown(verdict)
 for r in snap.rows.get("runs", []):

@@ -166,3 +166,15 @@ def finished_job(key: str, x_key: str, draw: Callable[[Snapshot, bool], None], h
     if not snap.result:
         st.stop()
     return snap
+
+
+def result_columns(extra: dict | None = None) -> dict:
+    """Column formats of the results tables: the columns every page shares, plus its own."""
+    number = st.column_config.NumberColumn
+    return {
+        "train_loss": number("train loss", format="%.4f"),
+        "val_loss": number("val loss", format="%.4f"),
+        "val_acc": number("val acc", format="%.3f"),
+        "epochs": number(format="%.2f"),
+        "seconds": number(format="%.1f"),
+    } | (extra or {})
