@@ -466,12 +466,8 @@ def stored_range_test(
 ) -> tuple[dict[str, float], int] | None:
     """(suggestions, run id) of the newest range test in a RunStore on this dataset and model
     that found a maximum usable rate, or None."""
-    runs = store.runs(dataset=dataset)
-    runs = runs[runs.kind.isin(["lr-range-test", "lr-find"]) & (runs.status != "running")]
-    if model is not None:
-        runs = runs[runs.model == model]
-    for run_id in runs.id:
-        found = stored_suggestions(store.run(int(run_id)).get("results") or {})
+    for run_id in store.ids(["lr-range-test", "lr-find"], dataset, model):
+        found = stored_suggestions(store.run(run_id).get("results") or {})
         if found and found.get("max_usable"):
-            return found, int(run_id)
+            return found, run_id
     return None

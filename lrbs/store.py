@@ -305,6 +305,21 @@ class RunStore:
         ).fetchall()
         return [dict(r) for r in rows]
 
+    def ids(
+        self, kinds: Iterable[str], dataset: str | None = None, model: str | None = None
+    ) -> list[int]:
+        """Runs of these kinds that have ended (any status but running), newest first: a
+        light query for pages that look for one, without counting every run's points."""
+        kinds = list(kinds)
+        marks = ", ".join("?" * len(kinds))
+        sql = f"SELECT id FROM runs WHERE status != 'running' AND kind IN ({marks})"
+        args: list = kinds
+        for column, value in (("dataset", dataset), ("model", model)):
+            if value is not None:
+                sql += f" AND {column} = ?"
+                args.append(value)
+        return [r[0] for r in self.db.execute(sql + " ORDER BY id DESC", args).fetchall()]
+
     def export(self, run_ids: Iterable[int]) -> pd.DataFrame:
         """Every point of these runs, one row each, with the run's id, kind and name (as run,
         run_kind, run_name: a point may have a 'kind' of its own)."""
