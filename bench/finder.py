@@ -10,9 +10,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from bench.common import alternate, median, ratio
 from bench.loop import minimal_loop
-from lrbs.data import DataSpec, TensorData, load
-from lrbs.lr_finder import RangeTestConfig, range_test
-from lrbs.models import ModelSpec, build_model
+from lrbs.core.data import DataSpec, TensorData, load
+from lrbs.core.models import ModelSpec, build_model
+from lrbs.experiments.lr_finder import RangeTestConfig, range_test
 
 
 def torch_lr_finder_test(model, data: TensorData, batch: int, iters: int):

@@ -8,9 +8,9 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from bench.common import alternate, median, ratio
-from lrbs.data import DataSpec, TensorData, load
-from lrbs.models import ModelSpec, build_model
-from lrbs.train import Budget, OptimSpec, TrainConfig, train
+from lrbs.core.data import DataSpec, TensorData, load
+from lrbs.core.loop import Budget, OptimSpec, TrainConfig, train
+from lrbs.core.models import ModelSpec, build_model
 
 
 def minimal_loop(

@@ -8,10 +8,10 @@ import torch
 
 from bench.common import alternate, median
 from bench.loop import minimal_loop
-from lrbs.data import DataSpec, TensorData, load
-from lrbs.lr_finder import RangeTestConfig, range_test
-from lrbs.models import ModelSpec, build_model
-from lrbs.train import Budget, OptimSpec, TrainConfig, train
+from lrbs.core.data import DataSpec, TensorData, load
+from lrbs.core.loop import Budget, OptimSpec, TrainConfig, train
+from lrbs.core.models import ModelSpec, build_model
+from lrbs.experiments.lr_finder import RangeTestConfig, range_test
 
 
 def hand_loop(model, data, batch, steps, **kw) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from bench import cold_start, finder, loop, profile, stacked, streaming
-from lrbs.device import describe, pick_device
+from lrbs.core.device import describe, pick_device
 
 OUT = Path(__file__).resolve().parent / "RESULTS.md"
 
@@ -177,7 +177,7 @@ def main() -> None:
     parts += [
         "## 5. K learning rates at once (`torch.func`), and the GPU",
         "",
-        "`lrbs.stacked.train_stacked`: the K models stacked with `stack_module_state`, one "
+        "`lrbs.core.stacked.train_stacked`: the K models stacked with `stack_module_state`, one "
         "vmapped `functional_call` forward for all and one backward of the summed losses "
         "(measured 1.5-2x faster per step on the CPU than `vmap(grad(...))`), torch's "
         "optimizer over the stacked parameters with each model's update scaled by its own "

@@ -1,13 +1,13 @@
-"""5b. K learning rates at once (lrbs.stacked, torch.func vmap) against K sequential runs of the
-training loop: same model, data, batch size and steps."""
+"""5b. K learning rates at once (lrbs.core.stacked, torch.func vmap) against K sequential runs
+of the training loop: same model, data, batch size and steps."""
 
 from __future__ import annotations
 
 from bench.common import alternate, median, ratio
-from lrbs.data import DataSpec, TensorData, load
-from lrbs.models import ModelSpec, build_model
-from lrbs.stacked import train_stacked
-from lrbs.train import Budget, OptimSpec, TrainConfig, train
+from lrbs.core.data import DataSpec, TensorData, load
+from lrbs.core.loop import Budget, OptimSpec, TrainConfig, train
+from lrbs.core.models import ModelSpec, build_model
+from lrbs.core.stacked import train_stacked
 
 
 def run(dataset: str = "mnist1d", device: str = "cpu", steps: int = 300, repeats: int = 5,

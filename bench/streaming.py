@@ -7,10 +7,10 @@ import pandas as pd
 
 from bench.common import alternate, median, ratio
 from lrbs import charts
-from lrbs.data import DataSpec, TensorData, load
-from lrbs.live import LiveRun
-from lrbs.models import ModelSpec, build_model
-from lrbs.train import EVENT_COLUMNS, Budget, OptimSpec, TrainConfig, train
+from lrbs.core.data import DataSpec, TensorData, load
+from lrbs.core.loop import EVENT_COLUMNS, Budget, OptimSpec, TrainConfig, train
+from lrbs.core.models import ModelSpec, build_model
+from lrbs.runs.live import LiveRun
 
 REFRESH_SECONDS = 1.0  # as pages/common/live.py (not imported: bench stays UI-free)
 

@@ -5,10 +5,10 @@ import time
 
 import streamlit as st
 
-from lrbs import autotune as at
 from lrbs import charts
-from lrbs.data import TensorData
-from lrbs.errors import LrbsError
+from lrbs.core.data import TensorData
+from lrbs.core.errors import LrbsError
+from lrbs.experiments import autotune as at
 from pages.common.history import recorder
 from pages.common.live import csv_download, result_columns
 from pages.common.range_test import latest_range_test

@@ -4,11 +4,11 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from lrbs import batch as bs
 from lrbs import charts
-from lrbs.data import TensorData
-from lrbs.errors import LrbsError
-from lrbs.train import EVENT_COLUMNS, Budget
+from lrbs.core.data import TensorData
+from lrbs.core.errors import LrbsError
+from lrbs.core.loop import EVENT_COLUMNS, Budget
+from lrbs.experiments import batch as bs
 from pages.common.history import offer_stored, recorder
 from pages.common.live import (
     controls,

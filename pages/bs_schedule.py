@@ -4,10 +4,10 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from lrbs import bs_schedule as bss
 from lrbs import charts
-from lrbs.errors import LrbsError
-from lrbs.train import RunResult
+from lrbs.core.errors import LrbsError
+from lrbs.core.loop import RunResult
+from lrbs.experiments import bs_schedule as bss
 from pages.common.history import offer_stored, recorder
 from pages.common.live import (
     controls,

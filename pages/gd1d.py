@@ -2,8 +2,9 @@
 
 import streamlit as st
 
-from lrbs import charts, gd1d
-from lrbs.errors import LrbsError
+from lrbs import charts
+from lrbs.core.errors import LrbsError
+from lrbs.experiments import gd1d
 from pages.common.live import csv_download
 from pages.common.state import default, page_start
 
@@ -64,14 +65,22 @@ with st.sidebar:
 
 lrs = [float(v) for v in lrs if v is not None]
 try:
-    cfg = gd1d.GDConfig(loss_name, curvature, float(start), int(steps), tuple(lrs), momentum)
+    cfg = gd1d.Config(
+        loss=loss_name,
+        curvature=curvature,
+        start=float(start),
+        steps=int(steps),
+        lrs=tuple(lrs),
+        momentum=momentum,
+    )
 except LrbsError as exc:
     st.error(str(exc))
     st.stop()
 
 loss = gd1d.make_loss(cfg.loss, cfg.curvature)
-paths = gd1d.run(cfg)
-info = gd1d.summary(cfg, paths)
+result = gd1d.run(None, cfg)
+paths = result.paths()
+info = result.summary()
 limit = info["stability_limit"]
 
 if cfg.loss == "quadratic":
@@ -98,7 +107,7 @@ st.altair_chart(
     width="stretch",
 )
 
-frame = gd1d.paths_frame(paths)
+frame = result.tables()["paths"]
 lo, hi = loss.view
 if cfg.loss == "quadratic":
     half = max(abs(cfg.start) * 1.3, 1.0)

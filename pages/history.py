@@ -4,7 +4,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from lrbs.errors import LrbsError
+from lrbs.core.errors import LrbsError
 from pages.common.history import history_sidebar, open_store, store_path
 from pages.common.live import csv_download
 from pages.common.state import page_start

@@ -4,7 +4,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from lrbs.data import DATASETS
+from lrbs.core.data import DATASETS
 from pages.common.nav import PAGES
 from pages.common.sidebar import cached_availability, shared_sidebar
 from pages.common.state import page_start

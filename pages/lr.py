@@ -6,10 +6,13 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from lrbs import charts, sweeps
-from lrbs.data import TensorData
-from lrbs.errors import LrbsError
-from lrbs.lr_finder import (
+from lrbs import charts
+from lrbs.core.data import TensorData
+from lrbs.core.errors import LrbsError
+from lrbs.core.loop import Budget
+from lrbs.core.models import build_model
+from lrbs.experiments import sweeps
+from lrbs.experiments.lr_finder import (
     RangeTestConfig,
     RangeTestResult,
     range_from_selection,
@@ -17,8 +20,6 @@ from lrbs.lr_finder import (
     spread,
     suggest,
 )
-from lrbs.models import build_model
-from lrbs.train import Budget
 from pages.common.history import offer_stored, recorder
 from pages.common.live import (
     controls,
@@ -429,9 +430,9 @@ def sweep_inputs() -> sweeps.LRSweepConfig | None:
 
 
 def stacked_option(kind: str) -> None:
-    """'Train every rate at once' (lrbs.stacked), where it can apply: a budget in epochs or
+    """'Train every rate at once' (lrbs.core.stacked), where it can apply: a budget in epochs or
     steps (stacked runs would share a time budget) and a model without dropout."""
-    from lrbs.stacked import stackable
+    from lrbs.core.stacked import stackable
 
     why = "the budget is in seconds, which stacked runs would share" if kind == "seconds" else None
     if why is None:

@@ -5,10 +5,10 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from lrbs import noise_scale as ns
-from lrbs.data import TensorData
-from lrbs.errors import LrbsError
-from lrbs.train import RunResult
+from lrbs.core.data import TensorData
+from lrbs.core.errors import LrbsError
+from lrbs.core.loop import RunResult
+from lrbs.experiments import noise_scale as ns
 from pages.common.history import offer_stored, recorder
 from pages.common.live import (
     controls,

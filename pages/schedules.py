@@ -4,9 +4,9 @@ import pandas as pd
 import streamlit as st
 
 from lrbs import charts
-from lrbs import schedules as sch
-from lrbs.data import TensorData
-from lrbs.errors import LrbsError
+from lrbs.core.data import TensorData
+from lrbs.core.errors import LrbsError
+from lrbs.experiments import schedules as sch
 from pages.common.history import offer_stored, recorder
 from pages.common.live import (
     controls,

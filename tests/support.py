@@ -4,7 +4,7 @@ from pathlib import Path
 
 import torch
 
-from lrbs.data import TensorData
+from lrbs.core.data import TensorData
 
 ROOT = Path(__file__).resolve().parents[1]
 

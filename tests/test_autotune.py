@@ -6,11 +6,11 @@ import time
 
 import pytest
 
-from lrbs import autotune as at
 from lrbs.cli import main
-from lrbs.data import DataSpec
-from lrbs.errors import ConfigError
-from lrbs.setup import Setup, load_tensors
+from lrbs.core.data import DataSpec
+from lrbs.core.errors import ConfigError
+from lrbs.core.setup import Setup, load_tensors
+from lrbs.experiments import autotune as at
 
 DIGITS = Setup(DataSpec("digits"))
 

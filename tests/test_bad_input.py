@@ -9,19 +9,19 @@ from pathlib import Path
 import pytest
 from test_pages import open_page
 
-from lrbs import batch as bs
-from lrbs import bs_schedule as bss
-from lrbs import data as data_mod
-from lrbs import gd1d, noise_scale
-from lrbs import schedules as sch
 from lrbs.cli import main
-from lrbs.data import DataSpec, load, read_csv_dataset
-from lrbs.device import pick_device
-from lrbs.errors import ConfigError
-from lrbs.lr_finder import RangeTestConfig
-from lrbs.models import ModelSpec
-from lrbs.sweeps import LRSweepConfig
-from lrbs.train import Budget, OptimSpec, TrainConfig
+from lrbs.core import data as data_mod
+from lrbs.core.data import DataSpec, load, read_csv_dataset
+from lrbs.core.device import pick_device
+from lrbs.core.errors import ConfigError
+from lrbs.core.loop import Budget, OptimSpec, TrainConfig
+from lrbs.core.models import ModelSpec
+from lrbs.experiments import batch as bs
+from lrbs.experiments import bs_schedule as bss
+from lrbs.experiments import gd1d, noise_scale
+from lrbs.experiments import schedules as sch
+from lrbs.experiments.lr_finder import RangeTestConfig
+from lrbs.experiments.sweeps import LRSweepConfig
 
 NAN, INF = math.nan, math.inf
 
@@ -165,10 +165,10 @@ CASES = [
          ["schedules", "--beta=-1e-3"], ("pages/schedules.py", [("text", "ls_beta", "-1e-3")])),
     Case("HD beta not a number", "must be a number", lambda p: sch.SchedulesConfig(hd_beta=NAN),
          ["schedules", "--beta", "nan"], ("pages/schedules.py", [("text", "ls_beta", "fast")])),
-    Case("GD zero steps", "steps must be at least 1", lambda p: gd1d.GDConfig(steps=0),
+    Case("GD zero steps", "steps must be at least 1", lambda p: gd1d.Config(steps=0),
          ["gd1d", "--steps", "0"]),
     Case("GD curvature zero", "curvature must be greater than 0",
-         lambda p: gd1d.GDConfig(curvature=0), ["gd1d", "--curvature", "0"]),
+         lambda p: gd1d.Config(curvature=0), ["gd1d", "--curvature", "0"]),
 ]  # fmt: skip
 
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 from support import blobs
 
-from lrbs import batch as bs
-from lrbs.errors import ConfigError
-from lrbs.models import ModelSpec, build_model
-from lrbs.train import Budget
+from lrbs.core.errors import ConfigError
+from lrbs.core.loop import Budget
+from lrbs.core.models import ModelSpec, build_model
+from lrbs.experiments import batch as bs
 
 
 def make(seed):

@@ -6,10 +6,10 @@ import pytest
 import torch
 from support import blobs
 
-from lrbs import bs_schedule as bss
-from lrbs.errors import ConfigError
-from lrbs.models import ModelSpec, build_model
-from lrbs.train import EVENT_COLUMNS, Event, Progress
+from lrbs.core.errors import ConfigError
+from lrbs.core.loop import EVENT_COLUMNS, Event, Progress
+from lrbs.core.models import ModelSpec, build_model
+from lrbs.experiments import bs_schedule as bss
 
 CFG = bss.ScheduleConfig(
     epochs=6, milestones=(2, 4), factor=2.0, lr=0.1, batch=16, optimizer="momentum"

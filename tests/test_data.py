@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from lrbs.data import DEBIAN_FASHION, DataSpec, TensorData, availability, load, read_idx
-from lrbs.errors import ConfigError, DataUnavailable
+from lrbs.core.data import DEBIAN_FASHION, DataSpec, TensorData, availability, load, read_idx
+from lrbs.core.errors import ConfigError, DataUnavailable
 
 
 def write_idx(path: Path, array: np.ndarray, compress: bool) -> None:
@@ -112,7 +112,7 @@ def test_covertype_from_scikit_learns_cache(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("name", ["mnist", "cifar10", "fashion-mnist"])
 def test_absent_dataset_says_how_to_get_it(tmp_path, name, monkeypatch):
-    monkeypatch.setattr("lrbs.data.DEBIAN_FASHION", tmp_path / "nothing")
+    monkeypatch.setattr("lrbs.core.data.DEBIAN_FASHION", tmp_path / "nothing")
     with pytest.raises(DataUnavailable, match="not found"):
         load(DataSpec(name, root=str(tmp_path)))
     assert availability({"root": str(tmp_path)})[name] is False

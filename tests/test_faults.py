@@ -4,7 +4,7 @@ import torch
 from test_pages import open_page
 from test_pages_lr import wait
 
-import lrbs.lr_finder
+import lrbs.experiments.lr_finder
 
 
 def test_divergence_mid_sweep_is_shown_and_later_runs_are_unaffected():
@@ -27,18 +27,18 @@ def test_divergence_mid_sweep_is_shown_and_later_runs_are_unaffected():
 
 
 def test_out_of_memory_is_a_message_and_the_page_stays_usable(monkeypatch):
-    real = lrbs.lr_finder.range_test
+    real = lrbs.experiments.lr_finder.range_test
 
     def out_of_memory(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 8.00 GiB")
 
-    monkeypatch.setattr(lrbs.lr_finder, "range_test", out_of_memory)
+    monkeypatch.setattr(lrbs.experiments.lr_finder, "range_test", out_of_memory)
     at = open_page("pages/lr.py")
     at.selectbox(key="s_dataset").set_value("digits").run()
     at.button(key="rt_job_run").click().run()
     wait(at, "rt_job")
     assert any("out of memory" in e.value for e in at.error)
-    monkeypatch.setattr(lrbs.lr_finder, "range_test", real)
+    monkeypatch.setattr(lrbs.experiments.lr_finder, "range_test", real)
     at.number_input(key="rt_iters").set_value(60).run()
     at.button(key="rt_job_run").click().run()
     wait(at, "rt_job")

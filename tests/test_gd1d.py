@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from lrbs import gd1d
-from lrbs.errors import ConfigError
+from lrbs.core.errors import ConfigError
+from lrbs.experiments import gd1d
 
 
 @pytest.mark.parametrize("c", [0.5, 2.0, 7.0])
@@ -82,8 +82,8 @@ def test_escaped_path_stops_and_is_marked():
 
 
 def test_frame_and_summary():
-    cfg = gd1d.GDConfig(lrs=(0.9, 1.0, 1.1), steps=20)
-    paths = gd1d.run(cfg)
+    cfg = gd1d.Config(lrs=(0.9, 1.0, 1.1), steps=20)
+    paths = gd1d.descend_all(cfg)
     df = gd1d.paths_frame(paths)
     assert list(df.columns) == ["lr", "step", "x", "loss", "status"]
     assert len(df) == 3 * 21
@@ -107,4 +107,4 @@ def test_frame_and_summary():
 )
 def test_bad_input(kwargs, message):
     with pytest.raises(ConfigError, match=message):
-        gd1d.GDConfig(**kwargs)
+        gd1d.Config(**kwargs)

@@ -6,8 +6,9 @@ import pytest
 import torch
 from support import blobs
 
-from lrbs.errors import ConfigError
-from lrbs.lr_finder import (
+from lrbs.core.errors import ConfigError
+from lrbs.core.models import ModelSpec, build_model
+from lrbs.experiments.lr_finder import (
     RangeTestConfig,
     minimum,
     range_from_selection,
@@ -18,7 +19,6 @@ from lrbs.lr_finder import (
     suggest,
     valley,
 )
-from lrbs.models import ModelSpec, build_model
 
 
 def synthetic_curve(n=200):
@@ -71,7 +71,7 @@ def test_suggest_skips_the_ends_and_scales_minimum():
 
 
 def test_custom_suggestion_rules_can_be_passed():
-    from lrbs.lr_finder import SuggestionRule
+    from lrbs.experiments.lr_finder import SuggestionRule
 
     lrs, loss = synthetic_curve()
     first = SuggestionRule("first", "First", "the first kept point", lambda a, b: 0)

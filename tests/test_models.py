@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from lrbs.errors import ConfigError
-from lrbs.models import BOTTLENECK, ModelSpec, build_model, count_parameters
+from lrbs.core.errors import ConfigError
+from lrbs.core.models import BOTTLENECK, ModelSpec, build_model, count_parameters
 
 
 @pytest.mark.parametrize(

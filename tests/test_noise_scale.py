@@ -5,9 +5,9 @@ import pytest
 import torch
 from support import blobs
 
-from lrbs import noise_scale as ns
-from lrbs.errors import ConfigError
-from lrbs.models import ModelSpec, build_model
+from lrbs.core.errors import ConfigError
+from lrbs.core.models import ModelSpec, build_model
+from lrbs.experiments import noise_scale as ns
 
 
 def test_unbiased_estimators_recover_a_known_mean_and_covariance():

@@ -23,7 +23,7 @@ def test_autotune_page_runs_a_study_and_offers_the_best(tmp_path):
     assert sorted(table.trial) == [0, 1, 2, 3]
     assert any(m.label == "learning rate" for m in at.metric)
     assert len(charts(at)) >= 3  # trials, search space, reported curves
-    from lrbs.store import RunStore, default_path
+    from lrbs.runs.store import RunStore, default_path
 
     def recorded():  # the session's history holds other tests' studies too
         with RunStore(default_path()) as store:

@@ -5,7 +5,7 @@ renames, exports and deletes."""
 from test_pages import charts, open_page
 from test_pages_lr import wait
 
-from lrbs.store import RunStore, default_path
+from lrbs.runs.store import RunStore, default_path
 
 
 def run_range_test():

@@ -8,11 +8,11 @@ import pandas as pd
 import pytest
 import torch
 
-from lrbs import schedules as sch
-from lrbs.errors import ConfigError
-from lrbs.lr_finder import RangeTestConfig, range_test
-from lrbs.setup import Setup, load_tensors
-from lrbs.store import RunStore
+from lrbs.core.errors import ConfigError
+from lrbs.core.setup import Setup, load_tensors
+from lrbs.experiments import schedules as sch
+from lrbs.experiments.lr_finder import RangeTestConfig, range_test
+from lrbs.runs.store import RunStore
 
 N, B = 1000, 100  # 10 updates per epoch
 

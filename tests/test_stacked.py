@@ -5,13 +5,13 @@ import math
 import numpy as np
 import pytest
 
-from lrbs.data import DataSpec
-from lrbs.errors import ConfigError
-from lrbs.models import ModelSpec
-from lrbs.setup import Setup, load_tensors
-from lrbs.stacked import stackable, train_stacked
-from lrbs.sweeps import LRSweepConfig, lr_sweep
-from lrbs.train import Budget, OptimSpec, TrainConfig, train
+from lrbs.core.data import DataSpec
+from lrbs.core.errors import ConfigError
+from lrbs.core.loop import Budget, OptimSpec, TrainConfig, train
+from lrbs.core.models import ModelSpec
+from lrbs.core.setup import Setup, load_tensors
+from lrbs.core.stacked import stackable, train_stacked
+from lrbs.experiments.sweeps import LRSweepConfig, lr_sweep
 
 SETUP = Setup(DataSpec("digits"))
 

@@ -11,9 +11,9 @@ import time
 import pytest
 from support import ROOT
 
-from lrbs import store as store_mod
-from lrbs.store import Recorder, RunStore, StoreError, config_key, jsonable
-from lrbs.train import Budget, OptimSpec, TrainConfig
+from lrbs.core.loop import Budget, OptimSpec, TrainConfig
+from lrbs.runs import store as store_mod
+from lrbs.runs.store import Recorder, RunStore, StoreError, config_key, jsonable
 
 KINDS = [
     "gd1d",
@@ -85,7 +85,7 @@ def test_a_killed_writer_leaves_what_it_had_written(db):
     script = textwrap.dedent(f"""
         import sys, time
         sys.path.insert(0, {str(ROOT)!r})
-        from lrbs.store import Recorder
+        from lrbs.runs.store import Recorder
         rec = Recorder({str(db)!r}, "train", {{"x": 1}}, every_rows=50, every_seconds=60)
         rec.start()
         for i in range(100000):
@@ -135,7 +135,7 @@ def test_two_processes_at_once_lose_nothing(db):
     script = textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(ROOT)!r})
-        from lrbs.store import Recorder
+        from lrbs.runs.store import Recorder
         rec = Recorder({str(db)!r}, "train", {{"p": sys.argv[1]}}, every_rows=5, every_seconds=0)
         rec.start()
         for i in range(400):

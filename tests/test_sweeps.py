@@ -6,11 +6,18 @@ import pytest
 import torch
 from support import blobs
 
-from lrbs.errors import ConfigError, LrbsError
-from lrbs.live import LiveRun
-from lrbs.models import ModelSpec, build_model
-from lrbs.sweeps import LRSweepConfig, add_decade, best_lr, lr_sweep, refine, sweep_table
-from lrbs.train import Budget
+from lrbs.core.errors import ConfigError, LrbsError
+from lrbs.core.loop import Budget
+from lrbs.core.models import ModelSpec, build_model
+from lrbs.experiments.sweeps import (
+    LRSweepConfig,
+    add_decade,
+    best_lr,
+    lr_sweep,
+    refine,
+    sweep_table,
+)
+from lrbs.runs.live import LiveRun
 
 
 def factory(record):

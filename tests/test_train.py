@@ -5,9 +5,9 @@ import pytest
 import torch
 from support import blobs
 
-from lrbs.errors import ConfigError
-from lrbs.models import ModelSpec, build_model
-from lrbs.train import Budget, OptimSpec, TrainConfig, evaluate, train
+from lrbs.core.errors import ConfigError
+from lrbs.core.loop import Budget, OptimSpec, TrainConfig, evaluate, train
+from lrbs.core.models import ModelSpec, build_model
 
 
 def model_for(data, seed=0, name="mlp", hidden=(16,)):

@@ -9,8 +9,8 @@ from typing import Any
 
 import streamlit as st
 
-from lrbs.live import Snapshot
-from lrbs.store import Recorder, RunStore, StoreError, default_path
+from lrbs.runs.live import Snapshot
+from lrbs.runs.store import Recorder, RunStore, StoreError, default_path
 
 
 def store_path() -> str:

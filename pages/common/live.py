@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import streamlit as st
 
-from lrbs.live import LiveRun, Snapshot
+from lrbs.runs.live import LiveRun, Snapshot
 
 ACTIVE = "active_job"  # the one run a browser session may have going
 REFRESH_SECONDS = 1.0  # redraw period while a run trains (bench/RESULTS.md: streaming overhead)
@@ -96,7 +96,7 @@ def events_frame(snap: Snapshot):
     """The training events a job emitted, as the engine's event table."""
     import pandas as pd
 
-    from lrbs.train import EVENT_COLUMNS
+    from lrbs.core.loop import EVENT_COLUMNS
 
     return pd.DataFrame(snap.rows.get("events", []), columns=EVENT_COLUMNS)
 
@@ -124,7 +124,7 @@ def series_work(arrays, setup, run: Callable, n_runs: int, epochs: float, label:
     """The job of a page that trains a series of named runs of `epochs` each (regimes,
     schedules): `run(make_model, data, on_event=, stop=, on_run_end=)`. Streams the events,
     the progress, and a "runs" row as each run ends."""
-    from lrbs.data import TensorData
+    from lrbs.core.data import TensorData
 
     def work(emit, stop, progress):
         data = TensorData.from_arrays(arrays, setup.torch_device())

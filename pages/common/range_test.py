@@ -2,10 +2,10 @@
 
 import streamlit as st
 
-from lrbs.errors import LrbsError
-from lrbs.lr_finder import stored_range_test
-from lrbs.setup import Setup
-from lrbs.store import RunStore, StoreError
+from lrbs.core.errors import LrbsError
+from lrbs.core.setup import Setup
+from lrbs.experiments.lr_finder import stored_range_test
+from lrbs.runs.store import RunStore, StoreError
 from pages.common.history import store_path
 
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import streamlit as st
 
-from lrbs.data import DATASETS, Arrays, DataSpec, availability, csv_columns, load
-from lrbs.device import describe, pick_device
-from lrbs.errors import LrbsError
-from lrbs.models import MODELS, ModelSpec
-from lrbs.setup import Setup
+from lrbs.core.data import DATASETS, Arrays, DataSpec, availability, csv_columns, load
+from lrbs.core.device import describe, pick_device
+from lrbs.core.errors import LrbsError
+from lrbs.core.models import MODELS, ModelSpec
+from lrbs.core.setup import Setup
 from pages.common.history import history_sidebar
 from pages.common.state import default
 
@@ -144,7 +144,7 @@ def shared_sidebar() -> tuple[Setup, Arrays] | None:
             device,
         )
         arrays = cached_arrays(setup.data)
-        from lrbs.models import build_model
+        from lrbs.core.models import build_model
 
         build_model(setup.model, arrays.input_shape, arrays.n_classes, setup.seed)
     except LrbsError as exc:
@@ -176,7 +176,7 @@ def optimizer_inputs(prefix: str, default_name: str = "sgd") -> tuple[str, float
 
 def parse_floats(text: str, what: str) -> tuple[float, ...]:
     """'0.001, 0.01, 1e-1' -> floats, or a ConfigError naming the bad piece."""
-    from lrbs.errors import ConfigError
+    from lrbs.core.errors import ConfigError
 
     out = []
     for piece in text.replace(";", ",").replace(" ", ",").split(","):

@@ -182,7 +182,7 @@ def test_the_app_restarted_mid_run_keeps_what_was_written(browser, tmp_path):
     from browser_helpers import ROOT
     from conftest import free_port
 
-    from lrbs.store import RunStore
+    from lrbs.runs.store import RunStore
 
     db = tmp_path / "restart.db"
     env = dict(os.environ, LRBS_DB=str(db))

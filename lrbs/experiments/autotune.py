@@ -25,9 +25,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from lrbs.errors import ConfigError, positive_int, positive_number, require
-from lrbs.setup import Setup
-from lrbs.train import OPTIMIZERS, Budget, OptimSpec, TrainConfig, train
+from lrbs.core.errors import ConfigError, positive_int, positive_number, require
+from lrbs.core.loop import OPTIMIZERS, Budget, OptimSpec, TrainConfig, train
+from lrbs.core.setup import Setup
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ class TuneConfig:
 
 def default_storage() -> str:
     """A journal file next to the run history."""
-    from lrbs.store import default_path
+    from lrbs.runs.store import default_path
 
     return str(Path(default_path()).with_name("autotune.journal"))
 
@@ -207,8 +207,8 @@ def seed_space(
     """The search space seeded by a quick range test (a decade around its steepest descent)
     and the memory probe (powers of two up to the largest batch that fits). Returns it and
     what was found."""
-    from lrbs.batch import largest_batch, make_fits
-    from lrbs.lr_finder import RangeTestConfig, range_test
+    from lrbs.experiments.batch import largest_batch, make_fits
+    from lrbs.experiments.lr_finder import RangeTestConfig, range_test
 
     opt = space.optimizers[0]
     rt = RangeTestConfig(lr_min=1e-6, batch_size=min(64, data.n_train), optimizer=opt,
@@ -245,14 +245,14 @@ def make_pruner(cfg: TuneConfig):
 
 
 def settings(setup: Setup, cfg: TuneConfig) -> dict:
-    from lrbs.store import jsonable
+    from lrbs.runs.store import jsonable
 
     return jsonable({"setup": setup, "tune": cfg})
 
 
 def from_settings(d: dict) -> tuple[Setup, TuneConfig]:
-    from lrbs.data import DataSpec
-    from lrbs.models import ModelSpec
+    from lrbs.core.data import DataSpec
+    from lrbs.core.models import ModelSpec
 
     s, t = d["setup"], d["tune"]
     model = dict(s["model"], hidden=tuple(s["model"]["hidden"]))
@@ -359,7 +359,7 @@ def objective(
 
         scheduler = None
         if warm > 0:
-            from lrbs.batch import warmup
+            from lrbs.experiments.batch import warmup
 
             spe = math.ceil(data.n_train / batch)
             scheduler = warmup(lr, lr / 10, warm, spe)
@@ -419,7 +419,7 @@ def run_worker(
     import optuna
     import torch
 
-    from lrbs.setup import load_tensors
+    from lrbs.core.setup import load_tensors
 
     positive_int("trials", n_trials)
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -20,10 +20,10 @@ import torch
 from torch import nn
 from torch.optim import lr_scheduler as sched
 
-from lrbs.data import TensorData
-from lrbs.errors import ConfigError, positive_int, positive_number, require
-from lrbs.sweeps import run_named
-from lrbs.train import Budget, Event, OptimSpec, RunResult, TrainConfig
+from lrbs.core.data import TensorData
+from lrbs.core.errors import ConfigError, positive_int, positive_number, require
+from lrbs.core.loop import Budget, Event, OptimSpec, RunResult, TrainConfig
+from lrbs.experiments.sweeps import run_named
 
 SCHEDULES = {
     "constant": "constant rate",
@@ -308,7 +308,7 @@ class RangeBounds:
 def bounds_from_history(store, dataset: str | None = None, model: str | None = None):
     """RangeBounds from the newest range test in the run history (page or CLI) on this dataset
     and model, or None when there is none."""
-    from lrbs.lr_finder import stored_range_test
+    from lrbs.experiments.lr_finder import stored_range_test
 
     found = stored_range_test(store, dataset, model)
     if found is None:
@@ -319,7 +319,7 @@ def bounds_from_history(store, dataset: str | None = None, model: str | None = N
 
 def quick_range_test(model: nn.Module, data: TensorData, cfg: SchedulesConfig) -> RangeBounds:
     """A 100-iteration range test with this optimizer and batch size, for bounds right now."""
-    from lrbs.lr_finder import RangeTestConfig, range_test
+    from lrbs.experiments.lr_finder import RangeTestConfig, range_test
 
     rt = RangeTestConfig(
         lr_min=1e-6,

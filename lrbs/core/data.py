@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lrbs.errors import ConfigError, DataUnavailable, require
+from lrbs.core.config import option
+from lrbs.core.errors import ConfigError, DataUnavailable, require
 
 log = logging.getLogger(__name__)
 
@@ -40,14 +41,18 @@ def default_root() -> Path:
 class DataSpec:
     """Which data, how much of it, and how to split it. Hashable: it keys caches."""
 
-    name: str = "mnist1d"
-    size: int | None = None  # samples to generate, or training samples to keep; None = default
-    val_fraction: float = 0.2  # used where the set has no official test split
-    seed: int = 0
-    root: str | None = None  # torchvision root folder; None = default_root()
-    download: bool = False  # let torchvision download (needs a network)
-    csv_path: str | None = None
-    target: str | None = None  # target column of a CSV
+    name: str = option("mnist1d", flag="--dataset", help="dataset (python -m lrbs datasets)")
+    size: int | None = option(
+        None, flag="--dataset-size", help="samples to generate, or training samples to keep"
+    )
+    val_fraction: float = option(
+        0.2, help="validation share where the set has no official test split"
+    )
+    seed: int = option(0, help="seed of the split and of every run")
+    root: str | None = option(None, flag="--data-root", help="torchvision root folder")
+    download: bool = option(False, cli=False)  # let torchvision download (needs a network)
+    csv_path: str | None = option(None, flag="--csv", help="CSV file, for --dataset csv")
+    target: str | None = option(None, help="target column, for --dataset csv")
 
     def __post_init__(self) -> None:
         require(

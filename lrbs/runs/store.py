@@ -24,7 +24,8 @@ from typing import Any
 
 import pandas as pd
 
-from lrbs.errors import LrbsError
+from lrbs.core.errors import LrbsError
+from lrbs.runs.sink import Sink
 
 log = logging.getLogger(__name__)
 
@@ -344,9 +345,10 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-class Recorder:
+class Recorder(Sink):
     """Writes one run as it goes: `emit(channel, row)` buffers, and a batch is written every
-    `every_rows` rows or `every_seconds`, so little is lost if the process dies."""
+    `every_rows` rows or `every_seconds`, so little is lost if the process dies. The one way
+    every page, CLI command and auto-tune study is recorded (see `recorder`)."""
 
     def __init__(
         self,
@@ -380,6 +382,8 @@ class Recorder:
             self.flush()
 
     def flush(self) -> None:
+        if self.store is None:
+            return
         with self._lock:
             buffer, self._buffer = self._buffer, {}
             self._last = time.time()
@@ -389,6 +393,34 @@ class Recorder:
             )
 
     def finish(self, status: str, results: dict | None = None) -> None:
+        if self.store is None:  # never started, or already finished
+            return
         self.flush()
         self.store.finish(self.run_id, status, results)
         self.store.close()
+        self.store = None
+
+
+def setup_meta(setup: Any) -> dict:
+    """The history's searchable columns of a run on this setup (a `core.setup.Setup`)."""
+    if setup is None:
+        return {}
+    return {
+        "dataset": setup.data.name,
+        "model": setup.model.name,
+        "seed": setup.seed,
+        "device": str(setup.torch_device()),
+    }
+
+
+def recorder(kind: str, setup: Any, config: Any, path=None, name: str = "") -> Recorder:
+    """A recorder for one experiment run, not yet started: its history config is
+    `{"setup": ..., "config": ...}` whoever runs it, so a page offers a CLI run and back."""
+    meta = {"name": name, **setup_meta(setup)}
+    return Recorder(path or default_path(), kind, record_config(setup, config), meta)
+
+
+def record_config(setup: Any, config: Any) -> dict:
+    """The history's config of an experiment run: the same for a page, the CLI and the API,
+    so a run made in one is offered by the others."""
+    return {"setup": setup, "config": config}

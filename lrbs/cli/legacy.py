@@ -7,35 +7,28 @@ figures as the last line of stdout. Bad input exits with status 2 and one line o
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import replace
 
 import pandas as pd
 
-from lrbs import gd1d
-from lrbs.data import DATASETS, DataSpec, load
-from lrbs.device import DEVICE_CHOICES, describe
-from lrbs.errors import LrbsError, positive_int, require
-from lrbs.models import MODELS, ModelSpec
-from lrbs.setup import Setup, load_tensors
-from lrbs.train import EVENT_COLUMNS, OPTIMIZERS, Budget, OptimSpec, TrainConfig, train
+from lrbs.core.data import DATASETS, DataSpec, load
+from lrbs.core.device import DEVICE_CHOICES, describe
+from lrbs.core.errors import LrbsError, positive_int, require
+from lrbs.core.loop import EVENT_COLUMNS, OPTIMIZERS, Budget, OptimSpec, TrainConfig, train
+from lrbs.core.models import MODELS, ModelSpec
+from lrbs.core.setup import Setup, load_tensors
+from lrbs.experiments import gd1d
 
 log = logging.getLogger("lrbs")
 COMMANDS: dict[str, Callable[[argparse.Namespace], dict]] = {}
 
 
-class ArgumentError(LrbsError):
-    pass
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, no usage dump
-        raise ArgumentError(f"{self.prog}: {message}")
+from lrbs.cli.parser import Parser  # noqa: E402
 
 
 def command(name: str):
@@ -97,10 +90,33 @@ def optim_from(a: argparse.Namespace) -> OptimSpec:
     return OptimSpec(a.optimizer, a.lr, a.momentum)
 
 
-def build_parser() -> Parser:
-    parser = Parser(prog="python -m lrbs", description=__doc__.splitlines()[0])
-    parser.add_argument("-v", "--verbose", action="store_true")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+class _Skip:
+    """Sub-commands an experiment module now provides are not added here."""
+
+    def __init__(self, sub, skip: set[str]) -> None:
+        self.sub, self.skip = sub, skip
+
+    def add_parser(self, name: str, **kw):
+        if name in self.skip:
+            return Parser(prog=name)
+        p = self.sub.add_parser(name, **kw)
+        p.set_defaults(handler=lambda a, name=name: _handle(name, a))
+        return p
+
+
+def _handle(name: str, a: argparse.Namespace) -> dict:
+    out = COMMANDS[name](a)
+    if hasattr(a, "frame"):  # an experiment that did not record as it went
+        setup = setup_from(a) if hasattr(a, "dataset") else None
+        rec = Recording(a, a.command, _config_of(a), setup)
+        for row in a.frame.to_dict("records"):
+            rec.emit("results", row)
+        rec.finish(out.get("status", "finished"), out)
+    return out
+
+
+def add_commands(subparsers, skip: set[str]) -> None:
+    sub = _Skip(subparsers, skip)
 
     p = sub.add_parser("gd1d", help="gradient descent on a 1-D loss")
     p.add_argument("--loss", default="quadratic", choices=gd1d.LOSSES)
@@ -280,17 +296,6 @@ def build_parser() -> Parser:
     w.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     w.add_argument("--json", action="store_true")
 
-    p = sub.add_parser("history", help="the run history: list, show, export, delete")
-    p.add_argument("action", choices=["list", "show", "export", "delete"])
-    p.add_argument("ids", type=int, nargs="*")
-    p.add_argument("--kind", default=None)
-    p.add_argument("--db", default=None, help="run-history file (default: LRBS_DB or ~/.local)")
-    p.add_argument("--out", default=None, help="CSV file for export")
-    p.add_argument("--json", action="store_true")
-
-    sub.add_parser("datasets", help="list datasets and whether they are here")
-    return parser
-
 
 def add_budget_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("budget (the first limit reached ends the run)")
@@ -312,7 +317,7 @@ class Recording:
     that cannot be opened is a warning, not a failed experiment."""
 
     def __init__(self, a: argparse.Namespace, kind: str, config: dict, setup=None) -> None:
-        from lrbs.store import Recorder, default_path
+        from lrbs.runs.store import Recorder, default_path
 
         self.rec = None
         if a.no_store:
@@ -432,7 +437,7 @@ def cmd_train(a: argparse.Namespace) -> dict:
 def cmd_lr_find(a: argparse.Namespace) -> dict:
     from dataclasses import replace
 
-    from lrbs.lr_finder import RangeTestConfig, range_test
+    from lrbs.experiments.lr_finder import RangeTestConfig, range_test
 
     setup = setup_from(a)
     require(a.seeds >= 1, "--seeds must be at least 1")
@@ -477,7 +482,7 @@ def cmd_lr_find(a: argparse.Namespace) -> dict:
     }
     last = [r for r in results if r.round == len(rounds) - 1]
     if a.seeds > 1:
-        from lrbs.lr_finder import spread
+        from lrbs.experiments.lr_finder import spread
 
         out["spread"] = spread(last).to_dict(orient="records")
     first = results[0]
@@ -497,7 +502,7 @@ def cmd_lr_find(a: argparse.Namespace) -> dict:
 
 @command("lr-sweep")
 def cmd_lr_sweep(a: argparse.Namespace) -> dict:
-    from lrbs.sweeps import LRSweepConfig, lr_sweep, sweep_table
+    from lrbs.experiments.sweeps import LRSweepConfig, lr_sweep, sweep_table
 
     setup = setup_from(a)
     budget = budget_from(a, default=Budget(seconds=5))
@@ -536,7 +541,7 @@ def cmd_lr_sweep(a: argparse.Namespace) -> dict:
 @command("bs-sweep")
 def cmd_bs_sweep(a: argparse.Namespace) -> dict:
 
-    from lrbs import batch as bs
+    from lrbs.experiments import batch as bs
 
     setup = setup_from(a)
     budget = budget_from(a, default=Budget(seconds=10))
@@ -589,7 +594,7 @@ def cmd_bs_sweep(a: argparse.Namespace) -> dict:
 @command("bs-scaling-check")
 def cmd_bs_scaling_check(a: argparse.Namespace) -> dict:
 
-    from lrbs import batch as bs
+    from lrbs.experiments import batch as bs
 
     setup = setup_from(a)
     cfg = bs.ScalingCheckConfig(
@@ -620,7 +625,7 @@ def cmd_bs_scaling_check(a: argparse.Namespace) -> dict:
 
 @command("bs-probe")
 def cmd_bs_probe(a: argparse.Namespace) -> dict:
-    from lrbs import batch as bs
+    from lrbs.experiments import batch as bs
 
     setup = setup_from(a)
     data = load_tensors(setup)
@@ -645,7 +650,7 @@ def cmd_bs_probe(a: argparse.Namespace) -> dict:
 
 @command("bs-schedule")
 def cmd_bs_schedule(a: argparse.Namespace) -> dict:
-    from lrbs import bs_schedule as bss
+    from lrbs.experiments import bs_schedule as bss
 
     setup = setup_from(a)
     cfg = bss.ScheduleConfig(
@@ -684,7 +689,7 @@ def cmd_bs_schedule(a: argparse.Namespace) -> dict:
 def cmd_schedules(a: argparse.Namespace) -> dict:
     from dataclasses import replace
 
-    from lrbs import schedules as sch
+    from lrbs.experiments import schedules as sch
 
     setup = setup_from(a)
 
@@ -710,7 +715,7 @@ def cmd_schedules(a: argparse.Namespace) -> dict:
         if a.bounds == "range-test":
             bounds = sch.quick_range_test(setup.fresh_model(data), data, cfg)
         else:
-            from lrbs.store import RunStore, default_path
+            from lrbs.runs.store import RunStore, default_path
 
             with RunStore(a.db or default_path()) as store:
                 bounds = sch.bounds_from_history(store, a.dataset, a.model)
@@ -742,7 +747,7 @@ def cmd_schedules(a: argparse.Namespace) -> dict:
 
 @command("noise-scale")
 def cmd_noise_scale(a: argparse.Namespace) -> dict:
-    from lrbs import noise_scale as ns
+    from lrbs.experiments import noise_scale as ns
 
     setup = setup_from(a)
     cfg = ns.NoiseScaleConfig(
@@ -805,7 +810,7 @@ def cmd_noise_scale(a: argparse.Namespace) -> dict:
 
 @command("autotune")
 def cmd_autotune(a: argparse.Namespace) -> dict:
-    from lrbs import autotune as at
+    from lrbs.experiments import autotune as at
 
     if a.action == "worker":
         return autotune_worker(a)
@@ -869,7 +874,7 @@ def autotune_worker(a: argparse.Namespace) -> dict:
     import signal
     import threading
 
-    from lrbs import autotune as at
+    from lrbs.experiments import autotune as at
 
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -886,53 +891,6 @@ def budget_from(a: argparse.Namespace, default: Budget) -> Budget:
     return Budget(*values) if any(v is not None for v in values) else default
 
 
-@command("history")
-def cmd_history(a: argparse.Namespace) -> dict:
-    from lrbs.store import RunStore, default_path
-
-    store = RunStore(a.db or default_path())
-    try:
-        if a.action == "list":
-            runs = store.runs(kind=a.kind)
-            if not a.json:
-                print(runs.to_string(index=False) if not runs.empty else "no runs yet")
-            return {"runs": runs.astype({"started": str, "ended": str}).to_dict("records")}
-        require(bool(a.ids), f"history {a.action} needs at least one run id")
-        if a.action == "show":
-            info = store.run(a.ids[0])
-            if not a.json:
-                print(json.dumps(info, indent=2, default=str))
-            return info
-        if a.action == "export":
-            require(bool(a.out), "history export needs --out FILE.csv")
-            for i in a.ids:
-                store.run(i)  # a clear error for an unknown id
-            df = store.export(a.ids)
-            write_csv(df, a.out)
-            if not a.json:
-                print(f"wrote {len(df)} points of {len(a.ids)} run(s) to {a.out}")
-            return {"rows": len(df), "runs": a.ids}
-        for i in a.ids:
-            store.run(i)
-        n = store.delete(a.ids)
-        if not a.json:
-            print(f"deleted {len(a.ids)} run(s)")
-        return {"deleted": a.ids, "count": n}
-    finally:
-        store.close()
-
-
-@command("datasets")
-def cmd_datasets(a: argparse.Namespace) -> dict:
-    from lrbs.data import availability
-
-    here = availability()
-    for name, ok in here.items():
-        e = DATASETS[name]
-        print(f"{name:<22} {'here' if ok else 'absent':<7} {e.about if ok else e.how_to_get}")
-    return {"available": here}
-
-
 def _config_of(a: argparse.Namespace) -> dict:
     skip = {"out", "json", "no_store", "db", "frame", "verbose"}
     return {k: v for k, v in vars(a).items() if k not in skip}
@@ -947,32 +905,3 @@ def _clean(obj):
     if isinstance(obj, list | tuple):
         return [_clean(v) for v in obj]
     return obj
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    try:
-        a = build_parser().parse_args(argv)
-        logging.basicConfig(
-            level=logging.INFO if a.verbose else logging.WARNING,
-            format="%(levelname)s %(name)s: %(message)s",
-            stream=sys.stderr,
-        )
-        out = COMMANDS[a.command](a)
-        if hasattr(a, "frame"):  # an experiment that did not record as it went
-            setup = setup_from(a) if hasattr(a, "dataset") else None
-            rec = Recording(a, a.command, _config_of(a), setup)
-            for row in a.frame.to_dict("records"):
-                rec.emit("results", row)
-            rec.finish(out.get("status", "finished"), out)
-    except LrbsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-    if getattr(a, "json", False):
-        print(json.dumps(_clean(out)))
-    return 0
-
-
-__all__ = ["main", "load"]

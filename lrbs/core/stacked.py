@@ -3,7 +3,7 @@
 For a small model one update is mostly fixed costs (kernel launches on a GPU, Python and
 dispatch on a CPU); K stacked models share those costs, so K rates can cost little more than one.
 Every model starts from the same weights and sees the same minibatches as in K separate runs of
-`lrbs.train.train` (same seed, same shuffles), so the curves agree with the sequential sweep
+`lrbs.core.loop.train` (same seed, same shuffles), so the curves agree with the sequential sweep
 within float tolerance. The optimizer is torch's, built once over the stacked parameters with
 lr = 1; each model's update is then scaled by its own rate. That is exact for every optimizer
 here (SGD, momentum, Adam, AdamW), whose update is proportional to the rate and whose state
@@ -26,10 +26,9 @@ import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from lrbs.data import TensorData
-from lrbs.errors import ConfigError, require
-from lrbs.models import Dropout
-from lrbs.train import (
+from lrbs.core.data import TensorData
+from lrbs.core.errors import ConfigError, require
+from lrbs.core.loop import (
     Event,
     Progress,
     RunResult,
@@ -38,6 +37,7 @@ from lrbs.train import (
     _LoopState,
     result_of,
 )
+from lrbs.core.models import Dropout
 
 
 def stackable(model: nn.Module) -> str | None:

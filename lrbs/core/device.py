@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import torch
 
-from lrbs.errors import ConfigError
+from lrbs.core.errors import ConfigError
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 

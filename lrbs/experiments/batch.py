@@ -13,10 +13,10 @@ import pandas as pd
 import torch
 from torch import nn
 
-from lrbs.data import TensorData
-from lrbs.device import is_out_of_memory, release_memory
-from lrbs.errors import ConfigError, positive_int, positive_number, require
-from lrbs.train import Budget, Event, OptimSpec, RunResult, TrainConfig, train
+from lrbs.core.data import TensorData
+from lrbs.core.device import is_out_of_memory, release_memory
+from lrbs.core.errors import ConfigError, positive_int, positive_number, require
+from lrbs.core.loop import Budget, Event, OptimSpec, RunResult, TrainConfig, train
 
 RULES = {
     "fixed": "same learning rate for every batch size",

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from lrbs.errors import ConfigError, require
+from lrbs.core.config import option
+from lrbs.core.errors import ConfigError, require
 
 MODELS = {
     "logreg": "Logistic regression: one linear layer.",
@@ -22,10 +23,10 @@ BOTTLENECK = (512, 256, 256, 128, 256, 256, 512)
 
 @dataclass(frozen=True)
 class ModelSpec:
-    name: str = "mlp"
-    hidden: tuple[int, ...] = (256,)  # MLP only
-    dropout: float = 0.25  # cnn and bottleneck
-    channels: int = 32  # cnn only
+    name: str = option("mlp", flag="--model", help="model: " + ", ".join(MODELS))
+    hidden: tuple[int, ...] = option((256,), help="MLP hidden layer sizes")
+    dropout: float = option(0.25, help="dropout of the cnn and bottleneck models")
+    channels: int = option(32, help="channels of the cnn model")
 
     def __post_init__(self) -> None:
         require(self.name in MODELS, f"unknown model {self.name!r}; known: {', '.join(MODELS)}")

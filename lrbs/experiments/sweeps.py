@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 from torch import nn
 
-from lrbs.data import TensorData
-from lrbs.errors import ConfigError, positive_number, require
-from lrbs.train import Budget, Event, OptimSpec, RunResult, TrainConfig, train
+from lrbs.core.data import TensorData
+from lrbs.core.errors import ConfigError, positive_number, require
+from lrbs.core.loop import Budget, Event, OptimSpec, RunResult, TrainConfig, train
 
 
 def check_grid(values: tuple[float, ...], name: str = "learning rate") -> tuple[float, ...]:
@@ -107,7 +107,7 @@ def lr_sweep(
 ) -> list[RunResult]:
     """Each rate trains a fresh `make_model()` (the same initial weights every call) for the
     same budget. A user stop ends the sweep after the current run. `vectorize`: train all the
-    rates at once, stacked (lrbs.stacked); None = where it pays (see `should_stack`)."""
+    rates at once, stacked (lrbs.core.stacked); None = where it pays (see `should_stack`)."""
     if cfg.batch_size > data.n_train:
         raise ConfigError(
             f"batch size {cfg.batch_size} is larger than the training set ({data.n_train})"
@@ -115,7 +115,7 @@ def lr_sweep(
     if vectorize is None:
         vectorize = should_stack(make_model, data, cfg)
     if vectorize:
-        from lrbs.stacked import train_stacked
+        from lrbs.core.stacked import train_stacked
 
         results = train_stacked(
             make_model,
@@ -153,7 +153,7 @@ def should_stack(make_model: Callable[[], nn.Module], data: TensorData, cfg: LRS
     it), the model can be stacked, and there is more than one rate. On a CPU a small model's
     step is compute-bound: 8 stacked rates measured 1.4x faster than 8 runs in a row, 2 rates
     slower (bench/RESULTS.md), so the CPU keeps the sequential path unless asked."""
-    from lrbs.stacked import stackable
+    from lrbs.core.stacked import stackable
 
     return (
         data.x_train.device.type == "cuda"

@@ -16,14 +16,16 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import ClassVar
 
 import torch
 from torch import nn
 
-from lrbs.data import TensorData
-from lrbs.device import is_out_of_memory, peak_memory_bytes, release_memory, reset_peak_memory
-from lrbs.errors import ConfigError, positive_int, positive_number, require
-from lrbs.models import set_generator
+from lrbs.core.config import option
+from lrbs.core.data import TensorData
+from lrbs.core.device import is_out_of_memory, peak_memory_bytes, release_memory, reset_peak_memory
+from lrbs.core.errors import ConfigError, positive_int, positive_number, require
+from lrbs.core.models import set_generator
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +39,10 @@ OPTIMIZERS = {
 
 @dataclass(frozen=True)
 class OptimSpec:
-    name: str = "sgd"
-    lr: float = 0.1
-    momentum: float = 0.9  # for "momentum" only
-    weight_decay: float = 0.0
+    name: str = option("sgd", flag="--optimizer", choices=tuple(OPTIMIZERS), help="optimizer")
+    lr: float = option(0.1, help="learning rate")
+    momentum: float = option(0.9, help="for --optimizer momentum")
+    weight_decay: float = option(0.0, help="weight decay")
 
     def __post_init__(self) -> None:
         require(
@@ -69,10 +71,11 @@ class OptimSpec:
 class Budget:
     """When a run ends: the first limit reached. At least one must be set."""
 
-    steps: int | None = None
-    epochs: float | None = None
-    samples: int | None = None
-    seconds: float | None = None
+    EXCLUSIVE: ClassVar[bool] = True  # flags given replace the default budget, not merge
+    steps: int | None = option(None, help="budget: parameter updates")
+    epochs: float | None = option(None, help="budget: passes over the training set")
+    samples: int | None = option(None, help="budget: training samples seen")
+    seconds: float | None = option(None, help="budget: seconds of training")
 
     def __post_init__(self) -> None:
         set_ = {k: v for k, v in asdict(self).items() if v is not None}

@@ -14,9 +14,15 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from lrbs.errors import ConfigError, positive_int, positive_number, require
+from lrbs.core.config import check, option
+from lrbs.core.errors import ConfigError, positive_int, positive_number, require
+from lrbs.runs import experiment
+from lrbs.runs.experiment import collect
+from lrbs.runs.sink import Sink
 
 ESCAPE = 1e6  # |x| beyond this: the path has left for good
+PATH_COLUMNS = ["lr", "step", "x", "loss", "status"]
+LOSSES = ("quadratic", "two-minima", "steep-flat")
 
 
 @dataclass(frozen=True)
@@ -71,28 +77,30 @@ def make_loss(name: str, curvature: float = 2.0) -> Loss1D:
     raise ConfigError(f"unknown 1-D loss {name!r}; choose quadratic, two-minima or steep-flat")
 
 
-LOSSES = ("quadratic", "two-minima", "steep-flat")
+KIND = "gd1d"
+USES_SETUP = False  # no data, no model: the loss is a formula
 
 
-@dataclass(frozen=True)
-class GDConfig:
-    loss: str = "quadratic"
-    curvature: float = 2.0
-    start: float = 3.0
-    steps: int = 20
-    lrs: tuple[float, ...] = (0.1, 0.5, 1.1)
-    momentum: float = 0.0
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    loss: str = option("quadratic", help="the 1-D loss: " + ", ".join(LOSSES))
+    curvature: float = option(2.0, help="curvature c of the quadratic")
+    start: float = option(3.0, help="start point x0")
+    steps: int = option(20, low=1, high=10000, help="gradient steps")
+    lrs: tuple[float, ...] = option(
+        (0.1, 0.5, 1.1), flag="--lr", label="learning rate", help="learning rates"
+    )
+    momentum: float = option(0.0, help="heavy-ball momentum beta")
 
     def __post_init__(self) -> None:
+        check(self)
         make_loss(self.loss, self.curvature)
         positive_int("steps", self.steps)
-        require(self.steps <= 10000, "steps is at most 10000")
         require(len(self.lrs) >= 1, "give at least one learning rate")
         for lr in self.lrs:
             positive_number("learning rate", lr)
         require(len(set(self.lrs)) == len(self.lrs), "the learning rates repeat a value")
         require(0 <= self.momentum < 1, f"momentum must be in [0, 1), got {self.momentum}")
-        require(math.isfinite(self.start), "the start point must be a finite number")
 
 
 @dataclass(frozen=True)
@@ -154,9 +162,45 @@ def _status(loss: Loss1D, x: np.ndarray, f: np.ndarray, escaped_at: int | None) 
     return "oscillating"
 
 
-def run(cfg: GDConfig) -> list[GDPath]:
+def descend_all(cfg: Config) -> list[GDPath]:
     loss = make_loss(cfg.loss, cfg.curvature)
     return [descend(loss, cfg.start, lr, cfg.steps, cfg.momentum) for lr in cfg.lrs]
+
+
+def run(setup: None, config: Config, sink: Sink | None = None, stop=None) -> Result:
+    """Every rate's path, streamed as one "paths" row per (lr, step)."""
+    rows, sink = collect(sink)
+    paths = descend_all(config)
+    for i, path in enumerate(paths):
+        for row in paths_frame([path]).to_dict("records"):
+            sink.emit("paths", row)
+        sink.progress((i + 1) / len(paths), f"lr={path.lr:g}")
+    return Result(config, rows.rows)
+
+
+@dataclass(frozen=True)
+class Result(experiment.Result):
+    def paths(self) -> list[GDPath]:
+        loss = make_loss(self.config.loss, self.config.curvature)
+        return [
+            descend(loss, self.config.start, lr, self.config.steps, self.config.momentum)
+            for lr in self.config.lrs
+        ]  # exact and cheap: recomputed, not parsed back
+
+    def summary(self) -> dict:
+        return summary(self.config, self.paths())
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        return {"paths": self.frame("paths", PATH_COLUMNS)}
+
+    def report(self) -> str:
+        out = self.summary()
+        lines = [f"{self.config.loss}: stability limit lr < {out['stability_limit']:.4g}"]
+        lines += [
+            f"  lr={r['lr']:<8g} {r['status']:<12} final loss {r['final_loss']:.4g}"
+            for r in out["runs"]
+        ]
+        return "\n".join(lines)
 
 
 def paths_frame(paths: list[GDPath]) -> pd.DataFrame:
@@ -166,7 +210,7 @@ def paths_frame(paths: list[GDPath]) -> pd.DataFrame:
         for p in paths
         for t, (x, f) in enumerate(zip(p.x, p.loss, strict=True))
     ]
-    return pd.DataFrame(rows, columns=["lr", "step", "x", "loss", "status"])
+    return pd.DataFrame(rows, columns=PATH_COLUMNS)
 
 
 def curve_frame(loss: Loss1D, lo: float, hi: float, n: int = 400) -> pd.DataFrame:
@@ -174,7 +218,7 @@ def curve_frame(loss: Loss1D, lo: float, hi: float, n: int = 400) -> pd.DataFram
     return pd.DataFrame({"x": x, "loss": loss.f(x)})
 
 
-def summary(cfg: GDConfig, paths: list[GDPath]) -> dict:
+def summary(cfg: Config, paths: list[GDPath]) -> dict:
     """Headline figures: per lr the final loss and status; the stability limit."""
     loss = make_loss(cfg.loss, cfg.curvature)
     limit = stability_limit(loss.curvature_at_min, cfg.momentum)

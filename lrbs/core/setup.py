@@ -7,9 +7,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from lrbs.data import Arrays, DataSpec, TensorData, load
-from lrbs.device import pick_device
-from lrbs.models import ModelSpec, build_model
+from lrbs.core.config import option
+from lrbs.core.data import Arrays, DataSpec, TensorData, load
+from lrbs.core.device import DEVICE_CHOICES, pick_device
+from lrbs.core.models import ModelSpec, build_model
 
 
 @dataclass(frozen=True)
@@ -18,8 +19,8 @@ class Setup:
 
     data: DataSpec = DataSpec()
     model: ModelSpec = ModelSpec()
-    seed: int = 0
-    device: str = "auto"
+    seed: int = option(0, help="seed of the split and of every run")
+    device: str = option("auto", help="where to train: " + ", ".join(DEVICE_CHOICES) + " or cuda:N")
 
     def torch_device(self) -> torch.device:
         return pick_device(self.device)

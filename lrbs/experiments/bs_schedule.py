@@ -19,10 +19,10 @@ import pandas as pd
 import torch
 from torch import nn
 
-from lrbs.data import TensorData
-from lrbs.errors import ConfigError, positive_int, require
-from lrbs.sweeps import run_named
-from lrbs.train import Budget, Event, OptimSpec, Progress, RunResult, TrainConfig
+from lrbs.core.data import TensorData
+from lrbs.core.errors import ConfigError, positive_int, require
+from lrbs.core.loop import Budget, Event, OptimSpec, Progress, RunResult, TrainConfig
+from lrbs.experiments.sweeps import run_named
 
 REGIMES = {
     "decay": "decay the LR by f at each milestone",

@@ -22,9 +22,9 @@ import pandas as pd
 import torch
 from torch import nn
 
-from lrbs.data import TensorData
-from lrbs.errors import ConfigError, positive_int, positive_number, require
-from lrbs.train import Budget, Event, OptimSpec, TrainConfig, train
+from lrbs.core.data import TensorData
+from lrbs.core.errors import ConfigError, positive_int, positive_number, require
+from lrbs.core.loop import Budget, Event, OptimSpec, TrainConfig, train
 
 MODES = ("exp", "linear")
 

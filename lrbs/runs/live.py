@@ -10,8 +10,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from lrbs.device import is_out_of_memory, release_memory
-from lrbs.errors import LrbsError
+from lrbs.core.device import is_out_of_memory, release_memory
+from lrbs.core.errors import LrbsError
 
 log = logging.getLogger(__name__)
 

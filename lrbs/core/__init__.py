@@ -1,0 +1,1 @@
+"""The training core: data, models, device, the one training loop, errors."""

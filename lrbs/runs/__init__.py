@@ -1,0 +1,1 @@
+"""Run machinery: live jobs and the run history."""
