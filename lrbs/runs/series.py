@@ -61,7 +61,7 @@ def run_series(
     for i, name in enumerate(names):
         plan = prepare(name)
 
-        def on_event(e: Event, i=i, budget=plan.config.budget) -> None:
+        def on_event(e: Event, i=i, name=name, budget=plan.config.budget) -> None:
             sink.emit("events", e.as_dict())
             sink.progress((i + budget.fraction(e)) / n, name)
 
