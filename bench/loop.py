@@ -14,9 +14,15 @@ from lrbs.core.models import ModelSpec, build_model
 
 
 def minimal_loop(
-    model, data: TensorData, batch: int, steps: int, lr: float, seed: int,
-    read_every: int = 0, scheduler=None,
-) -> None:  # fmt: skip
+    model,
+    data: TensorData,
+    batch: int,
+    steps: int,
+    lr: float,
+    seed: int,
+    read_every: int = 0,
+    scheduler=None,
+) -> None:
     """What a careful user writes by hand: tensors in memory, index slicing, nothing else.
     For the ablation in bench/profile.py it can also read the loss every `read_every` steps
     (summed on the device, as lrbs does) and step a scheduler."""

@@ -42,8 +42,14 @@ def run(repeats: int = 7) -> list[dict]:
         "lrbs train, events every 10 steps": lambda: train(fresh(), data, events),
     }
     t = alternate(loop, repeats=repeats)
-    rows = [{"case": f"loop (MNIST-1D, batch {batch})", "variant": k,
-             "us_per_step": median(v) / steps * 1e6} for k, v in t.items()]  # fmt: skip
+    rows = [
+        {
+            "case": f"loop (MNIST-1D, batch {batch})",
+            "variant": k,
+            "us_per_step": median(v) / steps * 1e6,
+        }
+        for k, v in t.items()
+    ]
 
     iters = 100
     rt = RangeTestConfig(1e-7, 10, iters, batch_size=64, stop_factor=None)
@@ -68,8 +74,14 @@ def run(repeats: int = 7) -> list[dict]:
     except ImportError:  # pragma: no cover - bench/requirements.txt installs it
         pass
     t = alternate(finder, repeats=repeats)
-    rows += [{"case": "range test (MNIST-1D, batch 64, 100 its)", "variant": k,
-              "us_per_step": median(v) / iters * 1e6} for k, v in t.items()]  # fmt: skip
+    rows += [
+        {
+            "case": "range test (MNIST-1D, batch 64, 100 its)",
+            "variant": k,
+            "us_per_step": median(v) / iters * 1e6,
+        }
+        for k, v in t.items()
+    ]
     return rows
 
 

@@ -223,7 +223,7 @@ def main() -> None:
                     "stacked_vs_one": "stacked / one",
                     "speedup_vs_sequential": "in a row / stacked",
                 },
-            ),  # fmt: skip
+            ),
             "",
         ]
     else:

@@ -10,8 +10,14 @@ from lrbs.core.models import ModelSpec, build_model
 from lrbs.core.stacked import train_stacked
 
 
-def run(dataset: str = "mnist1d", device: str = "cpu", steps: int = 300, repeats: int = 5,
-        ks: tuple[int, ...] = (2, 4, 8), batch: int = 128) -> list[dict]:  # fmt: skip
+def run(
+    dataset: str = "mnist1d",
+    device: str = "cpu",
+    steps: int = 300,
+    repeats: int = 5,
+    ks: tuple[int, ...] = (2, 4, 8),
+    batch: int = 128,
+) -> list[dict]:
     arrays = load(DataSpec(dataset))
     data = TensorData.from_arrays(arrays, device)
     cfg = TrainConfig(

@@ -457,13 +457,22 @@ def objective_chart(trials: pd.DataFrame) -> alt.LayerChart:
                 scale=alt.Scale(domain=list(TRIAL_STATES), range=list(TRIAL_STATES.values())),
                 legend=alt.Legend(orient="top"),
             ),
-            shape=alt.Shape("state:N", legend=None,
-                            scale=alt.Scale(domain=list(TRIAL_STATES),
-                                            range=["circle", "cross", "diamond", "square"])),
-            tooltip=["trial:Q", "state:N", alt.Tooltip("value:Q", format=".4f"),
-                     alt.Tooltip("lr:Q", format=".3g"), "batch_size:Q"],
+            shape=alt.Shape(
+                "state:N",
+                legend=None,
+                scale=alt.Scale(
+                    domain=list(TRIAL_STATES), range=["circle", "cross", "diamond", "square"]
+                ),
+            ),
+            tooltip=[
+                "trial:Q",
+                "state:N",
+                alt.Tooltip("value:Q", format=".4f"),
+                alt.Tooltip("lr:Q", format=".3g"),
+                "batch_size:Q",
+            ],
         )
-    )  # fmt: skip
+    )
     best = (
         alt.Chart(done)
         .mark_line(interpolate="step-after", color="#2b8a3e", strokeWidth=2)
@@ -477,28 +486,46 @@ def search_space_chart(trials: pd.DataFrame) -> alt.LayerChart:
     trials as grey crosses, diverged ones (infinite loss) as red crosses."""
     d = trials.dropna(subset=["lr", "batch_size"]).copy()
     v = pd.to_numeric(d.value, errors="coerce")
-    d["outcome"] = np.where(d.state == "pruned", "pruned",
-                            np.where(np.isinf(v.fillna(0)), "diverged", "finished"))  # fmt: skip
+    d["outcome"] = np.where(
+        d.state == "pruned", "pruned", np.where(np.isinf(v.fillna(0)), "diverged", "finished")
+    )
     ok = d[(d.outcome == "finished") & v.notna() & (d.state == "complete")]
     x = alt.X("lr:Q", title="learning rate", scale=alt.Scale(type="log"))
     y = alt.Y("batch_size:Q", title="batch size", scale=alt.Scale(type="log", base=2))
-    tip = ["trial:Q", "state:N", alt.Tooltip("value:Q", format=".4f"),
-           alt.Tooltip("lr:Q", format=".3g"), "batch_size:Q"]  # fmt: skip
+    tip = [
+        "trial:Q",
+        "state:N",
+        alt.Tooltip("value:Q", format=".4f"),
+        alt.Tooltip("lr:Q", format=".3g"),
+        "batch_size:Q",
+    ]
     finished = (
         alt.Chart(ok)
         .mark_circle(size=140, opacity=0.85)
-        .encode(x=x, y=y, tooltip=tip,
-                color=alt.Color("value:Q", title="val loss",
-                                scale=alt.Scale(scheme="viridis", reverse=True)))
-    )  # fmt: skip
+        .encode(
+            x=x,
+            y=y,
+            tooltip=tip,
+            color=alt.Color(
+                "value:Q", title="val loss", scale=alt.Scale(scheme="viridis", reverse=True)
+            ),
+        )
+    )
     others = (
         alt.Chart(d[d.outcome != "finished"])
         .mark_point(shape="cross", size=120, filled=True)
-        .encode(x=x, y=y, tooltip=tip,
-                color=alt.Color("outcome:N", title=None, legend=alt.Legend(orient="top"),
-                                scale=alt.Scale(domain=["pruned", "diverged"],
-                                                range=["#868e96", "#c92a2a"])))
-    )  # fmt: skip
+        .encode(
+            x=x,
+            y=y,
+            tooltip=tip,
+            color=alt.Color(
+                "outcome:N",
+                title=None,
+                legend=alt.Legend(orient="top"),
+                scale=alt.Scale(domain=["pruned", "diverged"], range=["#868e96", "#c92a2a"]),
+            ),
+        )
+    )
     return (
         alt.layer(finished, others)
         .resolve_scale(color="independent")
@@ -515,17 +542,20 @@ def trial_curves_chart(curves: pd.DataFrame, x_title: str) -> alt.Chart:
         .mark_line(strokeWidth=1.5, opacity=0.8)
         .encode(
             x=alt.X("step:Q", title=x_title),
-            y=alt.Y("val_loss:Q", title="validation loss",
-                    scale=alt.Scale(domain=y_dom, clamp=True)),
+            y=alt.Y(
+                "val_loss:Q", title="validation loss", scale=alt.Scale(domain=y_dom, clamp=True)
+            ),
             detail="trial:N",
-            color=alt.Color("state:N", title=None,
-                            scale=alt.Scale(domain=list(TRIAL_STATES),
-                                            range=list(TRIAL_STATES.values())),
-                            legend=alt.Legend(orient="top")),
+            color=alt.Color(
+                "state:N",
+                title=None,
+                scale=alt.Scale(domain=list(TRIAL_STATES), range=list(TRIAL_STATES.values())),
+                legend=alt.Legend(orient="top"),
+            ),
             tooltip=["trial:Q", "state:N", "step:Q", alt.Tooltip("val_loss:Q", format=".4f")],
         )
         .properties(height=300, title="What each trial reported to the pruner")
-    )  # fmt: skip
+    )
 
 
 def importance_chart(importances: dict[str, float]) -> alt.Chart:

@@ -280,7 +280,17 @@ def train(
     def make_event(kind: str, **values) -> Event:
         p = progress()
         lr = state.lr if state.lr is not None else opt.param_groups[0]["lr"]
-        return Event(run_id, kind, p.step, p.epoch, p.samples, p.elapsed, lr, state.batch, **values)
+        return Event(
+            run_id=run_id,
+            kind=kind,
+            step=p.step,
+            epoch=p.epoch,
+            samples=p.samples,
+            elapsed=p.elapsed,
+            lr=lr,
+            batch_size=state.batch,
+            **values,
+        )
 
     def run_eval() -> Event:
         t = time.perf_counter()

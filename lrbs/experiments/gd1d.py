@@ -41,13 +41,13 @@ def make_loss(name: str, curvature: float = 2.0) -> Loss1D:
     if name == "quadratic":
         c = positive_number("curvature", curvature)
         return Loss1D(
-            "quadratic",
-            f"f(x) = ½·c·x² with c = {c:g}",
-            lambda x: 0.5 * c * x**2,
-            lambda x: c * x,
-            (0.0,),
-            c,
-            (-4.0, 4.0),
+            name="quadratic",
+            title=f"f(x) = ½·c·x² with c = {c:g}",
+            f=lambda x: 0.5 * c * x**2,
+            df=lambda x: c * x,
+            minima=(0.0,),
+            curvature_at_min=c,
+            view=(-4.0, 4.0),
         )
     if name == "two-minima":
         # x^4/4 - x^2 + 0.3x: a deep minimum on the left, a shallow one on the right
@@ -55,24 +55,24 @@ def make_loss(name: str, curvature: float = 2.0) -> Loss1D:
         f = lambda x: x**4 / 4 - x**2 + 0.3 * x  # noqa: E731
         minima = sorted((r for r in roots if 3 * r**2 - 2 > 0), key=f)
         return Loss1D(
-            "two-minima",
-            "f(x) = x⁴/4 − x² + 0.3x",
-            f,
-            lambda x: x**3 - 2 * x + 0.3,
-            tuple(float(m) for m in minima),
-            float(3 * minima[0] ** 2 - 2),
-            (-2.6, 2.6),
+            name="two-minima",
+            title="f(x) = x⁴/4 − x² + 0.3x",
+            f=f,
+            df=lambda x: x**3 - 2 * x + 0.3,
+            minima=tuple(float(m) for m in minima),
+            curvature_at_min=float(3 * minima[0] ** 2 - 2),
+            view=(-2.6, 2.6),
         )
     if name == "steep-flat":
         # exp(x) - x - 1: exponentially steep for x > 0, a gentle slope of -1 for x < 0
         return Loss1D(
-            "steep-flat",
-            "f(x) = eˣ − x − 1",
-            lambda x: np.exp(np.minimum(x, 700)) - x - 1,
-            lambda x: np.exp(np.minimum(x, 700)) - 1,
-            (0.0,),
-            1.0,
-            (-4.0, 3.0),
+            name="steep-flat",
+            title="f(x) = eˣ − x − 1",
+            f=lambda x: np.exp(np.minimum(x, 700)) - x - 1,
+            df=lambda x: np.exp(np.minimum(x, 700)) - 1,
+            minima=(0.0,),
+            curvature_at_min=1.0,
+            view=(-4.0, 3.0),
         )
     raise ConfigError(f"unknown 1-D loss {name!r}; choose quadratic, two-minima or steep-flat")
 
@@ -138,7 +138,14 @@ def descend(loss: Loss1D, start: float, lr: float, steps: int, momentum: float =
                 break
         x = np.array(xs)
         f = loss.f(x)
-    return GDPath(lr, x, f, _status(loss, x, f, escaped_at), float(f[-1]), escaped_at)
+    return GDPath(
+        lr=lr,
+        x=x,
+        loss=f,
+        status=_status(loss, x, f, escaped_at),
+        final_loss=float(f[-1]),
+        escaped_at=escaped_at,
+    )
 
 
 def _status(loss: Loss1D, x: np.ndarray, f: np.ndarray, escaped_at: int | None) -> str:

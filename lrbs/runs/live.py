@@ -95,13 +95,13 @@ class LiveRun:
     def snapshot(self) -> Snapshot:
         with self._lock:
             return Snapshot(
-                {k: list(v) for k, v in self._rows.items()},
-                self._progress,
-                self._done,
-                self._result,
-                self._error,
-                self._started,
-                self._finished,
+                rows={k: list(v) for k, v in self._rows.items()},
+                progress=self._progress,
+                done=self._done,
+                result=self._result,
+                error=self._error,
+                started=self._started,
+                finished=self._finished,
             )
 
     def _main(self) -> None:

@@ -63,6 +63,19 @@ MIGRATIONS: dict[int, list[str]] = {
         "ALTER TABLE runs ADD COLUMN host TEXT NOT NULL DEFAULT ''",
         "ALTER TABLE runs ADD COLUMN pid INTEGER",
     ],
+    # one name per experiment: the pages' old names become the CLI's (lrbs.experiments KIND)
+    3: [
+        f"UPDATE runs SET kind = '{new}' WHERE kind = '{old}'"
+        for old, new in (
+            ("lr-range-test", "lr-find"),
+            ("batch-sweep", "bs-sweep"),
+            ("memory-probe", "bs-probe"),
+            ("lr-schedules", "schedules"),
+            ("scaling-check", "bs-scaling-check"),
+            ("batch-schedule", "bs-schedule"),
+            ("noise-check", "noise-scale"),
+        )
+    ],
 }
 HOST = socket.gethostname()
 SCHEMA_VERSION = max(MIGRATIONS)

@@ -47,7 +47,7 @@ class StoredJob:
     done: bool = True
 
     def snapshot(self) -> Snapshot:
-        return Snapshot(self.rows, 1.0, True, self.result, None)
+        return Snapshot(rows=self.rows, progress=1.0, done=True, result=self.result, error=None)
 
     def stop(self) -> None:
         pass
