@@ -76,6 +76,12 @@ MIGRATIONS: dict[int, list[str]] = {
             ("noise-check", "noise-scale"),
         )
     ],
+    # jobs run by worker processes: queued until one claims them, stopped from any process
+    4: [
+        "ALTER TABLE runs ADD COLUMN stop_requested INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE runs ADD COLUMN progress REAL NOT NULL DEFAULT 0",
+        "CREATE INDEX runs_status ON runs (status, id)",
+    ],
 }
 HOST = socket.gethostname()
 SCHEMA_VERSION = max(MIGRATIONS)
@@ -196,12 +202,14 @@ class RunStore:
         model: str = "",
         device: str = "",
         seed: int | None = None,
+        queued: bool = False,
     ) -> int:
+        """A new run, 'running' in this process, or 'queued' for a worker to `claim`."""
         cfg = jsonable(config)
         with self.db:
             cur = self.db.execute(
                 "INSERT INTO runs (kind, name, config, config_key, dataset, model, device, seed,"
-                " started, host, pid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " started, host, pid, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     kind,
                     name,
@@ -213,10 +221,82 @@ class RunStore:
                     seed,
                     time.time(),
                     HOST,
-                    os.getpid(),
+                    None if queued else os.getpid(),
+                    "queued" if queued else "running",
                 ),
             )
         return int(cur.lastrowid)
+
+    def claim(self, run_id: int) -> bool:
+        """Take a queued run for this process (atomic: of two workers, one gets it)."""
+        with self.db:
+            cur = self.db.execute(
+                "UPDATE runs SET status = 'running', pid = ?, host = ?, started = ? "
+                "WHERE id = ? AND status = 'queued'",
+                (os.getpid(), HOST, time.time(), int(run_id)),
+            )
+        return cur.rowcount == 1
+
+    def request_stop(self, run_id: int) -> str:
+        """Ask a run to stop, from any process: a queued run is cancelled at once (it never
+        starts), a running one stops at its next step. Returns the run's status after."""
+        with self.db:
+            self.db.execute(
+                "UPDATE runs SET status = 'cancelled', ended = ? WHERE id = ? AND "
+                "status = 'queued'",
+                (time.time(), int(run_id)),
+            )
+            self.db.execute("UPDATE runs SET stop_requested = 1 WHERE id = ?", (int(run_id),))
+        return self.status(run_id)
+
+    def stop_requested(self, run_id: int) -> bool:
+        row = self.db.execute("SELECT stop_requested FROM runs WHERE id = ?", (int(run_id),))
+        found = row.fetchone()
+        return bool(found and found[0])
+
+    def set_progress(self, run_id: int, fraction: float) -> None:
+        with self.db:
+            self.db.execute("UPDATE runs SET progress = ? WHERE id = ?", (fraction, int(run_id)))
+
+    def status(self, run_id: int) -> str:
+        """A run's status, with a dead writer's 'running' turned into 'interrupted'."""
+        row = self.db.execute(
+            "SELECT status, pid, host FROM runs WHERE id = ?", (int(run_id),)
+        ).fetchone()
+        if row is None:
+            raise StoreError(f"there is no run {run_id} in {self.path}")
+        if row["status"] == "running" and row["host"] == HOST and row["pid"] is not None:
+            if not _process_alive(row["pid"]):
+                with self.db:
+                    self.db.execute(
+                        "UPDATE runs SET status = 'interrupted' WHERE id = ? AND "
+                        "status = 'running'",
+                        (int(run_id),),
+                    )
+                return "interrupted"
+        return row["status"]
+
+    def queue_position(self, run_id: int) -> int | None:
+        """How many queued runs are ahead of this one (0: next), or None if not queued."""
+        row = self.db.execute("SELECT status FROM runs WHERE id = ?", (int(run_id),)).fetchone()
+        if row is None or row[0] != "queued":
+            return None
+        ahead = self.db.execute(
+            "SELECT count(*) FROM runs WHERE status = 'queued' AND id < ?", (int(run_id),)
+        ).fetchone()[0]
+        return int(ahead)
+
+    def points_after(self, run_id: int, after: int = 0) -> tuple[dict[str, list[dict]], int]:
+        """The points of a run written after row `after` (0: all), by channel, and the last
+        row read: a live view reads only what is new."""
+        rows = self.db.execute(
+            "SELECT rowid, channel, data FROM points WHERE run_id = ? AND rowid > ? ORDER BY rowid",
+            (int(run_id), int(after)),
+        ).fetchall()
+        out: dict[str, list[dict]] = {}
+        for r in rows:
+            out.setdefault(r["channel"], []).append(json.loads(r["data"]))
+        return out, (rows[-1]["rowid"] if rows else after)
 
     def add_points(self, run_id: int, channel: str, rows: Iterable[dict], start: int = 0) -> int:
         data = [(run_id, channel, start + i, json.dumps(jsonable(r))) for i, r in enumerate(rows)]
@@ -385,6 +465,17 @@ class Recorder(Sink):
         self.store = RunStore(self.path)
         self.run_id = self.store.start_run(self.kind, self.config, **self.meta)
         return self.run_id
+
+    def resume(self, run_id: int) -> bool:
+        """Write into a queued run (a job's) instead of a new one, if this process can claim
+        it; False if it was cancelled or claimed by another worker."""
+        self.store = RunStore(self.path)
+        if not self.store.claim(run_id):
+            self.store.close()
+            self.store = None
+            return False
+        self.run_id = int(run_id)
+        return True
 
     def emit(self, channel: str, row: dict) -> None:
         with self._lock:

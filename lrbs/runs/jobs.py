@@ -1,0 +1,176 @@
+"""Experiments as jobs run by worker processes, so training never shares the web server's
+interpreter lock, and a job outlives the browser tab that started it.
+
+The run history is the queue and the record: `submit` writes a 'queued' run; a worker claims
+it (atomically, so one worker gets it), runs the experiment through `execute` with the one
+recorder, and writes its points and progress as it goes. Anyone holding the run id (a reload,
+another tab, another page) reads the same points back and can stop it: `request_stop` cancels
+a queued job (it never starts) and asks a running one to stop at its next step. A worker that
+dies leaves its points and its run is reported 'interrupted'; the pool starts another worker.
+A job whose tab closed runs to its end (its result is then in the history, offered the next
+time the same settings are asked for).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from lrbs.runs.sink import Sink
+from lrbs.runs.store import RunStore, record_config, setup_meta
+
+log = logging.getLogger(__name__)
+POLL_SECONDS = 0.25  # how often a worker checks whether its job was asked to stop
+
+
+def default_workers() -> int:
+    """One worker per core: each trains with one torch thread, which measured fastest on a
+    2-core machine (bench/RESULTS.md)."""
+    env = os.environ.get("LRBS_WORKERS")
+    if env:
+        return max(1, int(env))
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 2)
+
+
+class ProgressWriter(Sink):
+    """A job's progress into its run record, at most a few times a second."""
+
+    def __init__(self, store: RunStore, run_id: int, every: float = 0.3) -> None:
+        self.store, self.run_id, self.every, self.last = store, run_id, every, 0.0
+
+    def progress(self, fraction: float, text: str = "") -> None:
+        now = time.monotonic()
+        if now - self.last >= self.every or fraction >= 1.0:
+            self.last = now
+            self.store.set_progress(self.run_id, float(fraction))
+
+
+def run_job(db: str, run_id: int) -> str:
+    """Claim and run one queued job in this process; returns how it ended ('cancelled' if
+    it was stopped before it started, or claimed elsewhere)."""
+    from lrbs.experiments import registry
+    from lrbs.runs.experiment import config_of, execute, setup_of
+    from lrbs.runs.store import Recorder
+
+    with RunStore(db) as store:
+        info = store.run(run_id)
+    exp = registry()[info["kind"]]
+    rec = Recorder(db, info["kind"], info["config"])
+    if not rec.resume(run_id):
+        return "cancelled"
+    stop = threading.Event()
+    watcher = RunStore(db)
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(POLL_SECONDS):
+            if watcher.stop_requested(run_id):
+                stop.set()
+                return
+
+    thread = threading.Thread(target=watch, name=f"lrbs-stop-{run_id}", daemon=True)
+    thread.start()
+    try:
+        setup = setup_of(info["config"])
+        config = config_of(exp, info["config"])
+        result = execute(
+            exp, setup, config, sink=ProgressWriter(watcher, run_id), stop=stop, recorder=rec
+        )
+        status = "stopped" if stop.is_set() and result.status == "finished" else result.status
+    except Exception as exc:  # recorded as 'error' by execute; the worker lives on
+        log.warning("job %s failed: %s", run_id, exc)
+        rec.finish("error", {"error": str(exc)})  # in case it failed before execute
+        status = "error"
+    finally:
+        done.set()
+        thread.join()
+    watcher.set_progress(run_id, 1.0)
+    watcher.close()
+    return status
+
+
+def warm() -> None:
+    """Import what is slow to import once, before the first job (torch, and the optimizer
+    machinery whose first use pulls in torch._dynamo)."""
+    import torch
+
+    torch.set_num_threads(1)
+    torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1).step()
+    from lrbs.experiments import registry
+
+    registry()
+
+
+def worker_main(queue: Any) -> None:
+    warm()
+    while True:
+        item = queue.get()
+        if item is None:
+            return
+        db, run_id = item
+        try:
+            run_job(db, run_id)
+        except Exception:  # a job that cannot even be read: the next one still runs
+            log.exception("job %s in %s could not run", run_id, db)
+
+
+@dataclass
+class JobPool:
+    """`workers` processes taking jobs in order; more jobs wait in the queue."""
+
+    workers: int = field(default_factory=default_workers)
+    _ctx: Any = field(default=None, repr=False)
+    _queue: Any = field(default=None, repr=False)
+    _procs: list = field(default_factory=list, repr=False)
+    _closed: threading.Event = field(default_factory=threading.Event, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        self._ctx = mp.get_context("spawn")  # no fork of a threaded server
+        self._queue = self._ctx.Queue()
+        for _ in range(self.workers):
+            self._procs.append(self._spawn())
+        threading.Thread(target=self._supervise, name="lrbs-jobs", daemon=True).start()
+
+    def _spawn(self):
+        p = self._ctx.Process(target=worker_main, args=(self._queue,), daemon=True)
+        p.start()
+        return p
+
+    def _supervise(self) -> None:
+        """Replace a worker that died (its job is then reported 'interrupted')."""
+        while not self._closed.wait(0.5):
+            with self._lock:
+                for i, p in enumerate(self._procs):
+                    if not p.is_alive():
+                        log.warning(
+                            "job worker %s died (exit %s); starting another", p.pid, p.exitcode
+                        )
+                        self._procs[i] = self._spawn()
+
+    def submit(self, db: str, kind: str, setup: Any, config: Any, name: str = "") -> int:
+        """Queue an experiment; returns its run id in the history file `db`."""
+        with RunStore(db) as store:
+            run_id = store.start_run(
+                kind, record_config(setup, config), name=name, queued=True, **setup_meta(setup)
+            )
+        self._queue.put((str(db), run_id))
+        return run_id
+
+    def pids(self) -> list[int]:
+        with self._lock:
+            return [p.pid for p in self._procs]
+
+    def close(self, timeout: float = 5.0) -> None:
+        self._closed.set()
+        for _ in self._procs:
+            self._queue.put(None)
+        for p in self._procs:
+            p.join(timeout)
+            if p.is_alive():
+                p.terminate()
