@@ -174,3 +174,100 @@ class JobPool:
             p.join(timeout)
             if p.is_alive():
                 p.terminate()
+
+
+ENDED = ("finished", "stopped", "diverged", "oom", "error", "interrupted", "cancelled")
+
+
+class Job:
+    """A handle on a job by its run id, for any process or tab: its rows as they arrive
+    (read incrementally), progress, place in the queue, the rebuilt Result once it has ended,
+    and Stop. Shaped like `runs.live.LiveRun` so the pages' live view draws either."""
+
+    def __init__(self, db: str, run_id: int) -> None:
+        self.db, self.run_id = str(db), int(run_id)
+        self._rows: dict[str, list[dict]] = {}
+        self._after = 0
+        self._status = "queued"
+        self._info: dict | None = None
+        self._result: Any = None
+        self._error: str | None = None
+        self._lock = threading.Lock()
+
+    def refresh(self) -> bool:
+        """Read what is new; returns whether anything changed (new rows or a new status)."""
+        with self._lock:
+            if self._info is not None and self._status in ENDED:
+                return False
+            with RunStore(self.db) as store:
+                status = store.status(self.run_id)
+                new, self._after = store.points_after(self.run_id, self._after)
+                info = store.run(self.run_id)
+            for channel, rows in new.items():
+                self._rows.setdefault(channel, []).extend(rows)
+            changed = bool(new) or status != self._status or self._info is None
+            self._status, self._info = status, info
+            if status in ENDED and self._result is None:
+                self._finish(info)
+            return changed
+
+    def _finish(self, info: dict) -> None:
+        from lrbs.experiments import registry
+        from lrbs.runs.experiment import rebuild
+
+        results = info.get("results") or {}
+        if self._status == "error":
+            self._error = results.get("error", "the job failed")
+            return
+        if self._status == "cancelled":
+            return
+        if self._status == "interrupted":
+            self._error = (
+                "the worker process running this job ended before it did (killed or out of "
+                "memory); the points it had written are kept"
+            )
+        try:
+            self._result = rebuild(registry()[info["kind"]], info, self._rows)
+        except Exception as exc:  # a record too incomplete to rebuild: its rows still show
+            log.warning("job %s: result not rebuilt: %s", self.run_id, exc)
+
+    @property
+    def status(self) -> str:
+        self.refresh()
+        return self._status
+
+    @property
+    def done(self) -> bool:
+        return self.status in ENDED
+
+    def queue_position(self) -> int | None:
+        with RunStore(self.db) as store:
+            return store.queue_position(self.run_id)
+
+    def stop(self) -> None:
+        with RunStore(self.db) as store:
+            store.request_stop(self.run_id)
+
+    def join(self, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.done:
+            if deadline is not None and time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+        return True
+
+    def snapshot(self):
+        from lrbs.runs.live import Snapshot
+
+        self.refresh()
+        with self._lock:
+            info = self._info or {}
+            return Snapshot(
+                rows={k: list(v) for k, v in self._rows.items()},
+                progress=1.0 if self._status in ENDED else float(info.get("progress") or 0.0),
+                done=self._status in ENDED,
+                result=self._result,
+                error=self._error,
+                started=info.get("started") or 0.0,
+                finished=info.get("ended"),
+            )

@@ -1,6 +1,10 @@
 """One helper for every experiment on a page: offer the stored result, Run and Stop, the live
 view while it trains, the finished Result. A page builds the experiment's Config from its
-widgets and hands it here; the engine's `run` does the work and its charts draw it."""
+widgets and hands it here; the engine's `run` does the work and its charts draw it.
+
+The work runs in the server's pool of worker processes (lrbs.runs.jobs), never in the web
+process: the page holds only the job's run id (also in its URL), so a reload, another page
+or another tab attaches to the same live job and can stop it."""
 
 from __future__ import annotations
 
@@ -11,40 +15,38 @@ from typing import Any
 import streamlit as st
 
 from lrbs.runs.experiment import rebuild
+from lrbs.runs.jobs import Job, JobPool
 from lrbs.runs.live import Snapshot
-from lrbs.runs.sink import Sink
-from lrbs.runs.store import record_config, recorder
+from lrbs.runs.store import record_config
 from pages.common.history import offer_stored, store_path
-from pages.common.live import controls, live_view, start_job
+from pages.common.live import controls, live_view
+from pages.common.state import remember_job, url_job
 
 
-class _Callbacks(Sink):
-    """The live job's emit and progress as the Sink an experiment reports to."""
-
-    def __init__(self, emit: Callable[[str, dict], None], progress: Callable[[float], None]):
-        self._emit, self._progress = emit, progress
-
-    def emit(self, channel: str, row: dict) -> None:
-        self._emit(channel, row)
-
-    def progress(self, fraction: float, text: str = "") -> None:
-        self._progress(fraction)
+@st.cache_resource(show_spinner=False)
+def job_pool() -> JobPool:
+    """The server's worker processes, started (and warmed: torch imported) once."""
+    return JobPool()
 
 
-def start(key: str, exp: ModuleType, setup: Any, config: Any, name: str = "", state=None):
-    """Start `exp` with `config` as this page's job `key`, recorded in the run history."""
+def start(key: str, exp: ModuleType, setup: Any, config: Any, name: str = "") -> None:
+    """Queue `exp` with `config` as this page's job `key`, recorded in the run history."""
+    db = store_path()
+    run_id = job_pool().submit(db, exp.KIND, setup, config, name=name)
+    st.session_state[key] = Job(db, run_id)
+    remember_job(key, run_id)
+    st.rerun()
 
-    def work(emit, stop, progress):
-        return exp.run(setup, config, _Callbacks(emit, progress), stop)
 
-    start_job(
-        key,
-        work,
-        exp.KIND,
-        state,
-        record=recorder(exp.KIND, setup, config, path=store_path(), name=name),
-        summarize=lambda r: (r.status, r.summary()),
-    )
+def attach(key: str) -> Job | None:
+    """This page's job: the one in session_state, else the one the URL names (a reload)."""
+    job = st.session_state.get(key)
+    if job is None:
+        run_id = url_job(key)
+        if run_id is not None:
+            job = st.session_state[key] = Job(store_path(), run_id)
+            remember_job(key, run_id)
+    return job
 
 
 def experiment(
@@ -62,6 +64,7 @@ def experiment(
     draws Run/Stop (Run disabled while `config` is None, i.e. the settings have an error),
     starts the job, draws it live with `draw(snapshot, running)`, and returns the finished
     Result (live or loaded from the history), or None while there is none."""
+    job = attach(key)
     if config is not None:
         offer_stored(
             exp.KIND,
@@ -72,10 +75,12 @@ def experiment(
         )
     if controls(key, label, disabled=config is None):
         start(key, exp, setup, config, name)
-    job = st.session_state.get(key)
     if job is None:
         return None
     live_view(key, draw)
     if not job.done:
         return None
-    return job.snapshot().result
+    snap = job.snapshot()
+    if snap.error:
+        st.error(snap.error)
+    return snap.result

@@ -75,6 +75,10 @@ def live_view(key: str, draw: Callable[[Snapshot, bool], None]) -> None:
     @st.fragment(run_every=REFRESH_SECONDS)
     def view() -> None:
         snap = job.snapshot()
+        place = job.queue_position() if hasattr(job, "queue_position") else None
+        if place is not None:
+            ahead = "it is next" if place == 0 else f"{place} job(s) are ahead of it"
+            st.info(f"Queued until a worker is free: {ahead}.")
         draw(snap, not snap.done)
         if snap.done:
             st.rerun(scope="app")
