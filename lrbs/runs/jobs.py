@@ -14,11 +14,14 @@ time the same settings are asked for).
 from __future__ import annotations
 
 import logging
-import multiprocessing as mp
 import os
+import subprocess
+import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from lrbs.runs.sink import Sink
@@ -106,52 +109,90 @@ def warm() -> None:
     registry()
 
 
-def worker_main(queue: Any) -> None:
+def worker_main() -> None:
+    """A worker process (`python -m lrbs.runs.jobs`): reads "DB<TAB>RUN_ID" lines on stdin,
+    runs each job, and says "ready" on stdout whenever it can take the next one."""
+    proto = os.fdopen(os.dup(1), "w", buffering=1)
+    sys.stdout = sys.stderr  # whatever a job prints must not enter the protocol
     warm()
-    while True:
-        item = queue.get()
-        if item is None:
-            return
-        db, run_id = item
+    print("ready", file=proto)
+    for line in sys.stdin:
+        db, _, run_id = line.rstrip("\n").partition("\t")
         try:
-            run_job(db, run_id)
+            run_job(db, int(run_id))
         except Exception:  # a job that cannot even be read: the next one still runs
             log.exception("job %s in %s could not run", run_id, db)
+        print("ready", file=proto)
 
 
-@dataclass
+class _Worker:
+    """One worker process and whether it waits for a job."""
+
+    def __init__(self, on_ready: Callable[[], None]) -> None:
+        env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "lrbs.runs.jobs"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=str(Path(__file__).resolve().parents[2]),
+        )
+        self.idle = False
+        self._on_ready = on_ready
+        threading.Thread(
+            target=self._read, name=f"lrbs-worker-{self.proc.pid}", daemon=True
+        ).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            if line.strip() == "ready":
+                self.idle = True
+                self._on_ready()
+
+    def send(self, db: str, run_id: int) -> None:
+        self.idle = False
+        self.proc.stdin.write(f"{db}\t{run_id}\n")
+        self.proc.stdin.flush()
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+
 class JobPool:
-    """`workers` processes taking jobs in order; more jobs wait in the queue."""
+    """`workers` processes taking jobs in the order they were queued; more jobs wait."""
 
-    workers: int = field(default_factory=default_workers)
-    _ctx: Any = field(default=None, repr=False)
-    _queue: Any = field(default=None, repr=False)
-    _procs: list = field(default_factory=list, repr=False)
-    _closed: threading.Event = field(default_factory=threading.Event, repr=False)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
-
-    def __post_init__(self) -> None:
-        self._ctx = mp.get_context("spawn")  # no fork of a threaded server
-        self._queue = self._ctx.Queue()
-        for _ in range(self.workers):
-            self._procs.append(self._spawn())
+    def __init__(self, workers: int | None = None) -> None:
+        self.workers = workers or default_workers()
+        self._lock = threading.RLock()
+        self._pending: deque[tuple[str, int]] = deque()
+        self._closed = threading.Event()
+        self._procs = [_Worker(self._dispatch) for _ in range(self.workers)]
         threading.Thread(target=self._supervise, name="lrbs-jobs", daemon=True).start()
 
-    def _spawn(self):
-        p = self._ctx.Process(target=worker_main, args=(self._queue,), daemon=True)
-        p.start()
-        return p
+    def _dispatch(self) -> None:
+        with self._lock:
+            for w in self._procs:
+                if self._pending and w.idle and w.alive:
+                    db, run_id = self._pending.popleft()
+                    try:
+                        w.send(db, run_id)
+                    except (BrokenPipeError, OSError):  # it died just now: try another
+                        self._pending.appendleft((db, run_id))
 
     def _supervise(self) -> None:
         """Replace a worker that died (its job is then reported 'interrupted')."""
         while not self._closed.wait(0.5):
             with self._lock:
-                for i, p in enumerate(self._procs):
-                    if not p.is_alive():
+                for i, w in enumerate(self._procs):
+                    if not w.alive:
                         log.warning(
-                            "job worker %s died (exit %s); starting another", p.pid, p.exitcode
+                            "job worker %s ended (exit %s); starting another",
+                            w.proc.pid,
+                            w.proc.returncode,
                         )
-                        self._procs[i] = self._spawn()
+                        self._procs[i] = _Worker(self._dispatch)
 
     def submit(self, db: str, kind: str, setup: Any, config: Any, name: str = "") -> int:
         """Queue an experiment; returns its run id in the history file `db`."""
@@ -159,21 +200,27 @@ class JobPool:
             run_id = store.start_run(
                 kind, record_config(setup, config), name=name, queued=True, **setup_meta(setup)
             )
-        self._queue.put((str(db), run_id))
+        with self._lock:
+            self._pending.append((str(db), run_id))
+        self._dispatch()
         return run_id
 
     def pids(self) -> list[int]:
         with self._lock:
-            return [p.pid for p in self._procs]
+            return [w.proc.pid for w in self._procs]
 
     def close(self, timeout: float = 5.0) -> None:
         self._closed.set()
-        for _ in self._procs:
-            self._queue.put(None)
-        for p in self._procs:
-            p.join(timeout)
-            if p.is_alive():
-                p.terminate()
+        for w in self._procs:
+            try:
+                w.proc.stdin.close()
+            except OSError:
+                pass
+        for w in self._procs:
+            try:
+                w.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                w.proc.terminate()
 
 
 ENDED = ("finished", "stopped", "diverged", "oom", "error", "interrupted", "cancelled")
@@ -271,3 +318,7 @@ class Job:
                 started=info.get("started") or 0.0,
                 finished=info.get("ended"),
             )
+
+
+if __name__ == "__main__":
+    worker_main()
