@@ -1,9 +1,8 @@
 """Run history: every run kept, compared and exported."""
 
-import altair as alt
-import pandas as pd
 import streamlit as st
 
+from lrbs.charts import history as history_charts
 from lrbs.core.errors import LrbsError
 from pages.common.history import history_sidebar, open_store, store_path
 from pages.common.live import csv_download
@@ -58,32 +57,14 @@ else:
     channels = sorted(points.channel.unique())
     channel = st.selectbox("Curve", channels, key="h_channel")
     part = points[points.channel == channel].dropna(axis=1, how="all")
-    numeric = [c for c in part.columns if c not in ("run", "seq") and
-               pd.api.types.is_numeric_dtype(part[c])]  # fmt: skip
+    numeric = history_charts.numeric_columns(part)
     if len(numeric) >= 2:
-        x_default = next((c for c in ("step", "lr", "epoch", "elapsed") if c in numeric),
-                         numeric[0])  # fmt: skip
-        y_default = next((c for c in ("loss", "smoothed", "val_loss", "b_simple")
-                          if c in numeric and c != x_default), numeric[1])  # fmt: skip
+        x_default, y_default = history_charts.default_axes(numeric)
         c1, c2, c3 = st.columns(3)
         x = c1.selectbox("x", numeric, index=numeric.index(x_default), key="h_x")
         y = c2.selectbox("y", numeric, index=numeric.index(y_default), key="h_y")
         log_x = c3.checkbox("log x", value=x == "lr", key="h_logx")
-        d = part.dropna(subset=[x, y]).copy()
-        d["label"] = "#" + d.run.astype(str) + " " + d.run_kind + " " + d.run_name.fillna("")
-        if "run_id" in d:
-            d["label"] = d.label + " · " + d.run_id.astype(str)
-        chart = (
-            alt.Chart(d)
-            .mark_line()
-            .encode(
-                x=alt.X(f"{x}:Q", scale=alt.Scale(type="log" if log_x else "linear")),
-                y=alt.Y(f"{y}:Q", scale=alt.Scale(zero=False)),
-                color=alt.Color("label:N", title=None, legend=alt.Legend(orient="top")),
-                tooltip=["label:N", f"{x}:Q", f"{y}:Q"],
-            )
-            .properties(height=360)
-        )
+        chart = history_charts.overlay_chart(part, x, y, log_x)
         st.altair_chart(chart, width="stretch")
 csv_download(st, "Download the selected runs' points (CSV)", points, "lrbs_runs.csv", "h_csv")
 
@@ -97,9 +78,13 @@ except LrbsError as exc:
     st.stop()
 c1, c2 = st.columns(2)
 with c1:
-    st.markdown(f"**{info['kind']}** · {info['status']} · dataset {info['dataset'] or '—'} · "
-                f"model {info['model'] or '—'} · seed {info['seed']}")  # fmt: skip
+    st.markdown(
+        f"**{info['kind']}** · {info['status']} · dataset {info['dataset'] or '—'} · "
+        f"model {info['model'] or '—'} · seed {info['seed']}"
+    )
+    st.caption("Results (headline figures)")
     st.json(info["results"], expanded=False)
+    st.caption("Settings")
     st.json(info["config"], expanded=False)
 with c2:
     with st.form(f"h_edit_{run_id}"):

@@ -1,9 +1,9 @@
 """Home: what each concept is, links to its page, and which datasets are here."""
 
-import altair as alt
 import pandas as pd
 import streamlit as st
 
+from lrbs.charts.history import class_counts_chart
 from lrbs.core.data import DATASETS
 from pages.common.nav import PAGES
 from pages.common.sidebar import cached_availability, shared_sidebar
@@ -39,7 +39,16 @@ table = pd.DataFrame(
         if n != "csv"
     ]
 )
-st.dataframe(table, hide_index=True, width="stretch")
+st.dataframe(
+    table,
+    hide_index=True,
+    width="stretch",
+    column_config={
+        "dataset": st.column_config.TextColumn(width="small"),
+        "here": st.column_config.TextColumn(width="small"),
+        "what": st.column_config.TextColumn(width="large"),
+    },
+)
 
 chosen = shared_sidebar()
 if chosen is not None:
@@ -49,11 +58,4 @@ if chosen is not None:
         f"{len(arrays.y_val):,} validation samples, input shape {arrays.input_shape}, "
         f"{arrays.n_classes} classes (source: {arrays.source})."
     )
-    counts = pd.DataFrame({"class": arrays.class_names, "samples": arrays.class_counts()})
-    st.altair_chart(
-        alt.Chart(counts)
-        .mark_bar()
-        .encode(x=alt.X("class:N", sort=None), y="samples:Q", tooltip=["class", "samples"])
-        .properties(height=180, title="Training samples per class"),
-        width="stretch",
-    )
+    st.altair_chart(class_counts_chart(arrays.class_names, arrays.class_counts()), width="stretch")

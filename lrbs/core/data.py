@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lrbs.core.config import option
-from lrbs.core.errors import ConfigError, DataUnavailable, require
+from lrbs.core.config import check, option
+from lrbs.core.errors import ConfigError, DataUnavailable, LrbsError, require
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ class DataSpec:
     val_fraction: float = option(
         0.2, help="validation share where the set has no official test split"
     )
-    seed: int = option(0, help="seed of the split and of every run")
+    seed: int = option(0, low=0, high=2**31 - 1, help="seed of the split and of every run")
     root: str | None = option(None, flag="--data-root", help="torchvision root folder")
     download: bool = option(False, cli=False)  # let torchvision download (needs a network)
     csv_path: str | None = option(None, flag="--csv", help="CSV file, for --dataset csv")
@@ -64,6 +64,7 @@ class DataSpec:
                 f"dataset size must be a whole number of at least 20, got {self.size!r}",
             )
         require(0 < self.val_fraction < 1, "validation fraction must be between 0 and 1")
+        check(self)
         if self.name == "csv":
             require(bool(self.csv_path), "the CSV dataset needs a file")
             require(bool(self.target), "the CSV dataset needs a target column")
@@ -334,6 +335,10 @@ def _read_csv(path: str, nrows: int | None = None):
     p = Path(path)
     if not p.exists():
         raise ConfigError(f"CSV file {path} does not exist")
+    if p.is_dir():
+        raise ConfigError(f"{path} is a folder, not a CSV file")
+    if not os.access(p, os.R_OK):
+        raise ConfigError(f"no permission to read the CSV file {path}")
     size = p.stat().st_size
     if size == 0:
         raise ConfigError("the CSV file is empty")
@@ -372,6 +377,9 @@ def read_csv_dataset(path: str, target: str) -> tuple[np.ndarray, np.ndarray, tu
     numeric = features.select_dtypes("number")
     if numeric.shape[1] == 0:
         raise ConfigError("the CSV has no numeric feature columns besides the target")
+    infinite = [str(c) for c in numeric.columns if not np.isfinite(numeric[c]).all()]
+    if infinite:
+        raise ConfigError(f"the CSV has infinite values in: {', '.join(infinite)}; fix them first")
     notes = []
     dropped = [c for c in features.columns if c not in numeric.columns]
     if dropped:
@@ -512,7 +520,7 @@ def availability(spec_kwargs: dict | None = None) -> dict[str, bool]:
 def load(spec: DataSpec) -> Arrays:
     """Load, split and standardise. Raises DataUnavailable or ConfigError with a clear message."""
     entry = DATASETS[spec.name]
-    raw = entry.load(spec)
+    raw = read_raw(entry, spec)
     rng = np.random.default_rng(spec.seed)
     x, y = raw.x, raw.y
     if raw.x_val is None:
@@ -542,6 +550,34 @@ def load(spec: DataSpec) -> Arrays:
         source=raw.source,
         notes=raw.notes,
     )
+
+
+def read_raw(entry: DatasetEntry, spec: DataSpec) -> Raw:
+    """The loader's raw arrays, with a file the user has that cannot be read (corrupt,
+    truncated, a folder, no permission) turned into one clear message."""
+    try:
+        raw = entry.load(spec)
+    except LrbsError:
+        raise
+    except PermissionError as exc:
+        raise DataUnavailable(
+            f"{entry.title}: no permission to read {exc.filename or 'its files'}"
+        ) from None
+    except IsADirectoryError as exc:
+        raise DataUnavailable(
+            f"{entry.title}: {exc.filename} is a folder, not a data file"
+        ) from None
+    except (OSError, EOFError, ValueError, KeyError, IndexError, pickle.UnpicklingError) as exc:
+        raise DataUnavailable(
+            f"{entry.title}: a data file is corrupt or truncated ({type(exc).__name__}: {exc}); "
+            f"{entry.how_to_get}"
+        ) from None
+    for name, part in (("training", raw.x), ("validation", raw.x_val)):
+        if part is not None and not np.isfinite(part).all():
+            raise ConfigError(
+                f"{entry.title}: the {name} data holds infinite or NaN values; fix the file"
+            )
+    return raw
 
 
 def _standardise(x: np.ndarray, x_val: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:

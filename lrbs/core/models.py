@@ -4,6 +4,7 @@ runs with one seed start from bit-equal weights, whatever thread builds them."""
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import torch
@@ -68,7 +69,39 @@ def _mlp(sizes: list[int], dropout: float, dropout_after: set[int]) -> list[nn.M
 def build_model(
     spec: ModelSpec, input_shape: tuple[int, ...], n_classes: int, seed: int = 0
 ) -> nn.Module:
-    """A fresh model on the CPU with weights drawn from `seed` (move it with `.to(device)`)."""
+    """A fresh model on the CPU with weights drawn from `seed` (move it with `.to(device)`).
+    A model too large for this machine's memory is refused before it is allocated."""
+    with torch.device("meta"):  # shapes only: no memory, no init
+        n_params = count_parameters(_layers(spec, input_shape, n_classes))
+    check_memory(n_params)
+    model = _layers(spec, input_shape, n_classes)
+    init_weights(model, seed)
+    return model
+
+
+TRAINING_COPIES = 4  # weights, gradients and two optimizer states (Adam), float32 each
+
+
+def available_memory() -> int | None:
+    """Bytes of physical memory free now (None where the system does not say)."""
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_memory(n_params: int) -> None:
+    need = n_params * 4 * TRAINING_COPIES
+    free = available_memory()
+    if free is not None and need > free:
+        raise ConfigError(
+            f"the model has {n_params:,} parameters: training it needs about "
+            f"{need / 2**30:.1f} GiB, more than the {free / 2**30:.1f} GiB of memory free; "
+            "choose fewer or smaller layers"
+        )
+
+
+def _layers(spec: ModelSpec, input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
     n_in = math.prod(input_shape)
     if spec.name == "logreg":
         model = nn.Sequential(nn.Flatten(), nn.Linear(n_in, n_classes))
@@ -80,7 +113,6 @@ def build_model(
         model = nn.Sequential(nn.Flatten(), *layers)
     else:
         model = _cnn(spec, input_shape, n_classes)
-    init_weights(model, seed)
     return model
 
 

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from lrbs.core.config import option
+from lrbs.core.config import check, option
 from lrbs.core.data import Arrays, DataSpec, TensorData, load
 from lrbs.core.device import DEVICE_CHOICES, pick_device
+from lrbs.core.errors import require
 from lrbs.core.models import ModelSpec, build_model
 
 
@@ -19,8 +20,15 @@ class Setup:
 
     data: DataSpec = DataSpec()
     model: ModelSpec = ModelSpec()
-    seed: int = option(0, help="seed of the split and of every run")
+    seed: int = option(0, low=0, high=2**31 - 1, help="seed of the split and of every run")
     device: str = option("auto", help="where to train: " + ", ".join(DEVICE_CHOICES) + " or cuda:N")
+
+    def __post_init__(self) -> None:
+        require(
+            isinstance(self.seed, int) and not isinstance(self.seed, bool),
+            f"seed must be a whole number, got {self.seed!r}",
+        )
+        check(self)
 
     def torch_device(self) -> torch.device:
         return pick_device(self.device)
