@@ -109,11 +109,25 @@ def warm() -> None:
     registry()
 
 
+def die_with_parent() -> None:
+    """End this worker when the server that started it is gone (killed, not only stopped),
+    as a thread of the server would: its job is then 'interrupted', with its points."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="lrbs-parent", daemon=True).start()
+
+
 def worker_main() -> None:
     """A worker process (`python -m lrbs.runs.jobs`): reads "DB<TAB>RUN_ID" lines on stdin,
     runs each job, and says "ready" on stdout whenever it can take the next one."""
     proto = os.fdopen(os.dup(1), "w", buffering=1)
     sys.stdout = sys.stderr  # whatever a job prints must not enter the protocol
+    die_with_parent()
     warm()
     print("ready", file=proto)
     for line in sys.stdin:
