@@ -167,7 +167,7 @@ def inputs() -> sch.Config | None:
     try:
         beta = float(beta_text) if beta_text.strip() else None
     except ValueError:
-        st.error(f"HD: the hypergradient rate β must be a finite number, not {beta_text!r}")
+        st.error(f"HD: the hypergradient rate beta must be a finite number, not {beta_text!r}")
         return None
     try:
         cfg = sch.Config(
