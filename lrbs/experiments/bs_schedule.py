@@ -314,6 +314,11 @@ def per_epoch(events: pd.DataFrame, n_train: int, momentum: float = 0.0) -> pd.D
     return out[PER_EPOCH_COLUMNS]
 
 
+def whole(value) -> int | None:
+    """A count read back from the history (where a JSON table may have made it a float)."""
+    return None if value is None or pd.isna(value) else int(value)
+
+
 SUMMARY_COLUMNS = ["regime", "status", "val_loss", "val_acc", "updates", "seconds"]
 
 
@@ -327,7 +332,7 @@ def summary_table(runs: list[dict], tolerance: float = 0.02) -> tuple[pd.DataFra
                 "status": r["status"],
                 "val_loss": r.get("val_loss"),
                 "val_acc": r.get("val_acc"),
-                "updates": r.get("steps"),
+                "updates": whole(r.get("steps")),
                 "seconds": r.get("seconds"),
             }
             for r in runs
@@ -372,7 +377,7 @@ class Result(experiment.Result):
     @cached_property
     def n_train(self) -> int | None:
         info = self.rows.get("info") or []
-        return info[0].get("n_train") if info else None
+        return whole(info[0].get("n_train")) if info else None
 
     def events(self) -> pd.DataFrame:
         return self.frame("events", EVENT_COLUMNS)

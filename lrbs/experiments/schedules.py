@@ -556,7 +556,8 @@ class Result(experiment.Result):
     @cached_property
     def n_train(self) -> int | None:
         found = self.rows.get("bounds") or []
-        return found[0].get("n_train") if found else None
+        n = found[0].get("n_train") if found else None
+        return None if n is None or pd.isna(n) else int(n)  # the history may give a float
 
     def events(self) -> pd.DataFrame:
         return self.frame("events", EVENT_COLUMNS)
