@@ -84,7 +84,17 @@ def test_every_regime_starts_from_the_same_weights():
 
 def plateau_events(losses):
     return [
-        Event("p", "eval", 0, float(i + 1), 0, 0.0, 0.1, 16, val_loss=v)
+        Event(
+            run_id="p",
+            kind="eval",
+            step=0,
+            epoch=float(i + 1),
+            samples=0,
+            elapsed=0.0,
+            lr=0.1,
+            batch_size=16,
+            val_loss=v,
+        )
         for i, v in enumerate(losses)
     ]
 
