@@ -109,7 +109,7 @@ def test_what_trains_is_what_was_previewed(mnist1d_small):
     result = sch.run(Setup(), cfg)
     events = result.events()
     used = events[events.kind == "train"]
-    assert (result.plan.lr.to_numpy() == plan.lr.to_numpy()).all()  # the Result's own preview
+    assert (result.plan().lr.to_numpy() == plan.lr.to_numpy()).all()  # the Result's own preview
     for name, part in used.groupby("run_id"):
         expect = plan[plan.schedule == name].set_index("step").lr
         got = part.set_index(part.step - 1).lr  # event `step` counts updates done
@@ -273,7 +273,7 @@ def test_run_streams_every_point_and_the_result_rebuilds_from_them(mnist1d_small
     assert "Lowest final validation loss" in result.verdict()
     assert "**" not in result.summary()["verdict"]
     assert result.bounds == sch.RangeBounds(0.5, 0.25, 1.0, "the settings")
-    assert set(result.plan.schedule) == {"constant"}  # plateau reacts: no plan
+    assert set(result.plan().schedule) == {"constant"}  # plateau reacts: no plan
     # the history's copy: JSON rows and the record rebuild the same tables
     rows = json.loads(json.dumps(jsonable(result.rows)))
     info = {"status": result.status, "results": jsonable(result.summary())}

@@ -388,7 +388,9 @@ class Result(experiment.Result):
         return per_epoch(self.events(), self.n_train, self.config.optim.effective_momentum)
 
     def plan(self) -> pd.DataFrame:
-        return plan(self.config, self.n_train) if self.n_train else pd.DataFrame()
+        if self.n_train is None:
+            return pd.DataFrame(columns=PLAN_COLUMNS)
+        return plan(self.config, self.n_train)
 
     @cached_property
     def _summary(self) -> tuple[pd.DataFrame, str]:

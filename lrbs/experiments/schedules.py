@@ -579,9 +579,12 @@ class Result(experiment.Result):
             text += " Stopped before every schedule ran."
         return text if markdown else text.replace("**", "")
 
-    @cached_property
     def plan(self) -> pd.DataFrame:
         """The rate each per-update schedule uses at every update (thinned on long runs)."""
+        return self._plan
+
+    @cached_property
+    def _plan(self) -> pd.DataFrame:
         if "plan" in self.rows:
             return self.frame("plan", PLAN_COLUMNS)
         if self.n_train is None:
@@ -603,7 +606,7 @@ class Result(experiment.Result):
         if found:
             out |= {"dataset": found[0].get("dataset"), "model": found[0].get("model")}
         if self.config.preview:
-            plan = self.plan
+            plan = self.plan()
             return out | {"steps": int(plan.step.max()) + 1 if len(plan) else 0}
         return out | {
             "verdict": self.verdict(markdown=False),
@@ -612,15 +615,15 @@ class Result(experiment.Result):
 
     def tables(self) -> dict[str, pd.DataFrame]:
         if self.config.preview:
-            return {"plan": self.plan}
-        return {"curves": self.events(), "table": self.table(), "plan": self.plan}
+            return {"plan": self.plan()}
+        return {"curves": self.events(), "table": self.table(), "plan": self.plan()}
 
     def report(self) -> str:
         lines = []
         if self.config.bounds != "given":
             lines.append(self.bounds.text())
         if self.config.preview:
-            plan = self.plan
+            plan = self.plan()
             if plan.empty:
                 return "\n".join([*lines, "no per-update schedule chosen: nothing to plan"])
             agg = plan.groupby("schedule", sort=False).lr.agg(["first", "min", "max", "last"])
