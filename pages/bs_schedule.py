@@ -1,25 +1,14 @@
 """Batch-size scheduling: "don't decay the learning rate, increase the batch size"."""
 
-import altair as alt
-import pandas as pd
 import streamlit as st
 
 from lrbs import charts
+from lrbs.charts.schedules import per_epoch_chart
 from lrbs.core.errors import LrbsError
-from lrbs.core.loop import RunResult
+from lrbs.core.loop import OptimSpec
 from lrbs.experiments import bs_schedule as bss
-from pages.common.history import offer_stored, recorder
-from pages.common.live import (
-    controls,
-    downloads,
-    events_frame,
-    finished_job,
-    live_chart,
-    result_columns,
-    series_work,
-    show_error,
-    start_job,
-)
+from pages.common.job import experiment
+from pages.common.live import downloads, live_chart, result_columns, show_error
 from pages.common.sidebar import optimizer_inputs, parse_floats, require_setup
 from pages.common.state import default, page_start
 
@@ -38,7 +27,7 @@ setup, arrays = require_setup()
 N = arrays.n_train
 
 
-def inputs() -> bss.ScheduleConfig | None:
+def inputs() -> bss.Config | None:
     for key, value in {
         "bq_regimes": list(bss.REGIMES),
         "bq_epochs": 15,
@@ -74,157 +63,80 @@ def inputs() -> bss.ScheduleConfig | None:
         ms = parse_floats(milestones, "milestones")
         if any(m != int(m) for m in ms):
             raise LrbsError("milestones must be whole epochs")
-        cfg = bss.ScheduleConfig(
-            tuple(regimes),
-            int(epochs),
-            tuple(int(m) for m in ms),
-            float(factor),
-            float(lr),
-            int(batch),
-            opt,
-            momentum,
-            int(hybrid),
-            int(patience),
-            setup.seed,
+        cfg = bss.Config(
+            regimes=tuple(regimes),
+            epochs=int(epochs),
+            milestones=tuple(int(m) for m in ms),
+            factor=float(factor),
+            optim=OptimSpec(name=opt, lr=float(lr), momentum=momentum),
+            batch_size=int(batch),
+            hybrid_grow=int(hybrid),
+            patience=int(patience),
+            seed=setup.seed,
         )
-        if cfg.batch > N:
-            raise LrbsError(f"batch size {cfg.batch} is larger than the training set ({N:,})")
+        cfg.fits(N)
         return cfg
     except LrbsError as exc:
         st.error(str(exc))
         return None
 
 
-def plan_table(cfg: bss.ScheduleConfig) -> pd.DataFrame:
-    rows = []
-    for r in cfg.regimes:
-        if r == "plateau":
-            continue
-        for e in range(cfg.epochs):
-            lr, b = bss.planned(cfg, r, e, N)
-            rows.append(
-                {
-                    "regime": r,
-                    "epoch": e + 1,
-                    "lr": lr,
-                    "batch_size": b,
-                    "noise_scale": lr / (1 - cfg.effective_momentum) * N / b,
-                }
-            )
-    return pd.DataFrame(rows)
-
-
-def small_chart(d: pd.DataFrame, y: str, title: str) -> alt.Chart:
-    """One per-epoch quantity of every regime on a log axis (the legend is the big charts')."""
-    return (
-        alt.Chart(d)
-        .mark_line(point=True, interpolate="step-after", strokeWidth=2)
-        .encode(
-            x=alt.X("epoch:Q"),
-            y=alt.Y(f"{y}:Q", title=None, scale=alt.Scale(type="log")),
-            color=alt.Color(
-                "run_id:N", legend=None, sort=list(bss.REGIMES), scale=alt.Scale(scheme="tableau10")
-            ),
-            tooltip=["run_id:N", "epoch:Q", alt.Tooltip(f"{y}:Q", format=".4g")],
-        )
-        .properties(title=title, height=260)
-    )
-
-
 def draw(snap, running: bool) -> None:
-    events = events_frame(snap)
     done = snap.rows.get("runs", [])
     if running:
-        st.progress(snap.progress, text=f"{len(done)} of {st.session_state['bq_n']} regimes done")
+        st.progress(snap.progress, text=f"{len(done)} regimes done")
+    live = bss.Result(cfg or bss.Config(), snap.rows)
+    events = live.events()
     if events.empty:
         show_error(snap)
         return
     x = st.session_state.get("bq_x", "epoch")
+    domain = [r for r in bss.REGIMES if r in set(events.run_id)]
     evals = events[events.kind == "eval"]
+    val = charts.runs_chart(evals, x=x, y="val_loss", title="Validation loss", domain=domain)
+    train = charts.runs_chart(
+        events[events.kind == "train"], x=x, y="loss", title="Training loss", domain=domain
+    )
     c1, c2 = st.columns(2)
-    live_chart(c1, charts.runs_chart(evals, x=x, y="val_loss", title="Validation loss"), running)
-    live_chart(
-        c2,
-        charts.runs_chart(events[events.kind == "train"], x=x, y="loss", title="Training loss"),
-        running,
-    )
-    epochs = bss.per_epoch(events, N, st.session_state.get("bq_momentum_used", 0.0))
+    live_chart(c1, val, running)
+    live_chart(c2, train, running)
+    epochs = live.per_epoch()
     c1, c2, c3 = st.columns(3)
-    live_chart(c1, small_chart(epochs, "lr", "Learning rate"), running)
-    live_chart(c2, small_chart(epochs, "batch_size", "Batch size"), running)
-    live_chart(
-        c3,
-        small_chart(epochs, "noise_scale", "Noise scale g = lr/(1−m)·N/B"),
-        running,
-    )
+    live_chart(c1, per_epoch_chart(epochs, "lr", "Learning rate", domain), running)
+    live_chart(c2, per_epoch_chart(epochs, "batch_size", "Batch size", domain), running)
+    noise = per_epoch_chart(epochs, "noise_scale", "Noise scale g = lr/(1−m)·N/B", domain)
+    live_chart(c3, noise, running)
     show_error(snap)
 
 
 cfg = inputs()
 if cfg is not None:
     with st.expander("The plan: lr, batch and noise scale per epoch (before training)"):
-        st.dataframe(plan_table(cfg), hide_index=True, width="stretch", height=240)
+        st.dataframe(
+            bss.plan(cfg, N).drop(columns="start"), hide_index=True, width="stretch", height=240
+        )
         st.caption(
             "'plateau' is not planned: it reacts to the validation loss as it trains. "
             f"Its batch may grow up to N/10 = {N // 10:,}."
         )
+    if cap := cfg.plateau_cap(N):
+        st.warning(cap)
 
-
-def summarize(results: dict) -> tuple[str, dict]:
-    keep = ("status", "val_loss", "val_acc", "steps", "elapsed")
-    return "finished", {
-        "regimes": {k: {f: getattr(r, f) for f in keep} for k, r in results.items()}
-    }
-
-
-def rebuild(info: dict, rows: dict) -> dict:
-    return {
-        k: RunResult(
-            k,
-            v["status"],
-            v["steps"],
-            0.0,
-            0,
-            v["elapsed"],
-            None,
-            None,
-            v["val_loss"],
-            v["val_acc"],
-            None,
-        )
-        for k, v in info["results"].get("regimes", {}).items()
-    }
-
-
-if cfg is not None:
-    offer_stored("bs-schedule", {"setup": setup, "schedule": cfg}, "bq_job", rebuild)
-if controls("bq_job", "Train the regimes", disabled=cfg is None):
-    st.session_state["bq_n"] = len(cfg.regimes)
-    st.session_state["bq_momentum_used"] = cfg.effective_momentum
-
-    work = series_work(
-        arrays,
-        setup,
-        lambda make, data, **kw: bss.run_regimes(make, data, cfg, **kw),
-        len(cfg.regimes),
-        cfg.epochs,
-        "regime",
-    )
-    start_job(
-        "bq_job",
-        work,
-        "batch-size schedules",
-        record=recorder("bs-schedule", {"setup": setup, "schedule": cfg}, setup),
-        summarize=summarize,
-    )
-
-snap = finished_job(
-    "bq_job",
-    "bq_x",
-    draw,
-    "Pick the regimes in the sidebar and train them; curves stream in as they go.",
+st.radio(
+    "x axis",
+    list(charts.X_AXES),
+    key="bq_x",
+    horizontal=True,
+    format_func=charts.X_AXES.get,
+    index=2,
 )
-table, verdict = bss.summary(snap.result)
+result = experiment("bq_job", bss, setup, cfg, draw, label="Train the regimes")
+if "bq_job" not in st.session_state:
+    st.info("Pick the regimes in the sidebar and train them; curves stream in as they go.")
+if result is None:
+    st.stop()
+
+table = result.table()
 st.subheader("Results")
 st.dataframe(
     table,
@@ -240,5 +152,7 @@ st.dataframe(
         }
     ),
 )
-st.markdown(f"**Verdict.** {verdict}")
-downloads("bs_schedule", "bq", events_frame(snap), table)
+st.markdown(f"**Verdict.** {result.verdict()}")
+for note in result.notes():
+    st.caption(note)
+downloads("bs_schedule", "bq", result.events(), table)

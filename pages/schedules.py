@@ -4,22 +4,12 @@ import pandas as pd
 import streamlit as st
 
 from lrbs import charts
-from lrbs.core.data import TensorData
 from lrbs.core.errors import LrbsError
+from lrbs.core.loop import OptimSpec
+from lrbs.core.setup import load_tensors
 from lrbs.experiments import schedules as sch
-from pages.common.history import offer_stored, recorder
-from pages.common.live import (
-    controls,
-    csv_download,
-    downloads,
-    events_frame,
-    finished_job,
-    live_chart,
-    result_columns,
-    series_work,
-    show_error,
-    start_job,
-)
+from pages.common.job import experiment
+from pages.common.live import csv_download, downloads, live_chart, result_columns, show_error
 from pages.common.range_test import latest_range_test
 from pages.common.sidebar import optimizer_inputs, require_setup
 from pages.common.state import default, page_start
@@ -39,16 +29,7 @@ setup, arrays = require_setup()
 N = arrays.n_train
 
 DEFAULTS = {
-    "ls_schedules": [
-        "constant",
-        "step",
-        "cosine",
-        "warmup-cosine",
-        "clr",
-        "onecycle",
-        "plateau",
-        "hd",
-    ],
+    "ls_schedules": "constant step cosine warmup-cosine clr onecycle plateau hd".split(),
     "ls_epochs": 30,
     "ls_batch": 64,
     "ls_lr": 0.5,
@@ -80,20 +61,18 @@ def range_test_bounds() -> sch.RangeBounds | None:
 
 def apply_bounds(b: sch.RangeBounds) -> None:
     st.session_state.update(ls_lr=b.lr, ls_base=b.base_lr, ls_max=b.max_lr)
-    st.session_state["ls_bounds_note"] = (
-        f"From {b.source}: hold lr {b.lr:.3g}; cycle between {b.base_lr:.3g} and {b.max_lr:.3g}."
-    )
+    st.session_state["ls_bounds_note"] = b.text()
 
 
-def quick_range_test(cfg: sch.SchedulesConfig) -> None:
+def quick_range_test(cfg: sch.Config) -> None:
     try:
-        data = TensorData.from_arrays(arrays, setup.torch_device())
+        data = load_tensors(setup, arrays)
         apply_bounds(sch.quick_range_test(setup.fresh_model(data), data, cfg))
     except LrbsError as exc:
         st.session_state["ls_bounds_note"] = f"error: {exc}"
 
 
-def bounds_panel(cfg: sch.SchedulesConfig | None) -> None:
+def bounds_panel(cfg: sch.Config | None) -> None:
     found = range_test_bounds()
     c1, c2 = st.columns([3, 2])
     with c1:
@@ -135,7 +114,7 @@ def bounds_panel(cfg: sch.SchedulesConfig | None) -> None:
 # ------------------------------------------------------------------ inputs
 
 
-def inputs() -> sch.SchedulesConfig | None:
+def inputs() -> sch.Config | None:
     for key, value in DEFAULTS.items():
         default(key, value)
     with st.sidebar:
@@ -188,17 +167,32 @@ def inputs() -> sch.SchedulesConfig | None:
     try:
         beta = float(beta_text) if beta_text.strip() else None
     except ValueError:
-        st.error(f"HD: β must be a number, not {beta_text!r}")
+        st.error(f"HD: the hypergradient rate beta must be a finite number, not {beta_text!r}")
         return None
     try:
-        cfg = sch.SchedulesConfig(
-            tuple(chosen), int(epochs), int(batch), opt, momentum, float(lr), float(base),
-            float(top), float(floor), float(step_epochs), float(gamma), float(final),
-            float(warmup), float(restart), int(mult), float(cycle), float(exp_end), float(pct),
-            float(div), int(patience), beta, setup.seed,
-        )  # fmt: skip
-        if cfg.batch > N:
-            raise LrbsError(f"batch size {cfg.batch} is larger than the training set ({N:,})")
+        cfg = sch.Config(
+            schedules=tuple(chosen),
+            epochs=int(epochs),
+            batch_size=int(batch),
+            optim=OptimSpec(name=opt, lr=float(lr), momentum=momentum),
+            base_lr=float(base),
+            max_lr=float(top),
+            floor=float(floor),
+            step_epochs=float(step_epochs),
+            gamma=float(gamma),
+            final_factor=float(final),
+            warmup_epochs=float(warmup),
+            restart_epochs=float(restart),
+            restart_mult=int(mult),
+            cycle_epochs=float(cycle),
+            exp_range_end=float(exp_end),
+            onecycle_pct=float(pct),
+            onecycle_div=float(div),
+            patience=int(patience),
+            hd_beta=beta,
+            seed=setup.seed,
+        )
+        cfg.fits(N)
         return cfg
     except LrbsError as exc:
         st.error(str(exc))
@@ -206,62 +200,59 @@ def inputs() -> sch.SchedulesConfig | None:
 
 
 @st.cache_data(max_entries=20, show_spinner=False)
-def cached_preview(cfg: sch.SchedulesConfig, n_train: int) -> pd.DataFrame:
+def cached_preview(cfg: sch.Config, n_train: int) -> pd.DataFrame:
     return sch.preview(cfg, n_train)
+
+
+def plan_panel(cfg: sch.Config) -> None:
+    plan = cached_preview(cfg, N)
+    spe = sch.steps_per_epoch(N, cfg.batch_size)
+    with st.container(border=True):
+        if plan.empty:
+            st.caption("Only reactive schedules chosen: their rates are known once they train.")
+        else:
+            st.altair_chart(charts.lr_plan_chart(plan, list(cfg.schedules)), width="stretch")
+        reactive = [s for s in cfg.schedules if s in sch.REACTIVE]
+        not_drawn = (
+            f"Not drawn: {', '.join(reactive)}; they start at {cfg.optim.lr:.3g} and react to "
+            "training (plateau to the validation loss, HD to the gradients)."
+        )
+        st.caption(
+            f"{cfg.epochs} epochs × {spe:,} updates = {cfg.epochs * spe:,} updates per schedule. "
+            + (not_drawn if reactive else "")
+        )
+        csv_download(
+            st, "Download the planned rates (CSV)", plan, "lr_schedules_plan.csv", "ls_plan_csv"
+        )
 
 
 # ------------------------------------------------------------------ live view
 
 
 def draw(snap, running: bool) -> None:
-    events = events_frame(snap)
     done = snap.rows.get("runs", [])
     if running:
-        n = st.session_state["ls_n"]
-        st.progress(snap.progress, text=f"{len(done)} of {n} schedules done")
+        st.progress(snap.progress, text=f"{len(done)} schedules done")
+    events = sch.Result(cfg, snap.rows).events()
     if events.empty:
         show_error(snap)
         return
     x = st.session_state.get("ls_x", "epoch")
-    domain = st.session_state.get("ls_domain")
-    diverged = [r["schedule"] for r in done if r["status"] == "diverged"]
+    domain = list(cfg.schedules) if cfg is not None else None
+    diverged = [r["run"] for r in done if r["status"] == "diverged"]
     train_rows = events[events.kind == "train"]
+    evals = events[events.kind == "eval"]
     c1, c2 = st.columns(2)
-    live_chart(
-        c1,
-        charts.runs_chart(
-            events[events.kind == "eval"], x=x, y="val_loss", title="Validation loss", domain=domain
-        ),
-        running,
+    val = charts.runs_chart(evals, x=x, y="val_loss", title="Validation loss", domain=domain)
+    live_chart(c1, val, running)
+    train = charts.runs_chart(
+        train_rows, x=x, y="loss", title="Training loss", diverged=diverged, domain=domain
     )
-    live_chart(
-        c2,
-        charts.runs_chart(
-            train_rows, x=x, y="loss", title="Training loss", diverged=diverged, domain=domain
-        ),
-        running,
-    )
-    live_chart(
-        st,
-        charts.runs_chart(
-            train_rows,
-            x=x,
-            y="lr",
-            title="Learning rate each schedule used (hypergradient descent's is learned)",
-            log_y=True,
-            domain=domain,
-        ),
-        running,
-    )
+    live_chart(c2, train, running)
+    title = "Learning rate each schedule used (hypergradient descent's is learned)"
+    used = charts.runs_chart(train_rows, x=x, y="lr", title=title, log_y=True, domain=domain)
+    live_chart(st, used, running)
     show_error(snap)
-
-
-def summarize(results: dict) -> tuple[str, dict]:
-    return "finished", {"statuses": {k: r.status for k, r in results.items()}}
-
-
-def rebuild(info: dict, rows: dict) -> dict:
-    return info["results"].get("statuses", {})
 
 
 # ------------------------------------------------------------------ the page
@@ -269,56 +260,22 @@ def rebuild(info: dict, rows: dict) -> dict:
 cfg = inputs()
 bounds_panel(cfg)
 if cfg is not None:
-    plan = cached_preview(cfg, N)
-    spe = sch.steps_per_epoch(N, cfg.batch)
-    with st.container(border=True):
-        if plan.empty:
-            st.caption("Only reactive schedules chosen: their rates are known once they train.")
-        else:
-            st.altair_chart(charts.lr_plan_chart(plan, list(cfg.schedules)), width="stretch")
-        reactive = [s for s in cfg.schedules if s in sch.REACTIVE]
-        st.caption(
-            f"{cfg.epochs} epochs × {spe:,} updates = {cfg.epochs * spe:,} updates per schedule. "
-            + (
-                f"Not drawn: {', '.join(reactive)}; they start at {cfg.lr:.3g} and react to "
-                "training (plateau to the validation loss, HD to the gradients)."
-                if reactive
-                else ""
-            )
-        )
-        csv_download(st, "Download the planned rates (CSV)", plan, "lr_schedules_plan.csv",
-                     "ls_plan_csv")  # fmt: skip
-    offer_stored("lr-schedules", {"setup": setup, "schedules": cfg}, "ls_job", rebuild)
-
-if controls("ls_job", "Train the schedules", disabled=cfg is None):
-    st.session_state["ls_n"] = len(cfg.schedules)
-    st.session_state["ls_domain"] = list(cfg.schedules)
-
-    work = series_work(
-        arrays,
-        setup,
-        lambda make, data, **kw: sch.run_schedules(make, data, cfg, **kw),
-        len(cfg.schedules),
-        cfg.epochs,
-        "schedule",
-    )
-    start_job(
-        "ls_job",
-        work,
-        "lr schedules",
-        record=recorder("lr-schedules", {"setup": setup, "schedules": cfg}, setup),
-        summarize=summarize,
-    )
-
-snap = finished_job(
-    "ls_job",
-    "ls_x",
-    draw,
-    "Pick schedules in the sidebar and train them; curves stream in as they go.",
+    plan_panel(cfg)
+st.radio(
+    "x axis",
+    list(charts.X_AXES),
+    key="ls_x",
+    horizontal=True,
+    format_func=charts.X_AXES.get,
+    index=2,
 )
-statuses = {k: getattr(v, "status", v) for k, v in snap.result.items()}
-events = events_frame(snap)
-table, verdict = sch.summary(events, statuses)
+result = experiment("ls_job", sch, setup, cfg, draw, label="Train the schedules")
+if "ls_job" not in st.session_state:
+    st.info("Pick schedules in the sidebar and train them; curves stream in as they go.")
+if result is None:
+    st.stop()
+
+table = result.table()
 st.subheader("Results")
 st.dataframe(
     table,
@@ -334,8 +291,9 @@ st.dataframe(
         }
     ),
 )
-st.markdown(verdict)
-for r in snap.rows.get("runs", []):
+st.markdown(result.verdict())
+st.caption(result.bounds.text())
+for r in result.runs():
     if r.get("message"):
-        st.caption(f"{r['schedule']}: {r['message']}")
-downloads("lr_schedules", "ls", events, table)
+        st.caption(f"{r['run']}: {r['message']}")
+downloads("lr_schedules", "ls", result.events(), table)

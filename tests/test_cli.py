@@ -285,13 +285,13 @@ def test_schedules_json_csv_preview_and_bounds(capsys, tmp_path):
     assert b["source"] == "a quick range test" and 0 < b["base_lr"] < b["max_lr"]
     assert figures["schedules"][0]["lr_max"] <= b["max_lr"]
 
-    code, out, err = run_cli(capsys, "schedules", "--preview", "--epochs", "2", "--json",
-                             "--out", str(out_csv))  # fmt: skip
+    preview = ["schedules", "--preview", "--epochs", "2", "--json", "--out", str(out_csv)]
+    code, out, err = run_cli(capsys, *preview)
     assert code == 0, err
     plan = pd.read_csv(out_csv)
     assert set(plan.schedule) == {"constant", "cosine", "onecycle", "clr"}  # hd is reactive
-    code, out, err = run_cli(capsys, "schedules", "--bounds", "history", "--dataset", "digits",
-                             "--model", "cnn")  # fmt: skip
+    history = ["schedules", "--bounds", "history", "--dataset", "digits", "--model", "cnn"]
+    code, out, err = run_cli(capsys, *history)
     assert code == 2 and "no range test of this dataset and model" in err
 
 

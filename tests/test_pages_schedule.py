@@ -1,6 +1,10 @@
+import json
+
 import pytest
 from test_pages import charts, open_page
 from test_pages_lr import wait
+
+from lrbs.cli import main
 
 
 def test_schedule_page_defaults_and_run():
@@ -17,6 +21,9 @@ def test_schedule_page_defaults_and_run():
     assert grow.updates < table.set_index("regime").loc["decay"].updates
     assert any("Verdict" in m.value for m in at.markdown)
     assert len(charts(at)) == 5  # val, train, lr, batch, noise scale
+    # digits: N/10 = 143 < 128 x 5: the plateau regime cannot grow, and the page says so
+    assert any("cannot grow the batch" in w.value for w in at.warning)
+    assert any("cannot grow the batch" in c.value for c in at.caption)
 
 
 @pytest.mark.parametrize(
@@ -35,3 +42,28 @@ def test_schedule_bad_input(key, value, message):
     widget.set_value(value).run()
     assert not at.exception
     assert any(message in e.value for e in at.error)
+
+
+def test_a_cli_run_is_offered_by_the_page(tmp_path, capsys):
+    """`python -m lrbs bs-schedule ... --db F`, then the page on history file F with the same
+    settings offers that run instead of training again, and loads it."""
+    db = tmp_path / "runs.db"
+    args = ["bs-schedule", "--dataset", "digits", "--epochs", "3", "--milestones", "1", "2"]
+    assert main([*args, "--regimes", "decay", "grow", "--db", str(db), "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    at = open_page("pages/bs_schedule.py")
+    at.text_input(key="s_db_path").set_value(str(db))
+    at.selectbox(key="s_dataset").set_value("digits").run()
+    at.multiselect(key="bq_regimes").set_value(["decay", "grow"])
+    at.number_input(key="bq_epochs").set_value(3)
+    at.text_input(key="bq_milestones").set_value("1, 2").run()
+    assert not at.exception and not at.error
+    offers = [i.value for i in at.info if "These settings already ran" in i.value]
+    assert offers and f"run #{figures['run_id']}" in offers[0]
+    at.button(key="bq_job_load").click().run()
+    assert not at.exception
+    table = at.dataframe[-1].value
+    assert list(table.regime) == ["decay", "grow"]
+    assert table.updates.tolist() == [r["updates"] for r in figures["regimes"]]
+    assert any(figures["verdict"] in m.value for m in at.markdown)
+    assert len(charts(at)) == 5  # drawn from the stored points

@@ -1,7 +1,11 @@
 """The LR schedules page through AppTest: defaults train, bounds from a range test."""
 
+import json
+
 from test_pages import charts, open_page
 from test_pages_lr import wait
+
+from lrbs.cli import main
 
 
 def test_schedules_page_previews_trains_and_tabulates():
@@ -42,3 +46,26 @@ def test_quick_range_test_fills_the_bounds():
     assert any("From a quick range test" in s.value for s in at.success)
     lo, hi = at.number_input(key="ls_base").value, at.number_input(key="ls_max").value
     assert 0 < lo < hi and hi != before
+
+
+def test_a_cli_run_is_offered_by_the_page(tmp_path, capsys):
+    """`python -m lrbs schedules ... --db F`, then the page with the same settings on history
+    file F offers that run and loads it: its table, verdict, curves and planned rates."""
+    db = tmp_path / "runs.db"
+    args = ["schedules", "--dataset", "digits", "--epochs", "2", "--schedules", "constant", "clr"]
+    assert main([*args, "--db", str(db), "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    at = open_page("pages/schedules.py")
+    at.text_input(key="s_db_path").set_value(str(db))
+    at.selectbox(key="s_dataset").set_value("digits").run()
+    at.multiselect(key="ls_schedules").set_value(["constant", "clr"])
+    at.number_input(key="ls_epochs").set_value(2).run()
+    assert not at.exception and not at.error
+    offers = [i.value for i in at.info if "These settings already ran" in i.value]
+    assert offers and f"run #{figures['run_id']}" in offers[0]
+    at.button(key="ls_job_load").click().run()
+    assert not at.exception
+    table = at.dataframe[-1].value
+    assert table.to_dict(orient="records") == figures["schedules"]
+    assert any("Lowest final validation loss" in m.value for m in at.markdown)
+    assert len(charts(at)) == 4  # plan, validation loss, training loss, lr used

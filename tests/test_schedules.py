@@ -1,24 +1,34 @@
 """LR schedules against their definitions (formulas, not the torch schedulers they use),
 hypergradient descent against a hand-computed update, bounds from a range test."""
 
+import json
 import math
+import threading
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
+from lrbs.cli import main
 from lrbs.core.errors import ConfigError
+from lrbs.core.loop import OptimSpec
 from lrbs.core.setup import Setup, load_tensors
 from lrbs.experiments import schedules as sch
 from lrbs.experiments.lr_finder import RangeTestConfig, range_test
-from lrbs.runs.store import RunStore
+from lrbs.runs.sink import Rows
+from lrbs.runs.store import RunStore, jsonable
 
 N, B = 1000, 100  # 10 updates per epoch
 
 
+def config(lr: float = 0.5, optimizer: str = "sgd", **kw) -> sch.Config:
+    """A Config with the base rate and optimizer given as before the OptimSpec held them."""
+    return sch.Config(optim=OptimSpec(name=optimizer, lr=lr), **kw)
+
+
 def planned(name: str, **kw) -> np.ndarray:
-    cfg = sch.SchedulesConfig(schedules=(name,), batch=B, **kw)
+    cfg = config(schedules=(name,), batch_size=B, **kw)
     plan = sch.preview(cfg, N, max_points=10**6)
     assert list(plan.step) == list(range(cfg.epochs * 10))
     return plan.lr.to_numpy()
@@ -88,16 +98,18 @@ def test_one_cycle_goes_up_to_the_upper_bound_and_far_below_the_start():
 
 def test_what_trains_is_what_was_previewed(mnist1d_small):
     data = mnist1d_small
-    cfg = sch.SchedulesConfig(
-        schedules=("clr2", "warmup-cosine", "onecycle"), epochs=3, batch=128, optimizer="momentum"
+    cfg = config(
+        schedules=("clr2", "warmup-cosine", "onecycle"),
+        epochs=3,
+        batch_size=128,
+        optimizer="momentum",
+        log_every=1,
     )
     plan = sch.preview(cfg, data.n_train, max_points=10**6)
-    events = []
-    setup = Setup()
-    sch.run_schedules(
-        lambda: setup.fresh_model(data), data, cfg, on_event=events.append, log_every=1
-    )
-    used = pd.DataFrame([e.as_dict() for e in events if e.kind == "train"])
+    result = sch.run(Setup(), cfg)
+    events = result.events()
+    used = events[events.kind == "train"]
+    assert (result.plan().lr.to_numpy() == plan.lr.to_numpy()).all()  # the Result's own preview
     for name, part in used.groupby("run_id"):
         expect = plan[plan.schedule == name].set_index("step").lr
         got = part.set_index(part.step - 1).lr  # event `step` counts updates done
@@ -150,10 +162,11 @@ def test_hd_rate_stays_positive_and_beta_zero_is_plain_sgd():
 
 def test_hd_trains_and_its_rate_moves(mnist1d_small):
     setup = Setup()
-    cfg = sch.SchedulesConfig(schedules=("hd",), epochs=2, batch=64, lr=0.05)
-    res = sch.run_schedules(lambda: setup.fresh_model(mnist1d_small), mnist1d_small, cfg)
-    lrs = {e.lr for e in res["hd"].events if e.kind == "train"}
-    assert res["hd"].status == "finished" and len(lrs) > 5
+    cfg = config(schedules=("hd",), epochs=2, batch_size=64, lr=0.05)
+    res = sch.run(setup, cfg)
+    events = res.events()
+    lrs = set(events[(events.run_id == "hd") & (events.kind == "train")].lr)
+    assert res.runs()[0]["status"] == "finished" and len(lrs) > 5
 
 
 # ------------------------------------------------------------------ bounds from the range test
@@ -175,7 +188,7 @@ def test_one_cycle_and_clr_bounds_carried_from_a_range_test(mnist1d_small, tmp_p
     result = range_test(setup.fresh_model(mnist1d_small), mnist1d_small, RangeTestConfig())
     found = {s.name: s.lr for s in result.suggestions}
     b = sch.RangeBounds.from_suggestions(found)
-    cfg = sch.SchedulesConfig(
+    cfg = config(
         schedules=("clr", "onecycle"), epochs=4, lr=b.lr, base_lr=b.base_lr, max_lr=b.max_lr
     )
     plan = sch.preview(cfg, mnist1d_small.n_train, max_points=10**6)
@@ -209,24 +222,130 @@ def replace_source(b: sch.RangeBounds, run_id: int) -> sch.RangeBounds:
         ({"base_lr": 2.0, "max_lr": 1.0}, "must be below the upper bound"),
         ({"cycle_epochs": 0}, "cycle step size"),
         ({"hd_beta": -1e-4}, "beta must be >= 0"),
-        ({"hd_beta": math.nan}, "beta must be a number"),
+        ({"hd_beta": math.nan}, "beta must be a finite number"),
         ({"schedules": ("cosine", "cosine")}, "listed twice"),
         ({"schedules": ("linear",)}, "unknown schedule"),
         ({"schedules": ("warmup-cosine",), "epochs": 2, "warmup_epochs": 2}, "shorter than"),
         ({"gamma": 1.0}, "gamma must be between 0 and 1"),
         ({"schedules": ()}, "at least one schedule"),
+        ({"epochs": 0}, "epochs must be at least 1"),
+        ({"patience": 0}, "patience must be at least 1"),
+        ({"bounds": "guess"}, "unknown value 'guess'"),
+        ({"restart_mult": 0}, "restart multiplier must be at least 1"),
     ],
 )
 def test_bad_configs_are_clear(kw, message):
     with pytest.raises(ConfigError, match=message):
-        sch.SchedulesConfig(**kw)
+        sch.Config(**kw)
+
+
+def test_config_is_keyword_only_and_holds_an_optim_spec():
+    with pytest.raises(TypeError):
+        sch.Config(("constant",), 3)  # positional: refused
+    cfg = sch.Config()
+    assert cfg.optim == OptimSpec(name="sgd", lr=0.5) and not hasattr(cfg, "optimizer")
+    with pytest.raises(ConfigError, match="larger than the training set"):
+        sch.Config(batch_size=500).fits(400)
 
 
 def test_preview_of_reactive_schedules_is_empty_and_beta_defaults_by_optimizer():
-    cfg = sch.SchedulesConfig(schedules=("plateau", "hd"), optimizer="adam")
+    cfg = config(schedules=("plateau", "hd"), optimizer="adam")
     assert sch.preview(cfg, N).empty
     assert cfg.beta == 1e-7
-    assert sch.SchedulesConfig().beta == 1e-3
+    assert sch.Config().beta == 1e-3
+
+
+# ------------------------------------------------------------------ the experiment shape
+
+
+def test_run_streams_every_point_and_the_result_rebuilds_from_them(mnist1d_small):
+    seen = Rows()
+    cfg = config(schedules=("constant", "plateau"), epochs=2, batch_size=128)
+    result = sch.run(Setup(), cfg, seen)
+    assert seen.rows == result.rows  # every row reached the sink as it went
+    assert {"bounds", "events", "runs"} <= set(seen.rows)
+    assert [r["run"] for r in seen.rows["runs"]] == ["constant", "plateau"]
+    assert seen.fraction == 1.0 and result.status == "finished"
+    table = result.table()
+    assert list(table.schedule) == ["constant", "plateau"]
+    assert (table.status == "finished").all() and table.val_loss.notna().all()
+    assert table.set_index("schedule").loc["constant", "lr_max"] == 0.5
+    assert "Lowest final validation loss" in result.verdict()
+    assert "**" not in result.summary()["verdict"]
+    assert result.bounds == sch.RangeBounds(0.5, 0.25, 1.0, "the settings")
+    assert set(result.plan().schedule) == {"constant"}  # plateau reacts: no plan
+    # the history's copy: JSON rows and the record rebuild the same tables
+    rows = json.loads(json.dumps(jsonable(result.rows)))
+    info = {"status": result.status, "results": jsonable(result.summary())}
+    again = sch.Result.from_record(cfg, rows, info)
+    pd.testing.assert_frame_equal(again.table(), table)
+    assert again.summary() == jsonable(result.summary())
+    assert list(result.tables()) == ["curves", "table", "plan"]
+
+
+def test_a_stop_ends_the_series_and_keeps_what_ran():
+    stop = threading.Event()
+
+    class StopAfterFirst(Rows):
+        def emit(self, channel, row):
+            super().emit(channel, row)
+            if channel == "runs":
+                stop.set()
+
+    cfg = config(schedules=("constant", "cosine", "hd"), epochs=1, batch_size=128)
+    result = sch.run(Setup(), cfg, StopAfterFirst(), stop)
+    assert result.status == "stopped" and result.stopped
+    assert list(result.table().schedule) == ["constant"]
+    assert "Stopped before every schedule ran" in result.verdict()
+
+
+def test_a_diverging_schedule_is_a_result_not_an_error():
+    cfg = config(schedules=("constant",), epochs=1, batch_size=128, lr=1e4, max_lr=2e4)
+    result = sch.run(Setup(), cfg)
+    assert result.status == "finished"
+    assert result.table().status.tolist() == ["diverged"]
+    assert "No schedule finished" in result.verdict()
+
+
+def test_preview_streams_the_plan_and_trains_nothing():
+    seen = Rows()
+    result = sch.run(Setup(), config(schedules=("cosine", "hd"), epochs=2, preview=True), seen)
+    assert "events" not in seen.rows and "runs" not in seen.rows
+    assert len(seen.rows["plan"]) == 2 * math.ceil(4000 / 64)
+    assert list(result.tables()) == ["plan"]
+    assert result.summary()["steps"] == 2 * math.ceil(4000 / 64)
+
+
+def test_history_bounds_come_from_the_file_the_cli_records_to(tmp_path, capsys):
+    """`--bounds history` reads the --db file the command records in (not LRBS_DB), or the
+    file --history-db names."""
+    db = tmp_path / "other.db"
+    with RunStore(db) as store:
+        run = store.start_run("lr-find", {}, dataset="digits", model="mlp")
+        store.finish(run, "diverged", {"final_round_suggestions": {"steep": 0.1, "max_usable": 2}})
+    args = ["schedules", "--dataset", "digits", "--bounds", "history", "--preview", "--json"]
+    assert main([*args, "--db", str(db)]) == 0
+    figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert figures["bounds"] == {
+        "source": f"range test #{run} in the history",
+        "lr": 0.1,
+        "base_lr": 0.1,
+        "max_lr": 2.0,
+    }
+    assert main([*args, "--no-store", "--history-db", str(db)]) == 0
+    figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert figures["max_lr"] == 2.0
+    assert main(args) == 2  # LRBS_DB holds no range test of digits
+    assert "no range test of this dataset and model" in capsys.readouterr().err
+
+
+def test_the_cli_json_keys(capsys):
+    args = ["--dataset", "digits", "--epochs", "1", "--schedules", "constant", "--json"]
+    assert main(["schedules", *args, "--no-store"]) == 0
+    figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    keys = {"status", "optimizer", "lr", "base_lr", "max_lr", "bounds", "verdict", "schedules"}
+    assert keys <= set(figures)
+    assert set(figures["schedules"][0]) >= {"schedule", "status", "val_loss", "lr_min", "lr_max"}
 
 
 @pytest.fixture(scope="module")

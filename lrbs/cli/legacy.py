@@ -196,50 +196,6 @@ def add_commands(subparsers, skip: set[str]) -> None:
     p.add_argument("--optim-states", type=int, default=1)
     add_output_args(p)
 
-    p = sub.add_parser("bs-schedule", help="grow the batch instead of decaying the LR")
-    add_training_args(p)
-    p.set_defaults(optimizer="momentum")
-    p.add_argument(
-        "--regimes", nargs="+", default=["decay", "grow", "hybrid", "plateau", "constant"]
-    )
-    p.add_argument("--epochs", type=int, default=15)
-    p.add_argument("--milestones", type=int, nargs="*", default=[5, 10])
-    p.add_argument("--factor", type=float, default=5.0)
-    p.add_argument("--patience", type=int, default=2, help="for the plateau regime")
-    p.add_argument("--hybrid-grow", type=int, default=1)
-    add_output_args(p)
-
-    p = sub.add_parser("schedules", help="learning-rate schedules side by side, and HD")
-    add_training_args(p, lr=0.5, batch=64)
-    p.add_argument(
-        "--schedules", nargs="+", default=["constant", "cosine", "onecycle", "clr", "hd"]
-    )
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--base-lr", type=float, default=0.25, help="cyclical lower bound")
-    p.add_argument("--max-lr", type=float, default=1.0, help="cyclical upper bound, one-cycle peak")
-    p.add_argument(
-        "--bounds",
-        choices=["given", "range-test", "history"],
-        default="given",
-        help="lr, base and max from the flags, from a quick range test run now, or from the "
-        "newest range test in the run history for this dataset and model",
-    )
-    p.add_argument("--floor", type=float, default=0.0, help="cosine's end, fraction of --lr")
-    p.add_argument("--step-epochs", type=float, default=10.0, help="step decay interval")
-    p.add_argument("--gamma", type=float, default=0.1, help="step and plateau factor")
-    p.add_argument("--final-factor", type=float, default=0.01, help="exponential: end / start")
-    p.add_argument("--warmup-epochs", type=float, default=2.0)
-    p.add_argument("--restart-epochs", type=float, default=5.0)
-    p.add_argument("--restart-mult", type=int, default=2)
-    p.add_argument("--cycle-epochs", type=float, default=2.5, help="CLR step size (half cycle)")
-    p.add_argument("--exp-range-end", type=float, default=0.01)
-    p.add_argument("--onecycle-pct", type=float, default=0.3)
-    p.add_argument("--onecycle-div", type=float, default=25.0)
-    p.add_argument("--patience", type=int, default=2, help="for the plateau schedule")
-    p.add_argument("--beta", type=float, default=None, help="HD's hypergradient rate")
-    p.add_argument("--preview", action="store_true", help="only the planned lr per step")
-    add_output_args(p)
-
     p = sub.add_parser("noise-scale", help="gradient noise scale B_simple during training")
     add_training_args(p)
     p.add_argument("--batch-small", type=int, default=32)
@@ -371,20 +327,6 @@ class ProgressBar:
         bar = "#" * filled + "-" * (self.width - filled)
         end = "\n" if self.closed else "\r"
         print(f"[{bar}] {fraction:4.0%} {text}", end=end, file=sys.stderr, flush=True)
-
-
-def runs_by_epoch(run: Callable, n_runs: int, epochs: float) -> tuple[dict, pd.DataFrame]:
-    """A series of runs of `epochs` each (`run(on_event=, on_run_end=)`), with a progress bar;
-    returns the results and every event as the curves' table."""
-    bar, events, done = ProgressBar(), [], []
-
-    def on_event(e):
-        events.append(e.as_dict())
-        bar((len(done) + min(1.0, e.epoch / epochs)) / n_runs, e.run_id)
-
-    results = run(on_event=on_event, on_run_end=lambda n, r: done.append(n))
-    bar(1.0, "done")
-    return results, pd.DataFrame(events, columns=EVENT_COLUMNS)
 
 
 @command("gd1d")
@@ -645,103 +587,6 @@ def cmd_bs_probe(a: argparse.Namespace) -> dict:
         "safe": r.safe,
         "memory_limited": r.hit_limit,
         "tried": len(r.tried),
-    }
-
-
-@command("bs-schedule")
-def cmd_bs_schedule(a: argparse.Namespace) -> dict:
-    from lrbs.experiments import bs_schedule as bss
-
-    setup = setup_from(a)
-    cfg = bss.ScheduleConfig(
-        tuple(a.regimes),
-        a.epochs,
-        tuple(a.milestones),
-        a.factor,
-        a.lr,
-        a.batch_size,
-        a.optimizer,
-        a.momentum,
-        a.hybrid_grow,
-        a.patience,
-        a.seed,
-    )
-    data = load_tensors(setup)
-    results, frame = runs_by_epoch(
-        lambda **kw: bss.run_regimes(lambda: setup.fresh_model(data), data, cfg, **kw),
-        len(cfg.regimes),
-        cfg.epochs,
-    )
-    write_csv(frame, a.out, a)
-    table, verdict = bss.summary(results)
-    if not a.json:
-        print(table.to_string(index=False))
-        print(verdict)
-    return {
-        "dataset": a.dataset,
-        "n_train": data.n_train,
-        "verdict": verdict,
-        "regimes": table.to_dict(orient="records"),
-    }
-
-
-@command("schedules")
-def cmd_schedules(a: argparse.Namespace) -> dict:
-    from dataclasses import replace
-
-    from lrbs.experiments import schedules as sch
-
-    setup = setup_from(a)
-
-    def config(lr: float, base: float, top: float) -> sch.SchedulesConfig:
-        return sch.SchedulesConfig(
-            tuple(a.schedules), a.epochs, a.batch_size, a.optimizer, a.momentum, lr, base, top,
-            a.floor, a.step_epochs, a.gamma, a.final_factor, a.warmup_epochs, a.restart_epochs,
-            a.restart_mult, a.cycle_epochs, a.exp_range_end, a.onecycle_pct, a.onecycle_div,
-            a.patience, a.beta, a.seed,
-        )  # fmt: skip
-
-    cfg = config(a.lr, a.base_lr, a.max_lr)
-    out: dict = {"dataset": a.dataset, "model": a.model, "optimizer": a.optimizer}
-    if a.preview:
-        arrays = load(setup.data)
-        frame = sch.preview(cfg, arrays.n_train)
-        write_csv(frame, a.out)
-        if not a.json:
-            print(frame.groupby("schedule", sort=False).lr.agg(["first", "min", "max", "last"]))
-        return out | {"steps": int(frame.step.max()) + 1 if len(frame) else 0}
-    data = load_tensors(setup)
-    if a.bounds != "given":
-        if a.bounds == "range-test":
-            bounds = sch.quick_range_test(setup.fresh_model(data), data, cfg)
-        else:
-            from lrbs.runs.store import RunStore, default_path
-
-            with RunStore(a.db or default_path()) as store:
-                bounds = sch.bounds_from_history(store, a.dataset, a.model)
-            require(bounds is not None, "no range test of this dataset and model in the history")
-        cfg = replace(cfg, lr=bounds.lr, base_lr=bounds.base_lr, max_lr=bounds.max_lr)
-        out["bounds"] = {"source": bounds.source, "lr": bounds.lr, "base_lr": bounds.base_lr,
-                         "max_lr": bounds.max_lr}  # fmt: skip
-        if not a.json:
-            print(f"from {bounds.source}: lr {bounds.lr:.3g}, bounds {bounds.base_lr:.3g} to "
-                  f"{bounds.max_lr:.3g}")  # fmt: skip
-    results, frame = runs_by_epoch(
-        lambda **kw: sch.run_schedules(lambda: setup.fresh_model(data), data, cfg, **kw),
-        len(cfg.schedules),
-        cfg.epochs,
-    )
-    write_csv(frame, a.out, a)
-    table, verdict = sch.summary(frame, {k: r.status for k, r in results.items()})
-    if not a.json:
-        print(table.to_string(index=False))
-        print(verdict.replace("**", ""))
-    return out | {
-        "lr": cfg.lr,
-        "base_lr": cfg.base_lr,
-        "max_lr": cfg.max_lr,
-        "verdict": verdict.replace("**", ""),
-        "schedules": table.to_dict(orient="records"),
     }
 
 

@@ -10,19 +10,27 @@ and ReduceLROnPlateau).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 import pandas as pd
 import torch
-from torch import nn
 
+from lrbs.core.config import check, option
 from lrbs.core.data import TensorData
-from lrbs.core.errors import ConfigError, positive_int, require
-from lrbs.core.loop import Budget, Event, OptimSpec, Progress, RunResult, TrainConfig
-from lrbs.experiments.sweeps import run_named
+from lrbs.core.errors import ConfigError, require
+from lrbs.core.loop import EVENT_COLUMNS, Budget, Event, OptimSpec, Progress, TrainConfig
+from lrbs.core.setup import Setup, load_tensors
+from lrbs.runs import experiment
+from lrbs.runs.experiment import collect
+from lrbs.runs.series import Planned, run_series
+from lrbs.runs.sink import Sink
+
+KIND = "bs-schedule"
 
 REGIMES = {
     "decay": "decay the LR by f at each milestone",
@@ -31,33 +39,48 @@ REGIMES = {
     "plateau": "grow the batch by f when validation loss stalls, up to N/10; then reduce the LR",
     "constant": "constant LR and batch (baseline)",
 }
+PER_EPOCH_COLUMNS = [
+    "run_id",
+    "epoch",
+    "start",
+    "lr",
+    "batch_size",
+    "updates",
+    "noise_scale",
+    "val_loss",
+    "val_acc",
+    "elapsed",
+]
+PLAN_COLUMNS = ["regime", "epoch", "start", "lr", "batch_size", "noise_scale"]
 
 
-@dataclass(frozen=True)
-class ScheduleConfig:
-    regimes: tuple[str, ...] = ("decay", "grow", "hybrid", "plateau", "constant")
-    epochs: int = 15
-    milestones: tuple[int, ...] = (5, 10)
-    factor: float = 5.0
-    lr: float = 0.1
-    batch: int = 128
-    optimizer: str = "momentum"
-    momentum: float = 0.9
-    hybrid_grow: int = 1  # milestones at which "hybrid" grows the batch before it decays
-    patience: int = 2  # epochs without improvement before "plateau" acts
-    seed: int = 0
+def _milestones(default: tuple[int, ...]):
+    """The milestones option; the CLI's `--milestones` may also be given empty (none)."""
+    f = option(default, help="epochs after which decay/grow/hybrid act (none: give it empty)")
+    return dataclasses.field(default=f.default, metadata={**f.metadata, "empty_ok": True})
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    regimes: tuple[str, ...] = option(
+        tuple(REGIMES), label="regime", help="regimes to train: " + ", ".join(REGIMES)
+    )
+    epochs: int = option(15, low=1, high=1000, help="epochs each regime trains")
+    milestones: tuple[int, ...] = _milestones((5, 10))
+    factor: float = option(5.0, help="f: the LR divided or the batch multiplied by it")
+    optim: OptimSpec = option(factory=lambda: OptimSpec("momentum", 0.1))  # the initial LR
+    batch_size: int = option(128, low=1, help="the initial batch size")
+    hybrid_grow: int = option(1, low=0, help="milestones at which hybrid grows the batch")
+    patience: int = option(2, low=1, help="plateau: epochs without improvement before it acts")
+    seed: int = option(0, help="seed of every regime's batches")
 
     def __post_init__(self) -> None:
+        check(self)
         require(len(self.regimes) > 0, "choose at least one regime")
         for r in self.regimes:
             require(r in REGIMES, f"unknown regime {r!r}; known: {', '.join(REGIMES)}")
         require(len(set(self.regimes)) == len(self.regimes), "a regime is listed twice")
-        positive_int("epochs", self.epochs)
-        require(self.epochs <= 1000, "epochs is at most 1000")
-        require(
-            isinstance(self.factor, int | float) and math.isfinite(self.factor) and self.factor > 1,
-            f"the factor must be above 1, got {self.factor}",
-        )
+        require(self.factor > 1, f"the factor must be above 1, got {self.factor}")
         ms = list(self.milestones)
         require(all(isinstance(m, int) for m in ms), "milestones must be whole epochs")
         require(
@@ -66,39 +89,83 @@ class ScheduleConfig:
         )
         for m in ms:
             require(0 < m < self.epochs, f"milestone {m} is outside the run (1..{self.epochs - 1})")
-        positive_int("patience", self.patience)
-        positive_int("batch size", self.batch)
-        require(self.hybrid_grow >= 0, "hybrid_grow must be >= 0")
-        OptimSpec(self.optimizer, self.lr, self.momentum)
 
-    @property
-    def effective_momentum(self) -> float:
-        return self.momentum if self.optimizer == "momentum" else 0.0
+    def fits(self, n_train: int) -> None:
+        """Refuse a batch larger than the training set, before anything trains."""
+        if self.batch_size > n_train:
+            raise ConfigError(
+                f"batch size {self.batch_size} is larger than the training set ({n_train:,})"
+            )
+
+    def plateau_cap(self, n_train: int) -> str | None:
+        """Why "plateau" cannot grow the batch at all, if it cannot: the next batch B*f is
+        above its cap N/10, so it only ever reduces the LR."""
+        if "plateau" not in self.regimes:
+            return None
+        grown = round(self.batch_size * self.factor)
+        if grown <= n_train / 10:
+            return None
+        return (
+            f"'plateau' cannot grow the batch here: its next batch {self.batch_size:,} × "
+            f"{self.factor:g} = {grown:,} is above its cap N/10 = {n_train // 10:,}, so it "
+            "only reduces the LR on plateaus (a smaller initial batch, a smaller factor or "
+            "more data lets it grow)."
+        )
 
 
-def planned(cfg: ScheduleConfig, regime: str, epoch: int, n_train: int) -> tuple[float, int]:
+def planned(cfg: Config, regime: str, epoch: int, n_train: int) -> tuple[float, int]:
     """(lr, batch) a milestone regime uses during `epoch` (0-based)."""
+    lr0 = cfg.optim.lr
     passed = sum(1 for m in cfg.milestones if epoch >= m)
     if regime == "decay":
-        return cfg.lr / cfg.factor**passed, cfg.batch
+        return lr0 / cfg.factor**passed, cfg.batch_size
     if regime == "grow":
-        return cfg.lr, min(n_train, round(cfg.batch * cfg.factor**passed))
+        return lr0, min(n_train, round(cfg.batch_size * cfg.factor**passed))
     if regime == "hybrid":
         grow = min(passed, cfg.hybrid_grow)
         return (
-            cfg.lr / cfg.factor ** (passed - grow),
-            min(n_train, round(cfg.batch * cfg.factor**grow)),
+            lr0 / cfg.factor ** (passed - grow),
+            min(n_train, round(cfg.batch_size * cfg.factor**grow)),
         )
     if regime == "constant":
-        return cfg.lr, cfg.batch
+        return lr0, cfg.batch_size
     raise ConfigError(f"{regime!r} has no fixed plan (it reacts to the validation loss)")
+
+
+def noise_scale(lr, batch, n_train: int, momentum: float):
+    """The SGD noise scale g = lr/(1 - m) * N/B."""
+    return lr / (1 - momentum) * n_train / batch
+
+
+def plan(cfg: Config, n_train: int) -> pd.DataFrame:
+    """Per milestone regime and epoch, before training: the lr, the batch and the noise scale
+    ('plateau' is not planned: it reacts to the validation loss). `epoch` counts from 1;
+    `start` is the epochs done when it begins (where a chart draws its step)."""
+    rows = []
+    m = cfg.optim.effective_momentum
+    for r in cfg.regimes:
+        if r == "plateau":
+            continue
+        for e in range(cfg.epochs):
+            lr, b = planned(cfg, r, e, n_train)
+            rows.append(
+                {
+                    "regime": r,
+                    "epoch": e + 1,
+                    "start": e,
+                    "lr": lr,
+                    "batch_size": b,
+                    "noise_scale": noise_scale(lr, b, n_train, m),
+                }
+            )
+    return pd.DataFrame(rows, columns=PLAN_COLUMNS)
 
 
 class MilestoneRegime:
     """decay / grow / hybrid / constant: the plan above, applied at each epoch's end. The LR
     part goes through torch's MultiStepLR, stepped once per epoch."""
 
-    def __init__(self, cfg: ScheduleConfig, regime: str, n_train: int) -> None:
+    def __init__(self, cfg: Config, regime: str, n_train: int) -> None:
         self.cfg, self.regime, self.n = cfg, regime, n_train
         self.batch = planned(cfg, regime, 0, n_train)[1]
         self.sched = None
@@ -124,11 +191,14 @@ class MilestoneRegime:
 class PlateauRegime:
     """Seed 004's Keras recipe: when the validation loss has not improved for `patience`
     epochs, grow the batch by f, while the grown batch stays <= N/10; after that, reduce the
-    LR on plateau (torch's ReduceLROnPlateau with the same factor and patience)."""
+    LR on plateau (torch's ReduceLROnPlateau with the same factor and patience). `report`
+    gets a row each time it grows the batch or switches to reducing the LR."""
 
-    def __init__(self, cfg: ScheduleConfig, n_train: int) -> None:
-        self.cfg, self.n = cfg, n_train
-        self.batch = cfg.batch
+    def __init__(
+        self, cfg: Config, n_train: int, report: Callable[[dict], None] | None = None
+    ) -> None:
+        self.cfg, self.n, self.report = cfg, n_train, report
+        self.batch = cfg.batch_size
         self.best = math.inf
         self.waited = 0
         self.reducer = None
@@ -157,64 +227,73 @@ class PlateauRegime:
         if self.waited < self.cfg.patience:
             return
         grown = round(self.batch * self.cfg.factor)
+        epoch = round(p.epoch)
         if grown <= self.n / 10:
             self.batch, self.waited = grown, 0
+            action = "grow"
         else:  # the batch may not grow further: from now on the LR falls on plateaus
-            self.switched_at = round(p.epoch)
+            self.switched_at = epoch
             self.reducer.best = self.best
             self.reducer.step(loss)
+            action = "switch"
+        if self.report is not None:
+            self.report({"epoch": epoch, "action": action, "batch_size": self.batch})
 
 
-def make_regime(cfg: ScheduleConfig, regime: str, n_train: int):
-    return (
-        PlateauRegime(cfg, n_train)
-        if regime == "plateau"
-        else MilestoneRegime(cfg, regime, n_train)
+def make_regime(
+    cfg: Config, regime: str, n_train: int, report: Callable[[dict], None] | None = None
+):
+    if regime == "plateau":
+        return PlateauRegime(cfg, n_train, report)
+    return MilestoneRegime(cfg, regime, n_train)
+
+
+def plan_run(name: str, cfg: Config, setup: Setup, data: TensorData, sink: Sink) -> Planned:
+    """One regime's run: fresh weights, its optimizer and its hooks."""
+    regime = make_regime(cfg, name, data.n_train, lambda row: sink.emit("plateau", row))
+    model = setup.fresh_model(data)
+    opt = cfg.optim.build(model.parameters())
+    regime.make_scheduler(opt)
+    tc = TrainConfig(
+        batch_size=cfg.batch_size,
+        budget=Budget(epochs=cfg.epochs),
+        optim=cfg.optim,
+        seed=cfg.seed,
+        eval_at_start=True,
     )
+    hooks = {"batch_size_at": regime.batch_size_at, "on_epoch_end": regime.on_epoch_end}
+    return Planned(model, tc, {"optimizer": opt, **hooks}, {"regime": name})
 
 
-def run_regimes(
-    make_model: Callable[[], nn.Module],
-    data: TensorData,
-    cfg: ScheduleConfig,
-    *,
-    on_event: Callable[[Event], None] | None = None,
-    stop: threading.Event | None = None,
-    on_run_end: Callable[[str, RunResult], None] | None = None,
-) -> dict[str, RunResult]:
-    """Every regime from the same initial weights, for the same epochs and optimizer."""
-    if cfg.batch > data.n_train:
-        raise ConfigError(
-            f"batch size {cfg.batch} is larger than the training set ({data.n_train})"
-        )
-
-    def prepare(name: str):
-        regime = make_regime(cfg, name, data.n_train)
-        model = make_model()
-        opt = OptimSpec(cfg.optimizer, cfg.lr, cfg.momentum).build(model.parameters())
-        regime.make_scheduler(opt)
-        tc = TrainConfig(
-            batch_size=cfg.batch,
-            budget=Budget(epochs=cfg.epochs),
-            optim=OptimSpec(cfg.optimizer, cfg.lr, cfg.momentum),
-            seed=cfg.seed,
-            eval_at_start=True,
-        )
-        hooks = {"batch_size_at": regime.batch_size_at, "on_epoch_end": regime.on_epoch_end}
-        return model, tc, {"optimizer": opt, **hooks}
-
-    return run_named(
-        cfg.regimes, prepare, data, on_event=on_event, stop=stop, on_run_end=on_run_end
+def run(
+    setup: Setup, config: Config, sink: Sink | None = None, stop: threading.Event | None = None
+) -> Result:
+    """Every regime from the same initial weights, for the same epochs and optimizer. Streams
+    the data's size ("info"), every training point ("events"), one row as each regime ends
+    ("runs") and what the plateau regime did ("plateau")."""
+    rows, sink = collect(sink)
+    data = load_tensors(setup)
+    config.fits(data.n_train)
+    sink.emit("info", {"n_train": data.n_train, "dataset": setup.data.name})
+    results = run_series(
+        config.regimes, lambda name: plan_run(name, config, setup, data, sink), data, sink, stop
     )
+    stopped = (stop is not None and stop.is_set()) or any(
+        r.status == "stopped" for r in results.values()
+    )
+    return Result(config, rows.rows, "stopped" if stopped else "finished")
 
 
 def per_epoch(events: pd.DataFrame, n_train: int, momentum: float = 0.0) -> pd.DataFrame:
     """Per regime and epoch: the lr and batch used, the noise scale, and the validation loss
-    at the epoch's end."""
+    at the epoch's end. `epoch` counts from 1; `start` is the epochs done when it began, so a
+    milestone at epoch 5 changes the values drawn from x = 5 on, where the curves change."""
     train_rows = events[events.kind == "train"].copy()
-    train_rows["epoch_index"] = (train_rows.epoch - 1e-9).clip(lower=0).astype(int)
+    if train_rows.empty:
+        return pd.DataFrame(columns=PER_EPOCH_COLUMNS)
+    train_rows["epoch_index"] = (train_rows.epoch.astype(float) - 1e-9).clip(lower=0).astype(int)
     used = (
-        train_rows.groupby(["run_id", "epoch_index"])
+        train_rows.groupby(["run_id", "epoch_index"], sort=False)
         .agg(
             lr=("lr", "last"),
             batch_size=("batch_size", "max"),
@@ -222,47 +301,62 @@ def per_epoch(events: pd.DataFrame, n_train: int, momentum: float = 0.0) -> pd.D
         )
         .reset_index()
     )
-    used["noise_scale"] = used.lr / (1 - momentum) * n_train / used.batch_size
+    used["noise_scale"] = noise_scale(used.lr, used.batch_size, n_train, momentum)
     evals = events[(events.kind == "eval") & (events.epoch > 0)].copy()
-    evals["epoch_index"] = evals.epoch.round().astype(int) - 1
+    evals["epoch_index"] = evals.epoch.astype(float).round().astype(int) - 1
     out = used.merge(
         evals[["run_id", "epoch_index", "val_loss", "val_acc", "elapsed"]],
         on=["run_id", "epoch_index"],
         how="left",
     )
     out["epoch"] = out.epoch_index + 1
-    return out.drop(columns="epoch_index")
+    out["start"] = out.epoch_index
+    return out[PER_EPOCH_COLUMNS]
 
 
-def summary(results: dict[str, RunResult], tolerance: float = 0.02) -> tuple[pd.DataFrame, str]:
-    """The table relative to "decay the LR", and a one-line verdict on the paper's claim."""
-    rows = [
-        {
-            "regime": k,
-            "status": r.status,
-            "val_loss": r.val_loss,
-            "val_acc": r.val_acc,
-            "updates": r.steps,
-            "seconds": r.elapsed,
-        }
-        for k, r in results.items()
-    ]
-    df = pd.DataFrame(rows)
-    if "decay" not in results or df.empty:
+def whole(value) -> int | None:
+    """A count read back from the history (where a JSON table may have made it a float)."""
+    return None if value is None or pd.isna(value) else int(value)
+
+
+SUMMARY_COLUMNS = ["regime", "status", "val_loss", "val_acc", "updates", "seconds"]
+
+
+def summary_table(runs: list[dict], tolerance: float = 0.02) -> tuple[pd.DataFrame, str]:
+    """The table relative to "decay the LR", and a one-line verdict on the paper's claim.
+    `runs`: the "runs" rows (run_series's) of the regimes that ran."""
+    df = pd.DataFrame(
+        [
+            {
+                "regime": r["run"],
+                "status": r["status"],
+                "val_loss": r.get("val_loss"),
+                "val_acc": r.get("val_acc"),
+                "updates": whole(r.get("steps")),
+                "seconds": r.get("seconds"),
+            }
+            for r in runs
+        ],
+        columns=SUMMARY_COLUMNS,
+    )
+    by = df.set_index("regime")
+    if "decay" not in by.index:
         return df, "Run 'decay the LR' to compare the other regimes with it."
-    ref = results["decay"]
+    ref = by.loc["decay"]
     df["val_loss_vs_decay"] = df.val_loss - ref.val_loss
-    df["updates_vs_decay"] = df.updates / ref.steps
-    df["seconds_vs_decay"] = df.seconds / ref.elapsed
-    if "grow" not in results:
+    df["updates_vs_decay"] = df.updates / ref.updates
+    df["seconds_vs_decay"] = df.seconds / ref.seconds
+    if "grow" not in by.index:
         return df, "Add 'grow the batch' to test the claim."
-    grow = results["grow"]
+    grow = by.loc["grow"]
+    if grow.val_loss is None or ref.val_loss is None or pd.isna(grow.val_loss):
+        return df, "'grow' or 'decay' has no validation loss: no verdict."
     close = abs(grow.val_loss - ref.val_loss) <= tolerance * max(ref.val_loss, 1e-9)
-    fewer = grow.steps < ref.steps
+    fewer = grow.updates < ref.updates
     verdict = (
         f"Growing the batch reached validation loss {grow.val_loss:.4f} against "
         f"{ref.val_loss:.4f} for decaying the LR ({grow.val_loss - ref.val_loss:+.4f}) with "
-        f"{grow.steps:,} updates instead of {ref.steps:,} ({grow.steps / ref.steps:.0%}). "
+        f"{grow.updates:,} updates instead of {ref.updates:,} ({grow.updates / ref.updates:.0%}). "
     )
     if close and fewer:
         verdict += "This run reproduces the paper's claim."
@@ -274,3 +368,73 @@ def summary(results: dict[str, RunResult], tolerance: float = 0.02) -> tuple[pd.
     else:
         verdict += "It did not save updates: this run does not reproduce the claim."
     return df, verdict
+
+
+@dataclass(frozen=True)
+class Result(experiment.Result):
+    """The regimes' curves, lr/batch/noise per epoch, the summary against decay, a verdict."""
+
+    @cached_property
+    def n_train(self) -> int | None:
+        info = self.rows.get("info") or []
+        return whole(info[0].get("n_train")) if info else None
+
+    def events(self) -> pd.DataFrame:
+        return self.frame("events", EVENT_COLUMNS)
+
+    def per_epoch(self) -> pd.DataFrame:
+        if self.n_train is None:
+            return pd.DataFrame(columns=PER_EPOCH_COLUMNS)
+        return per_epoch(self.events(), self.n_train, self.config.optim.effective_momentum)
+
+    def plan(self) -> pd.DataFrame:
+        if self.n_train is None:
+            return pd.DataFrame(columns=PLAN_COLUMNS)
+        return plan(self.config, self.n_train)
+
+    @cached_property
+    def _summary(self) -> tuple[pd.DataFrame, str]:
+        return summary_table(list(self.rows.get("runs", [])))
+
+    def table(self) -> pd.DataFrame:
+        return self._summary[0]
+
+    def verdict(self) -> str:
+        return self._summary[1] + (" Stopped before every regime ran." if self.stopped else "")
+
+    def notes(self) -> list[str]:
+        """What the plateau regime did, or why it could not grow the batch."""
+        out = []
+        if self.n_train is not None and (cap := self.config.plateau_cap(self.n_train)):
+            out.append(cap)
+        for r in self.rows.get("plateau", []):
+            if r["action"] == "grow":
+                out.append(
+                    f"'plateau' grew the batch to {r['batch_size']:,} after epoch {r['epoch']}."
+                )
+            else:
+                out.append(
+                    f"'plateau' reached its batch cap N/10 after epoch {r['epoch']}: from then "
+                    "on it reduces the LR on plateaus."
+                )
+        return out
+
+    def summary(self) -> dict:
+        info = (self.rows.get("info") or [{}])[0]
+        return {
+            "status": self.status,
+            "message": self.message,
+            "dataset": info.get("dataset"),
+            "n_train": self.n_train,
+            "verdict": self.verdict(),
+            "notes": self.notes(),
+            "regimes": self.table().to_dict(orient="records"),
+        }
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        return {"curves": self.events(), "table": self.table(), "per_epoch": self.per_epoch()}
+
+    def report(self) -> str:
+        table = self.table()
+        lines = [table.to_string(index=False) if not table.empty else self.status]
+        return "\n".join([*lines, *self.notes(), self.verdict()])

@@ -12,18 +12,25 @@ from __future__ import annotations
 import math
 import threading
 import warnings
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from functools import cached_property
 
 import pandas as pd
 import torch
 from torch import nn
 from torch.optim import lr_scheduler as sched
 
+from lrbs.core.config import check, option
 from lrbs.core.data import TensorData
-from lrbs.core.errors import ConfigError, positive_int, positive_number, require
-from lrbs.core.loop import Budget, Event, OptimSpec, RunResult, TrainConfig
-from lrbs.experiments.sweeps import run_named
+from lrbs.core.errors import ConfigError, require
+from lrbs.core.loop import EVENT_COLUMNS, Budget, OptimSpec, TrainConfig
+from lrbs.core.setup import Setup, load_tensors
+from lrbs.runs import experiment
+from lrbs.runs.experiment import collect
+from lrbs.runs.series import Planned, run_series
+from lrbs.runs.sink import Sink, Tee
+
+KIND = "schedules"
 
 SCHEDULES = {
     "constant": "constant rate",
@@ -40,6 +47,23 @@ SCHEDULES = {
     "hd": "hypergradient descent: the rate learns itself (Baydin et al. 2018)",
 }
 REACTIVE = ("plateau", "hd")  # their rate depends on training, so they have no preview
+DEFAULT_SCHEDULES = ("constant", "cosine", "onecycle", "clr", "hd")
+BOUNDS = ("given", "range-test", "history")
+SUMMARY_COLUMNS = [
+    "schedule",
+    "status",
+    "train_loss",
+    "val_loss",
+    "val_acc",
+    "best_val_loss",
+    "best_epoch",
+    "lr_min",
+    "lr_max",
+    "lr_final",
+    "updates",
+    "seconds",
+]
+PLAN_COLUMNS = ["schedule", "step", "lr", "epoch"]
 
 # Baydin et al. used beta = 1e-3 with SGD and 1e-7 with Adam: the hypergradient is a dot
 # product of a gradient with the previous step direction, and Adam's direction has every
@@ -47,50 +71,64 @@ REACTIVE = ("plateau", "hd")  # their rate depends on training, so they have no 
 HD_BETA = {"sgd": 1e-3, "momentum": 1e-3, "adam": 1e-7, "adamw": 1e-7}
 
 
-@dataclass(frozen=True)
-class SchedulesConfig:
-    schedules: tuple[str, ...] = (
-        "constant", "step", "cosine", "warmup-cosine", "clr", "onecycle", "plateau", "hd"
-    )  # fmt: skip
-    epochs: int = 30
-    batch: int = 64
-    optimizer: str = "sgd"
-    momentum: float = 0.9
-    lr: float = 0.5  # the constant rate, where the decays, plateau and HD start
-    base_lr: float = 0.25  # cyclical lower bound
-    max_lr: float = 1.0  # cyclical upper bound; one-cycle's peak
-    floor: float = 0.0  # cosine's end, as a fraction of lr
-    step_epochs: float = 10.0  # step decay: every k epochs ...
-    gamma: float = 0.1  # ... multiply by gamma (also plateau's factor)
-    final_factor: float = 0.01  # exponential: lr at the end = lr x final_factor
-    warmup_epochs: float = 2.0
-    restart_epochs: float = 5.0  # SGDR's first period
-    restart_mult: int = 2  # each period this many times the last
-    cycle_epochs: float = 2.5  # CLR step size: half a cycle, in epochs
-    exp_range_end: float = 0.01  # exp_range: the amplitude at the end, as a fraction
-    onecycle_pct: float = 0.3  # share of one-cycle spent going up
-    onecycle_div: float = 25.0  # one-cycle starts at max_lr / div
-    patience: int = 2
-    hd_beta: float | None = None  # None: HD_BETA for the optimizer
-    seed: int = 0
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    schedules: tuple[str, ...] = option(
+        DEFAULT_SCHEDULES, label="schedule", help="schedules to train: " + ", ".join(SCHEDULES)
+    )
+    epochs: int = option(30, low=1, high=1000, help="epochs each schedule trains")
+    batch_size: int = option(64, low=1, help="batch size")
+    optim: OptimSpec = option(factory=lambda: OptimSpec("sgd", 0.5))  # lr: the base rate
+    base_lr: float = option(0.25, help="cyclical lower bound")
+    max_lr: float = option(1.0, help="cyclical upper bound; one-cycle's peak")
+    bounds: str = option(
+        "given",
+        choices=BOUNDS,
+        help="lr, base and max from the flags (given), from a quick range test run now "
+        "(range-test), or from the newest range test in the run history for this dataset and "
+        "model (history)",
+    )
+    history_db: str | None = option(
+        None,
+        help="the run-history file --bounds history reads (default: the file this run is "
+        "saved in, i.e. --db, else LRBS_DB or ~/.local/share/lrbs/runs.db)",
+    )
+    preview: bool = option(False, help="only the planned lr per step, no training")
+    floor: float = option(0.0, help="cosine's end, as a fraction of the base lr")
+    step_epochs: float = option(10.0, help="step decay: every k epochs ...")
+    gamma: float = option(0.1, help="... multiply by gamma (also plateau's factor)")
+    final_factor: float = option(0.01, help="exponential: the end rate / the start rate")
+    warmup_epochs: float = option(2.0, help="warm-up-cosine: epochs of linear warm-up")
+    restart_epochs: float = option(5.0, help="SGDR's first period (epochs)")
+    restart_mult: int = option(2, label="the restart multiplier", help="each SGDR period x this")
+    cycle_epochs: float = option(2.5, help="CLR step size: half a cycle, in epochs")
+    exp_range_end: float = option(0.01, help="exp_range: the amplitude left at the end")
+    onecycle_pct: float = option(0.3, help="share of one-cycle spent going up")
+    onecycle_div: float = option(25.0, help="one-cycle starts at max lr / div")
+    patience: int = option(2, low=1, help="plateau: epochs without improvement before it acts")
+    hd_beta: float | None = option(
+        None,
+        flag="--beta",
+        label="the hypergradient rate beta",
+        help="HD's hypergradient rate (default: Baydin et al.'s, 1e-3 for SGD, 1e-7 for Adam)",
+    )
+    seed: int = option(0, help="seed of every schedule's batches")
+    log_every: int = option(5, low=1, help="updates between training points")
 
     def __post_init__(self) -> None:
+        check(self)
         require(len(self.schedules) > 0, "choose at least one schedule")
         for s in self.schedules:
             require(s in SCHEDULES, f"unknown schedule {s!r}; known: {', '.join(SCHEDULES)}")
         require(len(set(self.schedules)) == len(self.schedules), "a schedule is listed twice")
-        positive_int("epochs", self.epochs)
-        require(self.epochs <= 1000, "epochs is at most 1000")
-        positive_int("batch size", self.batch)
-        OptimSpec(self.optimizer, self.lr, self.momentum)
-        positive_number("the lower bound (base lr)", self.base_lr)
-        positive_number("the upper bound (max lr)", self.max_lr)
+        positive("the lower bound (base lr)", self.base_lr)
+        positive("the upper bound (max lr)", self.max_lr)
         require(
             self.base_lr < self.max_lr,
             f"the lower bound {self.base_lr:g} must be below the upper bound {self.max_lr:g}",
         )
         require(0 <= self.floor < 1, f"the cosine floor must be in [0, 1), got {self.floor}")
-        positive_number("the step-decay interval (epochs)", self.step_epochs)
+        positive("the step-decay interval (epochs)", self.step_epochs)
         require(0 < self.gamma < 1, f"gamma must be between 0 and 1, got {self.gamma}")
         require(
             0 < self.final_factor < 1,
@@ -103,28 +141,31 @@ class SchedulesConfig:
                 f"the warm-up ({self.warmup_epochs:g} epochs) must be shorter than the run "
                 f"({self.epochs} epochs)",
             )
-        positive_number("the restart period (epochs)", self.restart_epochs)
-        positive_int("the restart multiplier", self.restart_mult)
-        positive_number("the cycle step size (epochs)", self.cycle_epochs)
+        positive("the restart period (epochs)", self.restart_epochs)
+        require(self.restart_mult >= 1, "the restart multiplier must be at least 1")
+        positive("the cycle step size (epochs)", self.cycle_epochs)
         require(0 < self.exp_range_end <= 1, "the exp_range end amplitude must be in (0, 1]")
         require(0 < self.onecycle_pct < 1, "one-cycle's rising share must be in (0, 1)")
         require(self.onecycle_div > 1, "one-cycle's divisor must be above 1")
-        positive_int("patience", self.patience)
         if self.hd_beta is not None:
-            require(
-                isinstance(self.hd_beta, int | float) and math.isfinite(self.hd_beta),
-                "the hypergradient rate beta must be a number",
-            )
             require(
                 self.hd_beta >= 0, f"the hypergradient rate beta must be >= 0, got {self.hd_beta}"
             )
 
     @property
     def beta(self) -> float:
-        return HD_BETA[self.optimizer] if self.hd_beta is None else self.hd_beta
+        return HD_BETA[self.optim.name] if self.hd_beta is None else self.hd_beta
 
-    def optim(self) -> OptimSpec:
-        return OptimSpec(self.optimizer, self.lr, self.momentum)
+    def fits(self, n_train: int) -> None:
+        """Refuse a batch larger than the training set, before anything trains."""
+        if self.batch_size > n_train:
+            raise ConfigError(
+                f"batch size {self.batch_size} is larger than the training set ({n_train:,})"
+            )
+
+
+def positive(what: str, value: float) -> None:
+    require(value > 0, f"{what} must be greater than 0, got {value:g}")
 
 
 def steps_per_epoch(n_train: int, batch: int) -> int:
@@ -140,25 +181,26 @@ def _updates(epochs: float, spe: int) -> int:
 
 
 def build_scheduler(
-    name: str, cfg: SchedulesConfig, opt: torch.optim.Optimizer, spe: int
+    name: str, cfg: Config, opt: torch.optim.Optimizer, spe: int
 ) -> sched.LRScheduler | None:
     """The torch scheduler of a per-update schedule (None for constant and the reactive ones).
-    Built on `opt`, whose rate is cfg.lr."""
+    Built on `opt`, whose rate is cfg.optim.lr."""
     total = cfg.epochs * spe
+    lr = cfg.optim.lr
     if name == "step":
         return sched.StepLR(opt, _updates(cfg.step_epochs, spe), cfg.gamma)
     if name == "exponential":
         return sched.ExponentialLR(opt, cfg.final_factor ** (1 / total))
     if name == "cosine":
-        return sched.CosineAnnealingLR(opt, total, eta_min=cfg.lr * cfg.floor)
+        return sched.CosineAnnealingLR(opt, total, eta_min=lr * cfg.floor)
     if name == "cosine-restarts":
         period = _updates(cfg.restart_epochs, spe)
         return sched.CosineAnnealingWarmRestarts(
-            opt, period, cfg.restart_mult, eta_min=cfg.lr * cfg.floor
+            opt, period, cfg.restart_mult, eta_min=lr * cfg.floor
         )
     if name == "warmup-cosine":
         warm = _updates(cfg.warmup_epochs, spe) if cfg.warmup_epochs > 0 else 0
-        cosine = sched.CosineAnnealingLR(opt, total - warm, eta_min=cfg.lr * cfg.floor)
+        cosine = sched.CosineAnnealingLR(opt, total - warm, eta_min=lr * cfg.floor)
         if warm == 0:
             return cosine
         up = sched.LinearLR(opt, start_factor=1 / warm, end_factor=1.0, total_iters=warm)
@@ -184,18 +226,18 @@ def build_scheduler(
             total_steps=total,
             pct_start=cfg.onecycle_pct,
             div_factor=cfg.onecycle_div,
-            cycle_momentum=cfg.optimizer != "sgd",
+            cycle_momentum=cfg.optim.name != "sgd",
         )
     if name in ("constant", *REACTIVE):
         return None
     raise ConfigError(f"unknown schedule {name!r}")
 
 
-def preview(cfg: SchedulesConfig, n_train: int, max_points: int = 1500) -> pd.DataFrame:
+def preview(cfg: Config, n_train: int, max_points: int = 1500) -> pd.DataFrame:
     """The rate each per-update schedule will use at every update, without training: the same
     torch schedulers stepped on a dummy parameter. Long runs are thinned to `max_points` per
     schedule (first and last kept)."""
-    spe = steps_per_epoch(n_train, cfg.batch)
+    spe = steps_per_epoch(n_train, cfg.batch_size)
     total = cfg.epochs * spe
     keep = set(range(0, total, max(1, total // max_points))) | {total - 1}
     frames = []
@@ -203,7 +245,7 @@ def preview(cfg: SchedulesConfig, n_train: int, max_points: int = 1500) -> pd.Da
         if name in REACTIVE:
             continue
         p = nn.Parameter(torch.zeros(1))
-        opt = cfg.optim().build([p])
+        opt = cfg.optim.build([p])
         s = build_scheduler(name, cfg, opt, spe)
         lrs = []
         with warnings.catch_warnings():
@@ -219,11 +261,7 @@ def preview(cfg: SchedulesConfig, n_train: int, max_points: int = 1500) -> pd.Da
         df.insert(0, "schedule", name)
         df["epoch"] = (df.step + 1) / spe
         frames.append(df)
-    return (
-        pd.concat(frames, ignore_index=True)
-        if frames
-        else pd.DataFrame(columns=["schedule", "step", "lr", "epoch"])
-    )
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=PLAN_COLUMNS)
 
 
 # ------------------------------------------------------------------ hypergradient descent
@@ -278,7 +316,7 @@ class Hypergradient:
             h.remove()
 
 
-# ------------------------------------------------------------------ training them
+# ------------------------------------------------------------------ bounds
 
 
 @dataclass(frozen=True)
@@ -304,6 +342,21 @@ class RangeBounds:
         hold = steep if steep is not None and 0 < steep < top else top / 4
         return cls(hold, min(hold, top / 4), top, source)
 
+    @classmethod
+    def given(cls, cfg: Config) -> RangeBounds:
+        return cls(cfg.optim.lr, cfg.base_lr, cfg.max_lr, "the settings")
+
+    def apply(self, cfg: Config) -> Config:
+        """`cfg` with these rates, as it trains (bounds "given": nothing left to look up)."""
+        optim = replace(cfg.optim, lr=self.lr)
+        return replace(cfg, optim=optim, base_lr=self.base_lr, max_lr=self.max_lr, bounds="given")
+
+    def text(self) -> str:
+        return (
+            f"From {self.source}: hold lr {self.lr:.3g}; cycle between {self.base_lr:.3g} and "
+            f"{self.max_lr:.3g}."
+        )
+
 
 def bounds_from_history(store, dataset: str | None = None, model: str | None = None):
     """RangeBounds from the newest range test in the run history (page or CLI) on this dataset
@@ -317,15 +370,15 @@ def bounds_from_history(store, dataset: str | None = None, model: str | None = N
     return RangeBounds.from_suggestions(suggestions, f"range test #{run_id} in the history")
 
 
-def quick_range_test(model: nn.Module, data: TensorData, cfg: SchedulesConfig) -> RangeBounds:
+def quick_range_test(model: nn.Module, data: TensorData, cfg: Config) -> RangeBounds:
     """A 100-iteration range test with this optimizer and batch size, for bounds right now."""
     from lrbs.experiments.lr_finder import RangeTestConfig, range_test
 
     rt = RangeTestConfig(
         lr_min=1e-6,
-        batch_size=min(cfg.batch, data.n_train),
-        optimizer=cfg.optimizer,
-        momentum=cfg.momentum,
+        batch_size=min(cfg.batch_size, data.n_train),
+        optimizer=cfg.optim.name,
+        momentum=cfg.optim.momentum,
         seed=cfg.seed,
     )
     result = range_test(model, data, rt)
@@ -333,67 +386,120 @@ def quick_range_test(model: nn.Module, data: TensorData, cfg: SchedulesConfig) -
     return RangeBounds.from_suggestions(found, "a quick range test")
 
 
-def run_schedules(
-    make_model: Callable[[], nn.Module],
-    data: TensorData,
-    cfg: SchedulesConfig,
-    *,
-    on_event: Callable[[Event], None] | None = None,
-    stop: threading.Event | None = None,
-    on_run_end: Callable[[str, RunResult], None] | None = None,
-    log_every: int = 5,
-) -> dict[str, RunResult]:
-    """Every schedule from the same initial weights, for the same epochs and batch size."""
-    if cfg.batch > data.n_train:
-        raise ConfigError(
-            f"batch size {cfg.batch} is larger than the training set ({data.n_train})"
+def recording_path(sink: Sink | None):
+    """The run-history file a sink records to (the CLI's --db), or None."""
+    from lrbs.runs.store import Recorder
+
+    if isinstance(sink, Recorder):
+        return sink.path
+    if isinstance(sink, Tee):
+        return next((p for s in sink.sinks if (p := recording_path(s)) is not None), None)
+    return None
+
+
+def resolve_bounds(setup: Setup, data: TensorData, cfg: Config, sink: Sink) -> RangeBounds:
+    """The rates this run uses: the settings', a quick range test's, or the history's."""
+    if cfg.bounds == "range-test":
+        sink.progress(0.0, "quick range test")
+        return quick_range_test(setup.fresh_model(data), data, cfg)
+    if cfg.bounds == "history":
+        from lrbs.runs.store import RunStore, default_path
+
+        path = cfg.history_db or recording_path(sink) or default_path()
+        with RunStore(path) as store:
+            found = bounds_from_history(store, setup.data.name, setup.model.name)
+        require(
+            found is not None,
+            f"no range test of this dataset and model in the history ({path}): run "
+            "`python -m lrbs lr-find` first, or give the bounds",
         )
-    spe = steps_per_epoch(data.n_train, cfg.batch)
+        return found
+    return RangeBounds.given(cfg)
 
-    def prepare(name: str):
-        model = make_model()
-        opt = cfg.optim().build(model.parameters())
-        extra: dict = {"optimizer": opt}
-        per_update = build_scheduler(name, cfg, opt, spe)
-        if per_update is not None:
-            extra["lr_scheduler"] = lambda _opt: per_update
-        if name == "hd":
-            Hypergradient(opt, cfg.beta)  # hooks on this run's own optimizer
-        if name == "plateau":
-            reducer = sched.ReduceLROnPlateau(
-                opt, factor=cfg.gamma, patience=cfg.patience - 1, threshold=0
-            )
 
-            def on_epoch_end(p, ev, o) -> None:
-                if ev is not None and ev.val_loss is not None:
-                    reducer.step(ev.val_loss)
+# ------------------------------------------------------------------ training them
 
-            extra["on_epoch_end"] = on_epoch_end
-        tc = TrainConfig(
-            batch_size=cfg.batch,
-            budget=Budget(epochs=cfg.epochs),
-            optim=cfg.optim(),
-            seed=cfg.seed,
-            log_every=log_every,
-            eval_at_start=True,
+
+def plan_run(name: str, cfg: Config, setup: Setup, data: TensorData) -> Planned:
+    """One schedule's run: fresh weights, its optimizer, its scheduler or hooks."""
+    model = setup.fresh_model(data)
+    opt = cfg.optim.build(model.parameters())
+    extra: dict = {"optimizer": opt}
+    per_update = build_scheduler(name, cfg, opt, steps_per_epoch(data.n_train, cfg.batch_size))
+    if per_update is not None:
+        extra["lr_scheduler"] = lambda _opt: per_update
+    if name == "hd":
+        Hypergradient(opt, cfg.beta)  # hooks on this run's own optimizer
+    if name == "plateau":
+        reducer = sched.ReduceLROnPlateau(
+            opt, factor=cfg.gamma, patience=cfg.patience - 1, threshold=0
         )
-        return model, tc, extra
 
-    return run_named(
-        cfg.schedules, prepare, data, on_event=on_event, stop=stop, on_run_end=on_run_end
+        def on_epoch_end(p, ev, o) -> None:
+            if ev is not None and ev.val_loss is not None:
+                reducer.step(ev.val_loss)
+
+        extra["on_epoch_end"] = on_epoch_end
+    tc = TrainConfig(
+        batch_size=cfg.batch_size,
+        budget=Budget(epochs=cfg.epochs),
+        optim=cfg.optim,
+        seed=cfg.seed,
+        log_every=cfg.log_every,
+        eval_at_start=True,
     )
+    return Planned(model, tc, extra, {"schedule": name})
 
 
-def summary(events: pd.DataFrame, statuses: dict[str, str]) -> tuple[pd.DataFrame, str]:
+def run(
+    setup: Setup, config: Config, sink: Sink | None = None, stop: threading.Event | None = None
+) -> Result:
+    """Every schedule from the same initial weights, for the same epochs and batch size
+    (with `config.preview`, only the rate each would use). Streams the bounds used ("bounds"),
+    the planned rates ("plan", preview only), every training point ("events") and one row as
+    each schedule ends ("runs")."""
+    rows, sink = collect(sink)
+    data = load_tensors(setup)
+    config.fits(data.n_train)
+    bounds = resolve_bounds(setup, data, config, sink)
+    used = bounds.apply(config)
+    sink.emit(
+        "bounds",
+        {
+            "source": bounds.source,
+            "lr": bounds.lr,
+            "base_lr": bounds.base_lr,
+            "max_lr": bounds.max_lr,
+            "n_train": data.n_train,
+            "dataset": setup.data.name,
+            "model": setup.model.name,
+        },
+    )
+    if config.preview:
+        for row in preview(used, data.n_train).to_dict("records"):
+            sink.emit("plan", row)
+        sink.progress(1.0, "planned")
+        return Result(config, rows.rows)
+    results = run_series(
+        used.schedules, lambda name: plan_run(name, used, setup, data), data, sink, stop
+    )
+    stopped = (stop is not None and stop.is_set()) or any(
+        r.status == "stopped" for r in results.values()
+    )
+    return Result(config, rows.rows, "stopped" if stopped else "finished")
+
+
+def summary_table(events: pd.DataFrame, statuses: dict[str, str]) -> tuple[pd.DataFrame, str]:
     """One row per schedule, from its events (the curves' CSV) and how it ended: final and
-    best validation loss, accuracy, the rates it used; and a sentence naming the winner."""
+    best validation loss, accuracy, the rates it used; and a sentence naming the winner
+    (markdown)."""
     rows = []
     for name, status in statuses.items():
         ev = events[events.run_id == name]
         evals = ev[(ev.kind == "eval") & ev.val_loss.notna()]
         trains = ev[ev.kind == "train"]
         last = evals.iloc[-1] if len(evals) else None
-        best = evals.loc[evals.val_loss.idxmin()] if len(evals) else None
+        best = evals.loc[evals.val_loss.astype(float).idxmin()] if len(evals) else None
         rows.append(
             {
                 "schedule": name,
@@ -410,11 +516,11 @@ def summary(events: pd.DataFrame, statuses: dict[str, str]) -> tuple[pd.DataFram
                 "seconds": float(ev.elapsed.max()) if len(ev) else 0.0,
             }
         )
-    df = pd.DataFrame(rows)
-    ok = df[(df.status == "finished") & df.val_loss.notna()] if not df.empty else df
+    df = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    ok = df[(df.status == "finished") & df.val_loss.notna()]
     if ok.empty:
         return df, "No schedule finished its budget."
-    win = ok.loc[ok.val_loss.idxmin()]
+    win = ok.loc[ok.val_loss.astype(float).idxmin()]
     verdict = (
         f"Lowest final validation loss: **{win.schedule}** at {win.val_loss:.4f} "
         f"(accuracy {win.val_acc:.3f})"
@@ -428,3 +534,100 @@ def summary(events: pd.DataFrame, statuses: dict[str, str]) -> tuple[pd.DataFram
             f"{r.schedule} ({r.status})" for r in bad.itertuples()
         )
     return df, verdict + "."
+
+
+@dataclass(frozen=True)
+class Result(experiment.Result):
+    """The schedules' curves, their summary and verdict, the planned rates and the bounds."""
+
+    @cached_property
+    def bounds(self) -> RangeBounds:
+        found = self.rows.get("bounds") or []
+        if not found:
+            return RangeBounds.given(self.config)
+        b = found[0]
+        return RangeBounds(b["lr"], b["base_lr"], b["max_lr"], b["source"])
+
+    @cached_property
+    def used(self) -> Config:
+        """The config as it trained: the bounds applied."""
+        return self.bounds.apply(self.config)
+
+    @cached_property
+    def n_train(self) -> int | None:
+        found = self.rows.get("bounds") or []
+        n = found[0].get("n_train") if found else None
+        return None if n is None or pd.isna(n) else int(n)  # the history may give a float
+
+    def events(self) -> pd.DataFrame:
+        return self.frame("events", EVENT_COLUMNS)
+
+    def runs(self) -> list[dict]:
+        return list(self.rows.get("runs", []))
+
+    @cached_property
+    def _summary(self) -> tuple[pd.DataFrame, str]:
+        statuses = {r["run"]: r["status"] for r in self.runs()}
+        return summary_table(self.events(), statuses)
+
+    def table(self) -> pd.DataFrame:
+        return self._summary[0]
+
+    def verdict(self, markdown: bool = True) -> str:
+        text = self._summary[1]
+        if self.stopped:
+            text += " Stopped before every schedule ran."
+        return text if markdown else text.replace("**", "")
+
+    def plan(self) -> pd.DataFrame:
+        """The rate each per-update schedule uses at every update (thinned on long runs)."""
+        return self._plan
+
+    @cached_property
+    def _plan(self) -> pd.DataFrame:
+        if "plan" in self.rows:
+            return self.frame("plan", PLAN_COLUMNS)
+        if self.n_train is None:
+            return pd.DataFrame(columns=PLAN_COLUMNS)
+        return preview(self.used, self.n_train)
+
+    def summary(self) -> dict:
+        b = self.bounds
+        out = {
+            "status": self.status,
+            "message": self.message,
+            "optimizer": self.config.optim.name,
+            "lr": b.lr,
+            "base_lr": b.base_lr,
+            "max_lr": b.max_lr,
+            "bounds": {"source": b.source, "lr": b.lr, "base_lr": b.base_lr, "max_lr": b.max_lr},
+        }
+        found = self.rows.get("bounds") or []
+        if found:
+            out |= {"dataset": found[0].get("dataset"), "model": found[0].get("model")}
+        if self.config.preview:
+            plan = self.plan()
+            return out | {"steps": int(plan.step.max()) + 1 if len(plan) else 0}
+        return out | {
+            "verdict": self.verdict(markdown=False),
+            "schedules": self.table().to_dict(orient="records"),
+        }
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        if self.config.preview:
+            return {"plan": self.plan()}
+        return {"curves": self.events(), "table": self.table(), "plan": self.plan()}
+
+    def report(self) -> str:
+        lines = []
+        if self.config.bounds != "given":
+            lines.append(self.bounds.text())
+        if self.config.preview:
+            plan = self.plan()
+            if plan.empty:
+                return "\n".join([*lines, "no per-update schedule chosen: nothing to plan"])
+            agg = plan.groupby("schedule", sort=False).lr.agg(["first", "min", "max", "last"])
+            return "\n".join([*lines, agg.to_string()])
+        table = self.table()
+        lines += [table.to_string(index=False) if not table.empty else self.status]
+        return "\n".join([*lines, self.verdict(markdown=False)])

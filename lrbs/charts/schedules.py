@@ -1,0 +1,55 @@
+"""Charts of the schedule experiments: the per-epoch lr, batch size and noise scale of the
+batch-size regimes (with a legend, and each value drawn from the epoch where it starts)."""
+
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+
+from lrbs.charts import color_scale
+
+
+def step_frame(per_epoch: pd.DataFrame, y: str, group: str = "run_id") -> pd.DataFrame:
+    """The per-epoch values as steps: each drawn from `start` (the epochs done when it began),
+    plus one closing point at the end of the last epoch, so a value that changes after
+    milestone m changes at x = m, where the training curves change too."""
+    d = per_epoch.dropna(subset=[y])
+    if d.empty:
+        return pd.DataFrame(columns=[group, "x", y])
+    d = d.assign(x=d["start"].astype(float))[[group, "x", y]]
+    ends = d.groupby(group, sort=False).tail(1).assign(x=lambda e: e.x + 1)
+    return pd.concat([d, ends], ignore_index=True)
+
+
+def per_epoch_chart(
+    per_epoch: pd.DataFrame,
+    y: str,
+    title: str,
+    domain: list[str] | None = None,
+    group: str = "run_id",
+    height: int = 260,
+) -> alt.Chart:
+    """One per-epoch quantity of every regime as steps on a log axis, with a legend."""
+    d = step_frame(per_epoch, y, group)
+    sort = domain or list(dict.fromkeys(d[group]))
+    return (
+        alt.Chart(d)
+        .mark_line(interpolate="step-after", strokeWidth=2)
+        .encode(
+            x=alt.X("x:Q", title="epochs"),
+            y=alt.Y(f"{y}:Q", title=None, scale=alt.Scale(type="log")),
+            color=alt.Color(
+                f"{group}:N",
+                title=None,
+                sort=sort,
+                legend=alt.Legend(orient="top", columns=3),
+                scale=color_scale(domain),
+            ),
+            tooltip=[
+                f"{group}:N",
+                alt.Tooltip("x:Q", title="from epoch", format=".0f"),
+                alt.Tooltip(f"{y}:Q", format=".4g"),
+            ],
+        )
+        .properties(title=title, height=height)
+    )
