@@ -360,15 +360,15 @@ def test_probe_experiment_streams_each_try_and_says_what_it_found(on_blobs):
     result = bs_probe.run(SETUP, cfg)
     tried = result.tried()
     assert len(tried) == len(result.rows["tried"]) > 3
-    assert result.memory_limited() and 20 <= result.largest() < 240
+    assert result.memory_limited and 20 <= result.largest < 240
     out = result.summary()
-    assert out["largest"] == result.largest() and out["tried"] == len(tried)
+    assert out["largest"] == result.largest and out["tried"] == len(tried)
     assert out["safe"] == 2 ** math.floor(math.log2(int(0.9 * out["largest"])))
     assert "power of two" in result.verdict() and "limited by memory" in result.verdict()
     assert jsonable(from_history(bs_probe, result).summary()) == jsonable(out)
     # no cap: the whole training set fits, and 240 is not called a power of two
     free = bs_probe.run(SETUP, bs_probe.Config())
-    assert (free.largest(), free.safe(), free.memory_limited()) == (240, 240, False)
+    assert (free.largest, free.safe, free.memory_limited) == (240, 240, False)
     assert "power of two" not in free.verdict()
     assert "training set size (240)" in free.verdict()
 

@@ -201,31 +201,35 @@ class Result(experiment.Result):
         t = self.frame("tried", ["batch", "fits"])
         return t.astype({"batch": int, "fits": bool})
 
+    @property
     def n_train(self) -> int | None:
         n = (self.rows.get("info") or [{}])[0].get("n_train")
         return int(n) if n is not None else None
 
+    @property
     def largest(self) -> int:
         t = self.tried()
         return int(t[t.fits].batch.max()) if t.fits.any() else 0
 
+    @property
     def memory_limited(self) -> bool:
         return bool((~self.tried().fits).any())
 
+    @property
     def safe(self) -> int:
-        return safe_batch(self.largest(), self.memory_limited())
+        return safe_batch(self.largest, self.memory_limited)
 
     def verdict(self) -> str:
         """What was found, in words (markdown)."""
-        largest, safe = self.largest(), self.safe()
+        largest, safe = self.largest, self.safe
         if largest == 0:
             return "The probe stopped before it tried a batch."
-        if self.memory_limited():
+        if self.memory_limited:
             return (
                 f"Largest batch that fits: **{largest:,}** (limited by memory). With a 10 % "
                 f"margin, rounded down to a power of two: **{safe:,}**."
             )
-        n = self.n_train()
+        n = self.n_train
         limit = f"the training set size ({n:,})" if n else "the training set size"
         return (
             f"Largest batch that fits: **{largest:,}** (limited by {limit}, not by memory): "
@@ -235,9 +239,9 @@ class Result(experiment.Result):
     def summary(self) -> dict:
         return {
             "status": self.status,
-            "largest": self.largest(),
-            "safe": self.safe(),
-            "memory_limited": self.memory_limited(),
+            "largest": self.largest,
+            "safe": self.safe,
+            "memory_limited": self.memory_limited,
             "tried": len(self.tried()),
         }
 
