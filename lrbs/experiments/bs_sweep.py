@@ -57,7 +57,7 @@ class Config:
     batch_sizes: tuple[int | str, ...] = option(
         (64, 128, 256, FULL), help="batch sizes: whole numbers or 'full' (the training set)"
     )
-    budget: Budget = option(factory=lambda: Budget(seconds=10))
+    budget: Budget = option(factory=lambda: Budget(seconds=10.0))
     optim: OptimSpec = option(factory=OptimSpec)
     scaling: str = option(
         "fixed", choices=tuple(RULES), label="scaling rule", help="lr scaling: fixed, linear, sqrt"

@@ -35,7 +35,7 @@ HEADLINE = (
 @dataclass(frozen=True, kw_only=True)
 class Config:
     batch_size: int = option(128, low=1, help="batch size")
-    budget: Budget = option(factory=lambda: Budget(epochs=1))
+    budget: Budget = option(factory=lambda: Budget(epochs=1.0))
     optim: OptimSpec = option(factory=OptimSpec)
     seed: int = option(0, help="seed of the initial weights, shuffling and dropout")
 
