@@ -4,7 +4,7 @@ fixed lr0; under the linear rule the validation curves per epoch should lie on e
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pandas as pd
 
@@ -50,7 +50,7 @@ class Config:
                     )
                 out.append((rule, k, b, scaled_lr(self.optim.lr, self.base_batch, b, rule)))
         for _, _, _, lr in out:
-            OptimSpec(self.optim.name, lr, self.optim.momentum)  # a scaled rate may be absurd
+            replace(self.optim, lr=lr)  # a scaled rate may be absurd: checked here
         return out
 
 
@@ -73,11 +73,10 @@ def run(
 
     def prepare(name: str) -> Planned:
         rule, k, b, lr = planned[name]
-        o = config.optim
         tc = TrainConfig(
             batch_size=b,
             budget=Budget(epochs=config.epochs),
-            optim=OptimSpec(o.name, lr, o.momentum, weight_decay=o.weight_decay),
+            optim=replace(config.optim, lr=lr),
             seed=config.seed,
             eval_at_start=True,
         )

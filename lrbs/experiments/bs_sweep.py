@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pandas as pd
 
@@ -84,7 +84,7 @@ class Config:
         base = self.base_batch or batches[0]
         plan = [(b, scaled_lr(self.optim.lr, base, b, self.scaling)) for b in batches]
         for _, lr in plan:
-            OptimSpec(self.optim.name, lr, self.optim.momentum)  # a scaled rate may be absurd
+            replace(self.optim, lr=lr)  # a scaled rate may be absurd: checked here
         return plan
 
     def runs(self, n_train: int) -> dict[str, tuple[int, float, int]]:
@@ -93,20 +93,15 @@ class Config:
         for batch, lr in self.plan(n_train):
             for r in range(self.repeats):
                 seed = self.seed + r
-                out[run_label(batch, n_train, seed if self.repeats > 1 else None)] = (
-                    batch,
-                    lr,
-                    seed,
-                )
+                name = run_label(batch, n_train, seed if self.repeats > 1 else None)
+                out[name] = (batch, lr, seed)
         return out
 
     def train_config(self, batch: int, lr: float, seed: int) -> TrainConfig:
         return TrainConfig(
             batch_size=batch,
             budget=self.budget,
-            optim=OptimSpec(
-                self.optim.name, lr, self.optim.momentum, weight_decay=self.optim.weight_decay
-            ),
+            optim=replace(self.optim, lr=lr),
             seed=seed,
             log_every=self.log_every,
             min_eval_seconds=self.min_eval_seconds,
@@ -134,10 +129,7 @@ def run(
     data = load_tensors(setup)
     n = data.n_train
     planned = config.runs(n)
-    sink.emit(
-        "info",
-        {"dataset": setup.data.name, "model": setup.model.name, "n_train": n},
-    )
+    sink.emit("info", {"dataset": setup.data.name, "model": setup.model.name, "n_train": n})
 
     def prepare(name: str) -> Planned:
         batch, lr, seed = planned[name]
