@@ -16,9 +16,8 @@ from lrbs.core.device import pick_device
 from lrbs.core.errors import ConfigError
 from lrbs.core.loop import Budget, OptimSpec, TrainConfig
 from lrbs.core.models import ModelSpec
-from lrbs.experiments import batch as bs
 from lrbs.experiments import bs_schedule as bss
-from lrbs.experiments import gd1d, noise_scale
+from lrbs.experiments import gd1d, noise_scale, scaling
 from lrbs.experiments import schedules as sch
 from lrbs.experiments.lr_finder import RangeTestConfig
 from lrbs.experiments.sweeps import LRSweepConfig
@@ -77,11 +76,11 @@ CASES = [
     Case("batch zero", "at least 1", lambda p: TrainConfig(batch_size=0),
          ["train", "--dataset", "digits", "--batch-size", "0", "--steps", "1"],
          ("pages/batch.py", [("text", "bs_grid", "0, 64")])),
-    Case("batch negative", "at least 1", lambda p: bs.resolve_batches((-8,), 100),
+    Case("batch negative", "at least 1", lambda p: scaling.resolve_batches((-8,), 100),
          ["bs-sweep", "--batch-sizes", "-8", "--steps", "1"],
          ("pages/batch.py", [("text", "bs_grid", "-8")])),
     Case("batch larger than the data", "larger than the training set",
-         lambda p: bs.resolve_batches((99999,), 4000),
+         lambda p: scaling.resolve_batches((99999,), 4000),
          ["bs-sweep", "--batch-sizes", "99999", "--steps", "1"],
          ("pages/batch.py", [("text", "bs_grid", "64, 99999")])),
     Case("budget zero seconds", "seconds budget must be greater than 0",
@@ -97,10 +96,10 @@ CASES = [
     Case("duplicate lrs", "repeats 0.1", lambda p: LRSweepConfig((0.1, 0.1)),
          ["lr-sweep", "--lr", "0.1", "0.1", "--steps", "1"],
          ("pages/lr.py", [("mode", None, 1), ("text", "sw_grid", "0.1, 0.01, 0.1")])),
-    Case("duplicate batches", "repeat 64", lambda p: bs.resolve_batches((64, 64), 4000),
+    Case("duplicate batches", "repeat 64", lambda p: scaling.resolve_batches((64, 64), 4000),
          ["bs-sweep", "--batch-sizes", "64", "64", "--steps", "1"],
          ("pages/batch.py", [("text", "bs_grid", "64, 64")])),
-    Case("empty batch list", "empty", lambda p: bs.resolve_batches((), 4000), None,
+    Case("empty batch list", "empty", lambda p: scaling.resolve_batches((), 4000), None,
          ("pages/batch.py", [("text", "bs_grid", "")])),
     Case("unknown dataset", "unknown dataset 'imagenet'", lambda p: DataSpec("imagenet"),
          ["train", "--dataset", "imagenet", "--steps", "1"]),

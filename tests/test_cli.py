@@ -62,6 +62,10 @@ def test_train_writes_the_event_csv(capsys, tmp_path):
     assert code == 0, err
     figures = json.loads(out.strip().splitlines()[-1])
     assert figures["status"] == "finished" and figures["steps"] == 30
+    keys = {"dataset", "model", "device", "steps", "epochs", "samples", "elapsed", "final_loss"}
+    keys |= {"val_loss", "val_acc", "train_eval_loss", "peak_memory", "message", "gap", "run_id"}
+    assert keys <= set(figures)
+    assert (figures["dataset"], figures["model"]) == ("digits", "logreg")
     df = pd.read_csv(path)
     assert {"step", "epoch", "samples", "elapsed", "lr", "batch_size", "loss", "val_loss"} <= set(
         df.columns
@@ -204,6 +208,12 @@ def test_bs_sweep_json(capsys, tmp_path):
     )
     assert code == 0, err
     figures = json.loads(out.strip().splitlines()[-1])
+    assert {"dataset", "model", "budget", "scaling", "n_train", "runs"} <= set(figures)
+    assert (figures["budget"], figures["scaling"], figures["n_train"]) == (
+        "10 steps",
+        "linear",
+        1438,
+    )
     runs = figures["runs"]
     assert [r["batch"] for r in runs] == [32, 1438]
     assert runs[1]["lr"] == pytest.approx(0.005 * 1438 / 32)
@@ -217,12 +227,21 @@ def test_bs_probe_and_scaling_check(capsys):
     assert code == 0, err
     figures = json.loads(out.strip().splitlines()[-1])
     assert figures["largest"] >= figures["safe"] >= 1
+    assert figures["memory_limited"] is True and figures["tried"] > 1
     code, out, err = run_cli(
         capsys, "bs-scaling-check", "--dataset", "digits", "--k-max", "2", "--epochs", "1", "--json"
     )
     assert code == 0, err
     figures = json.loads(out.strip().splitlines()[-1])
     assert {a["rule"] for a in figures["agreement"]} == {"linear", "fixed"}
+    assert figures["dataset"] == "digits"
+    final = figures["final_val_loss"]
+    assert [(r["rule"], r["k"], r["batch"]) for r in final] == [
+        ("linear", 1, 8),
+        ("linear", 2, 16),
+        ("fixed", 1, 8),
+        ("fixed", 2, 16),
+    ]
 
 
 @pytest.mark.parametrize(
@@ -234,6 +253,13 @@ def test_bs_probe_and_scaling_check(capsys):
         (["bs-sweep", "--batch-sizes", "64", "64", "--steps", "3"], "repeat"),
         (["bs-sweep", "--epochs", "0"], "epochs budget"),
         (["bs-scaling-check", "--k-max", "1"], "K must be at least 2"),
+        (["bs-scaling-check", "--batch-size", "0"], "base batch must be at least 1"),
+        (["bs-scaling-check", "--epochs", "0"], "epochs must be greater than 0"),
+        (["bs-sweep", "--scaling", "cubic"], "invalid choice"),
+        (["bs-sweep", "--repeats", "11"], "repeats must be at most 10"),
+        (["bs-sweep", "--batch-sizes", "2.5", "--steps", "3"], "whole number"),
+        (["bs-probe", "--cap-mib", "0"], "memory cap must be at least"),
+        (["bs-probe", "--optim-states", "-1"], "optim states must be at least 0"),
     ],
 )
 def test_bs_commands_bad_input(capsys, args, message):

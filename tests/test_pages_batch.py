@@ -1,8 +1,12 @@
 """The batch-size page through AppTest: the sweep, the scaling-rule check, the memory probe."""
 
+import json
+
 import pytest
 from test_pages import charts, open_page
 from test_pages_lr import wait
+
+from lrbs.cli import main
 
 
 def batch_page(mode=None):
@@ -96,6 +100,56 @@ def test_probe_and_add_to_sweep():
     wait(at, "mp_job")
     result = at.session_state["mp_job"].snapshot().result
     assert 1 <= result.largest <= 1438
+    assert result.memory_limited and result.safe & (result.safe - 1) == 0  # a power of two
+    assert "power of two" in at.success[0].value
+    tried = at.dataframe[-1].value
+    assert len(tried) == len(result.tried()) and set(tried.columns) == {"batch", "fits"}
+    assert at.get("download_button")
     at.button(key="mp_add").click().run()
     assert str(result.safe) in at.session_state["bs_grid"]
     assert at.session_state["bs_mode"] == "Sweep at equal budgets"
+
+
+def test_probe_not_limited_by_memory_does_not_call_the_set_size_a_power_of_two():
+    at = batch_page("Largest batch that fits")
+    at.number_input(key="mp_cap").set_value(100_000).run()
+    at.button(key="mp_job_run").click().run()
+    wait(at, "mp_job")
+    result = at.session_state["mp_job"].snapshot().result
+    assert (result.largest, result.safe, result.memory_limited) == (1438, 1438, False)
+    text = at.success[0].value
+    assert "1,438" in text and "not by memory" in text and "power of two" not in text
+
+
+def test_use_this_from_other_pages_seeds_the_sweep():
+    at = open_page()
+    at.session_state["chosen_lr"] = 0.0123
+    at.session_state["chosen_batch"] = 48
+    at.switch_page("pages/batch.py").run()
+    assert not at.exception
+    assert at.number_input(key="bs_lr").value == pytest.approx(0.0123)
+    assert "48" in at.text_input(key="bs_grid").value.split(", ")
+
+
+def test_a_cli_sweep_is_offered_by_the_page(capsys, tmp_path):
+    db = str(tmp_path / "cli.db")
+    args = ["bs-sweep", "--dataset", "digits", "--batch-sizes", "32", "full", "--steps", "10"]
+    assert main([*args, "--db", db, "--json"]) == 0
+    figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [r["batch"] for r in figures["runs"]] == [32, 1438]
+    at = open_page()
+    at.session_state["s_db_path"] = db
+    at.switch_page("pages/batch.py").run()
+    at.selectbox(key="s_dataset").set_value("digits").run()
+    at.text_input(key="bs_grid").set_value("32, full")
+    at.radio(key="bs_budget_kind").set_value("updates").run()
+    at.number_input(key="bs_budget").set_value(10.0).run()
+    offer = [i.value for i in at.info if "These settings already ran" in i.value]
+    assert offer and f"run #{figures['run_id']}" in offer[0]
+    at.button(key="bs_job_load").click().run()
+    assert not at.exception, at.exception
+    table = at.dataframe[-1].value
+    assert list(table.batch) == [32, 1438]
+    assert table.val_loss.tolist() == pytest.approx([r["val_loss"] for r in figures["runs"]])
+    assert len(charts(at)) == 2 and at.success
+    assert not any("already ran" in i.value for i in at.info)  # it is the run on show

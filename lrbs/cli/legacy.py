@@ -17,9 +17,9 @@ from dataclasses import replace
 import pandas as pd
 
 from lrbs.core.data import DATASETS, DataSpec, load
-from lrbs.core.device import DEVICE_CHOICES, describe
+from lrbs.core.device import DEVICE_CHOICES
 from lrbs.core.errors import LrbsError, positive_int, require
-from lrbs.core.loop import EVENT_COLUMNS, OPTIMIZERS, Budget, OptimSpec, TrainConfig, train
+from lrbs.core.loop import EVENT_COLUMNS, OPTIMIZERS, Budget, OptimSpec
 from lrbs.core.models import MODELS, ModelSpec
 from lrbs.core.setup import Setup, load_tensors
 from lrbs.experiments import gd1d
@@ -127,11 +127,6 @@ def add_commands(subparsers, skip: set[str]) -> None:
     p.add_argument("--momentum", type=float, default=0.0)
     add_output_args(p)
 
-    p = sub.add_parser("train", help="one training run (the loop every page uses)")
-    add_training_args(p)
-    add_budget_args(p)
-    add_output_args(p)
-
     p = sub.add_parser("lr-find", help="LR range test (with optional zoom-in rounds)")
     add_training_args(p, batch=64)
     p.add_argument("--lr-min", type=float, default=1e-7)
@@ -164,36 +159,6 @@ def add_commands(subparsers, skip: set[str]) -> None:
     )
     add_output_args(p)
 
-    p = sub.add_parser("bs-sweep", help="batch-size sweep at equal budgets")
-    add_training_args(p)
-    p.add_argument(
-        "--batch-sizes",
-        nargs="+",
-        default=["64", "128", "256", "full"],
-        help="whole numbers or 'full'",
-    )
-    p.add_argument("--scaling", default="fixed", choices=["fixed", "linear", "sqrt"])
-    p.add_argument(
-        "--base-batch",
-        type=int,
-        default=None,
-        help="the batch --lr belongs to (default: the smallest)",
-    )
-    p.add_argument("--warmup-epochs", type=float, default=0.0)
-    p.add_argument("--repeats", type=int, default=1, help="seeds per batch size")
-    add_budget_args(p)
-    add_output_args(p)
-
-    p = sub.add_parser("bs-scaling-check", help="seed 001: batch B0*k with lr0*k vs fixed lr")
-    add_training_args(p, lr=0.001, batch=8)
-    p.add_argument("--k-max", type=int, default=4)
-    p.add_argument("--epochs", type=float, default=2.0)
-    add_output_args(p)
-
-    p = sub.add_parser("bs-probe", help="the largest batch that fits in memory")
-    add_training_args(p)
-    p.add_argument("--cap-mib", type=float, default=None, help="memory cap (CPU)")
-    p.add_argument("--optim-states", type=int, default=1)
     add_output_args(p)
 
     p = sub.add_parser("noise-scale", help="gradient noise scale B_simple during training")
@@ -347,34 +312,6 @@ def cmd_gd1d(a: argparse.Namespace) -> dict:
     return out
 
 
-@command("train")
-def cmd_train(a: argparse.Namespace) -> dict:
-    setup = setup_from(a)
-    budget = budget_from(a, default=Budget(epochs=1))
-    cfg = TrainConfig(batch_size=a.batch_size, budget=budget, optim=optim_from(a), seed=a.seed)
-    data = load_tensors(setup)
-    model = setup.fresh_model(data)
-    bar = ProgressBar()
-    rec = Recording(a, "train", {"setup": setup, "train": cfg}, setup)
-
-    def on_event(e):
-        bar(cfg.budget.fraction(e), e.kind)
-        rec.emit("events", e.as_dict())
-
-    result = train(model, data, cfg, on_event=on_event)
-    bar(1.0, result.status)
-    write_csv(pd.DataFrame([e.as_dict() for e in result.events], columns=EVENT_COLUMNS), a.out)
-    out = {"dataset": a.dataset, "model": a.model, "device": describe(data.x_train.device).name}
-    out.update(result.headline())
-    rec.finish(result.status, out)
-    if not a.json:
-        print(
-            f"{result.status}: {result.steps} steps, {result.epochs:.2f} epochs, "
-            f"val loss {result.val_loss}, val acc {result.val_acc}"
-        )
-    return out
-
-
 @command("lr-find")
 def cmd_lr_find(a: argparse.Namespace) -> dict:
     from dataclasses import replace
@@ -477,116 +414,6 @@ def cmd_lr_sweep(a: argparse.Namespace) -> dict:
         "budget": budget.describe(),
         "best_lr": float(best.iloc[0]) if len(best) else None,
         "runs": table.to_dict(orient="records"),
-    }
-
-
-@command("bs-sweep")
-def cmd_bs_sweep(a: argparse.Namespace) -> dict:
-
-    from lrbs.experiments import batch as bs
-
-    setup = setup_from(a)
-    budget = budget_from(a, default=Budget(seconds=10))
-    cfg = bs.BatchSweepConfig(
-        tuple(a.batch_sizes),
-        budget,
-        a.lr,
-        a.base_batch,
-        a.scaling,
-        a.warmup_epochs,
-        a.optimizer,
-        a.momentum,
-        a.seed,
-        a.repeats,
-    )
-    data = load_tensors(setup)
-    plan = cfg.plan(data.n_train)
-    bar, events, rows = ProgressBar(), [], []
-    n_runs = len(plan) * cfg.repeats
-
-    def on_event(e):
-        events.append(e.as_dict())
-        bar((len(rows) + budget.fraction(e)) / n_runs, e.run_id)
-
-    def on_run_end(run):
-        rows.append(bs.run_row(run, data.n_train, cfg.effective_momentum))
-
-    bs.batch_sweep(
-        lambda s: setup.fresh_model(data, s),
-        data,
-        cfg,
-        on_event=on_event,
-        on_run_end=on_run_end,
-    )
-    bar(1.0, "done")
-    write_csv(pd.DataFrame(events, columns=EVENT_COLUMNS), a.out, a)
-    table = bs.sweep_table(rows)
-    if not a.json:
-        print(table.to_string(index=False))
-    return {
-        "dataset": a.dataset,
-        "model": a.model,
-        "budget": budget.describe(),
-        "scaling": a.scaling,
-        "n_train": data.n_train,
-        "runs": table.to_dict(orient="records"),
-    }
-
-
-@command("bs-scaling-check")
-def cmd_bs_scaling_check(a: argparse.Namespace) -> dict:
-
-    from lrbs.experiments import batch as bs
-
-    setup = setup_from(a)
-    cfg = bs.ScalingCheckConfig(
-        a.batch_size, a.lr, a.k_max, a.epochs, a.optimizer, a.momentum, a.seed
-    )
-    data = load_tensors(setup)
-    plan = cfg.plan(data.n_train)
-    bar, seen = ProgressBar(), []
-
-    def on_event(e):
-        if e.run_id not in seen:
-            seen.append(e.run_id)
-        bar((len(seen) - 1 + min(1.0, e.epoch / cfg.epochs)) / len(plan), e.run_id)
-
-    curves = bs.scaling_check(lambda s: setup.fresh_model(data, s), data, cfg, on_event=on_event)
-    bar(1.0, "done")
-    write_csv(curves, a.out, a)
-    agree = bs.agreement(curves)
-    if not a.json:
-        print(agree.to_string(index=False))
-    final = curves[curves.epoch == curves.epoch.max()]
-    return {
-        "dataset": a.dataset,
-        "agreement": agree.to_dict(orient="records"),
-        "final_val_loss": final[["rule", "k", "batch", "lr", "val_loss"]].to_dict(orient="records"),
-    }
-
-
-@command("bs-probe")
-def cmd_bs_probe(a: argparse.Namespace) -> dict:
-    from lrbs.experiments import batch as bs
-
-    setup = setup_from(a)
-    data = load_tensors(setup)
-    model = setup.fresh_model(data)
-    cap = int(a.cap_mib * 2**20) if a.cap_mib else None
-    if cap is None and data.x_train.device.type == "cpu":
-        log.warning("no --cap-mib on the CPU: the probe stops at the training set size")
-    r = bs.largest_batch(bs.make_fits(model, data, cap, a.optim_states), data.n_train)
-    write_csv(pd.DataFrame(r.tried, columns=["batch", "fits"]), a.out, a)
-    if not a.json:
-        print(
-            f"largest batch that fits: {r.largest} (safe: {r.safe}); "
-            f"{'memory' if r.hit_limit else 'training set size'} was the limit"
-        )
-    return {
-        "largest": r.largest,
-        "safe": r.safe,
-        "memory_limited": r.hit_limit,
-        "tried": len(r.tried),
     }
 
 

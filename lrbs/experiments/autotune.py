@@ -207,7 +207,7 @@ def seed_space(
     """The search space seeded by a quick range test (a decade around its steepest descent)
     and the memory probe (powers of two up to the largest batch that fits). Returns it and
     what was found."""
-    from lrbs.experiments.batch import largest_batch, make_fits
+    from lrbs.experiments.bs_probe import largest_batch, make_fits
     from lrbs.experiments.lr_finder import RangeTestConfig, range_test
 
     opt = space.optimizers[0]
@@ -359,7 +359,7 @@ def objective(
 
         scheduler = None
         if warm > 0:
-            from lrbs.experiments.batch import warmup
+            from lrbs.experiments.scaling import warmup
 
             spe = math.ceil(data.n_train / batch)
             scheduler = warmup(lr, lr / 10, warm, spe)
