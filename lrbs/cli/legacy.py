@@ -159,8 +159,6 @@ def add_commands(subparsers, skip: set[str]) -> None:
     )
     add_output_args(p)
 
-    add_output_args(p)
-
     p = sub.add_parser("noise-scale", help="gradient noise scale B_simple during training")
     add_training_args(p)
     p.add_argument("--batch-small", type=int, default=32)
