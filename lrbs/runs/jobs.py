@@ -70,11 +70,12 @@ def run_job(db: str, run_id: int) -> str:
     watcher = RunStore(db)
     done = threading.Event()
 
-    def watch() -> None:
-        while not done.wait(POLL_SECONDS):
-            if watcher.stop_requested(run_id):
-                stop.set()
-                return
+    def watch() -> None:  # its own connection: one per thread
+        with RunStore(db) as store:
+            while not done.wait(POLL_SECONDS):
+                if store.stop_requested(run_id):
+                    stop.set()
+                    return
 
     thread = threading.Thread(target=watch, name=f"lrbs-stop-{run_id}", daemon=True)
     thread.start()

@@ -30,7 +30,6 @@ from lrbs.runs.sink import Sink
 log = logging.getLogger(__name__)
 
 APPLICATION_ID = 0x6C726273  # "lrbs"
-SQLITE_HEADER = b"SQLite format 3\x00"
 MIGRATIONS: dict[int, list[str]] = {
     1: [
         """CREATE TABLE runs (
@@ -132,40 +131,44 @@ class RunStore:
             self.db.row_factory = sqlite3.Row
             self._open()
         except sqlite3.DatabaseError as exc:
+            if getattr(self, "db", None) is not None:
+                self.db.close()
+            if "not a database" in str(exc):
+                raise StoreError(
+                    f"{self.path} is not an lrbs run history (not a SQLite file); it was left "
+                    "untouched: choose another file (sidebar or LRBS_DB)"
+                ) from None
             raise StoreError(
                 f"{self.path} is not a usable lrbs run history ({exc}); choose "
                 "another file (sidebar or LRBS_DB)"
             ) from None
 
     def _check_file(self) -> None:
+        # The header is left to SQLite to read: opening and closing the file here would drop
+        # every lock this process's other connections hold on it (POSIX locks are per
+        # process), and another process would then read a stale history.
         if self.path.is_dir():
             raise StoreError(f"{self.path} is a folder; the run history must be a file")
-        if self.path.exists() and self.path.stat().st_size > 0:
-            with open(self.path, "rb") as f:
-                head = f.read(16)
-            if head != SQLITE_HEADER:
-                raise StoreError(
-                    f"{self.path} is not an lrbs run history (not a SQLite file); it was left "
-                    "untouched: choose another file (sidebar or LRBS_DB)"
-                )
 
     def _open(self) -> None:
         db = self.db
-        db.execute("PRAGMA busy_timeout = 30000")
-        app_id = db.execute("PRAGMA application_id").fetchone()[0]
-        tables = db.execute("SELECT count(*) FROM sqlite_master WHERE type='table'").fetchone()[0]
+        db.execute("PRAGMA busy_timeout = 30000").fetchall()
+        app_id = first(db.execute("PRAGMA application_id"))[0]
+        tables = first(db.execute("SELECT count(*) FROM sqlite_master WHERE type='table'"))[0]
         if app_id != APPLICATION_ID and (app_id != 0 or tables > 0):
             raise StoreError(
                 f"{self.path} is a SQLite file of another program, not an lrbs run history; "
                 "it was left untouched: choose another file (sidebar or LRBS_DB)"
             )
-        version = db.execute("PRAGMA user_version").fetchone()[0]
+        version = first(db.execute("PRAGMA user_version"))[0]
         if version > SCHEMA_VERSION:
             raise StoreError(
                 f"{self.path} was written by a newer lrbs (schema {version}, this "
                 f"one reads up to {SCHEMA_VERSION}); upgrade lrbs"
             )
-        db.execute("PRAGMA journal_mode = WAL")
+        # read to the end: a pragma's result row left unread keeps a statement open, and
+        # then another process does not see this file's later commits (measured)
+        db.execute("PRAGMA journal_mode = WAL").fetchall()
         db.execute("PRAGMA foreign_keys = ON")
         if version < SCHEMA_VERSION:
             self._migrate(version)
@@ -173,7 +176,7 @@ class RunStore:
     def _migrate(self, version: int) -> None:
         with self.db:  # one transaction: a failed migration leaves the file as it was
             self.db.execute("BEGIN IMMEDIATE")
-            current = self.db.execute("PRAGMA user_version").fetchone()[0]  # another writer?
+            current = first(self.db.execute("PRAGMA user_version"))[0]  # another writer?
             for v in range(current + 1, SCHEMA_VERSION + 1):
                 for statement in MIGRATIONS[v]:
                     self.db.execute(statement)
@@ -250,8 +253,9 @@ class RunStore:
         return self.status(run_id)
 
     def stop_requested(self, run_id: int) -> bool:
-        row = self.db.execute("SELECT stop_requested FROM runs WHERE id = ?", (int(run_id),))
-        found = row.fetchone()
+        found = first(
+            self.db.execute("SELECT stop_requested FROM runs WHERE id = ?", (int(run_id),))
+        )
         return bool(found and found[0])
 
     def set_progress(self, run_id: int, fraction: float) -> None:
@@ -260,9 +264,9 @@ class RunStore:
 
     def status(self, run_id: int) -> str:
         """A run's status, with a dead writer's 'running' turned into 'interrupted'."""
-        row = self.db.execute(
-            "SELECT status, pid, host FROM runs WHERE id = ?", (int(run_id),)
-        ).fetchone()
+        row = first(
+            self.db.execute("SELECT status, pid, host FROM runs WHERE id = ?", (int(run_id),))
+        )
         if row is None:
             raise StoreError(f"there is no run {run_id} in {self.path}")
         if row["status"] == "running" and row["host"] == HOST and row["pid"] is not None:
@@ -278,12 +282,12 @@ class RunStore:
 
     def queue_position(self, run_id: int) -> int | None:
         """How many queued runs are ahead of this one (0: next), or None if not queued."""
-        row = self.db.execute("SELECT status FROM runs WHERE id = ?", (int(run_id),)).fetchone()
+        row = first(self.db.execute("SELECT status FROM runs WHERE id = ?", (int(run_id),)))
         if row is None or row[0] != "queued":
             return None
         ahead = self.db.execute(
             "SELECT count(*) FROM runs WHERE status = 'queued' AND id < ?", (int(run_id),)
-        ).fetchone()[0]
+        ).fetchall()[0][0]
         return int(ahead)
 
     def points_after(self, run_id: int, after: int = 0) -> tuple[dict[str, list[dict]], int]:
@@ -366,7 +370,7 @@ class RunStore:
         return df
 
     def run(self, run_id: int) -> dict:
-        row = self.db.execute("SELECT * FROM runs WHERE id = ?", (int(run_id),)).fetchone()
+        row = first(self.db.execute("SELECT * FROM runs WHERE id = ?", (int(run_id),)))
         if row is None:
             raise StoreError(f"there is no run {run_id} in {self.path}")
         out = dict(row)
@@ -426,6 +430,13 @@ class RunStore:
             pts.insert(2, "run_name", info["name"])
             frames.append(pts)
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def first(cursor: sqlite3.Cursor):
+    """A query's first row, reading it to the end: a cursor left half-read keeps its read
+    transaction open, and another process then does not see this connection's view move."""
+    rows = cursor.fetchall()
+    return rows[0] if rows else None
 
 
 def _process_alive(pid: int) -> bool:
