@@ -1,5 +1,7 @@
 """Find the learning rate: the range test with zoom-in, and the sweep at a fixed budget."""
 
+from functools import partial
+
 import streamlit as st
 
 from lrbs.charts import X_AXES
@@ -82,6 +84,9 @@ def draw_range_test(snap, running: bool) -> None:
 
 
 def range_test_section() -> None:
+    """Not `job.experiment`'s one-run flow: Run with settings this tab already ran shows that
+    result instead of training again, and a zoom-in round is a new run of the test on show
+    with one more zoom range (`Config.zoomed`)."""
     st.markdown(
         "Train briefly while the learning rate grows from tiny to huge, and watch the loss: flat "
         "while the rate is too small, falling where it is useful, ragged and then exploding "
@@ -146,7 +151,7 @@ def finished_view(result: lr_finder.Result) -> None:
         st.dataframe(result.spread(), hide_index=True, width="stretch")
     c1, c2 = st.columns([3, 2])
     pick = c1.selectbox("Carry a suggestion to the other pages", sugg.title.tolist(), key="rt_pick")
-    if c2.button("Use this learning rate", key="rt_use"):
+    if c2.button("Use this learning rate", key="rt_use", disabled=sugg.empty):
         lr = float(sugg.loc[sugg.title == pick, "lr"].iloc[0])
         use_lr(lr, f"range test ({pick})")
         st.success(f"Learning rate {lr:.3g} will be the default on the other pages.")
@@ -206,10 +211,11 @@ RESULT_COLUMNS = result_columns(
 )
 
 
-def draw_sweep(snap, running: bool) -> None:
+def draw_sweep(snap, running: bool, n_rates: int | None = None) -> None:
     runs = snap.rows.get("runs", [])
     if running:
-        st.progress(snap.progress, text=f"Sweep: {len(runs)} rates done")
+        of = f" of {n_rates}" if n_rates else ""
+        st.progress(snap.progress, text=f"Sweep: {len(runs)}{of} rates done")
     chart = lr_charts.sweep_curves(events_frame(snap), runs, st.session_state.get("sw_x"))
     if chart is not None:
         live_chart(st, chart, running)
@@ -229,7 +235,8 @@ def sweep_section() -> None:
         c1.caption(f"From the {st.session_state.get('chosen_lr_source')}: lr = {chosen_lr:.3g}")
         c2.button("Add it to the grid", on_click=add_lr, args=(chosen_lr,), key="sw_add_chosen")
     st.radio("x axis", list(X_AXES), key="sw_x", horizontal=True, format_func=X_AXES.get)
-    result = experiment("sw_job", sweeps, setup, cfg, draw_sweep, label="Run sweep")
+    draw = partial(draw_sweep, n_rates=len(cfg.lrs) if cfg is not None else None)
+    result = experiment("sw_job", sweeps, setup, cfg, draw, label="Run sweep")
     if st.session_state.get("sw_job") is None:
         st.info(
             "Each rate gets the same budget from the same initial weights; the curves "

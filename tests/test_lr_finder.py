@@ -3,6 +3,7 @@ import threading
 from dataclasses import replace
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from support import blobs
@@ -389,6 +390,7 @@ def test_the_history_rebuilds_the_result_and_is_what_others_read(small_data, tmp
         assert stored_range_test(store, SETUP.data.name, "cnn") is None
     assert again.config == cfg
     assert again.summary() == result.summary()
+    pd.testing.assert_frame_equal(again.points(), result.points())
     for a, b in zip(again.rounds, result.rounds, strict=True):
         for x, y in zip(a, b, strict=True):
             np.testing.assert_array_equal(x.smoothed, y.smoothed)

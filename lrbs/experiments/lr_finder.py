@@ -620,7 +620,7 @@ class Result(experiment.Result):
         """Per round, the test of each seed, rebuilt from the streamed rows: the same curves,
         statuses and suggestions the run computed."""
         configs = self.config.rounds()
-        points = self.frame("points", POINT_COLUMNS)
+        points = self.points()
         tests = {(int(t["round"]), int(t["seed"])): t for t in self.rows.get("tests", [])}
         out: list[list[RangeTestResult]] = []
         for (r_no, seed), part in points.groupby(["round", "seed"], sort=True):
@@ -651,7 +651,11 @@ class Result(experiment.Result):
 
     def points(self) -> pd.DataFrame:
         """Every iteration of every round and seed: the CSV the page offers."""
-        return self.frame("points", POINT_COLUMNS)
+        points = self.frame("points", POINT_COLUMNS)
+        if points.empty:
+            return points
+        # whole numbers, also when read back from the history (where they may come as floats)
+        return points.astype({"round": int, "seed": int, "iteration": int})
 
     def suggestion_frame(self) -> pd.DataFrame:
         """The last round's suggestions (the median over seeds)."""
