@@ -6,6 +6,12 @@ landing exactly on `lr_max`); the loss is smoothed with a debiased moving averag
 stops when the smoothed loss passes `stop_factor` x its best. Suggestions are plain functions
 of (lrs, smoothed losses) returning an index, so callers can add their own. Model, optimizer
 and RNG state are restored afterwards: the next experiment starts from the same weights.
+
+The experiment "lr-find" (page, `python -m lrbs lr-find`, `run(setup, Config(...))`) runs the
+test once per seed and per round (the first, then one per zoom range), streaming every
+iteration; its Result rebuilds each test from those rows, and its summary's "suggestions" (the
+last round's, the median over seeds) are what other experiments read back from the run history
+(`stored_range_test`).
 """
 
 from __future__ import annotations
@@ -190,7 +196,7 @@ SUGGESTIONS = (
         "Minimum ÷ 10",
         "a tenth of the rate at the lowest loss: the classic conservative pick",
         minimum,
-        0.1,
+        scale=0.1,
     ),
     SuggestionRule(
         "valley",
@@ -245,7 +251,11 @@ def suggest(
         if i is not None:
             out.append(
                 Suggestion(
-                    rule.name, rule.title, rule.meaning, float(a[i] * rule.scale), float(b[i])
+                    name=rule.name,
+                    title=rule.title,
+                    meaning=rule.meaning,
+                    lr=float(a[i] * rule.scale),
+                    loss=float(b[i]),
                 )
             )
     return out
@@ -411,15 +421,15 @@ def range_test(
         message = f"smoothed loss passed {cfg.stop_factor:g} x its best at lr {lrs[-1]:.3g}"
     sm = np.array(smoothed)
     return RangeTestResult(
-        cfg,
-        lrs,
-        np.array(losses),
-        sm,
-        result.status,
-        message,
-        tuple(suggest(lrs, sm, rules)),
-        time.perf_counter() - t0,
-        round,
+        config=cfg,
+        lrs=lrs,
+        losses=np.array(losses),
+        smoothed=sm,
+        status=result.status,
+        message=message,
+        suggestions=tuple(suggest(lrs, sm, rules)),
+        elapsed=time.perf_counter() - t0,
+        round=round,
     )
 
 
