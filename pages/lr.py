@@ -34,6 +34,7 @@ default("lr_mode", MODES[0])
 mode = st.radio("Experiment", MODES, key="lr_mode", horizontal=True, label_visibility="collapsed")
 
 setup, arrays = require_setup()
+sweeps.keep_arrays(setup.data, arrays)  # the experiments train on the data loaded here
 
 
 def use_lr(lr: float, source: str) -> None:

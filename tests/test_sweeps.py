@@ -7,6 +7,7 @@ import pytest
 import torch
 from support import blobs
 
+from lrbs.core.data import DataSpec, load
 from lrbs.core.errors import ConfigError, LrbsError
 from lrbs.core.loop import Budget
 from lrbs.core.models import ModelSpec
@@ -32,12 +33,13 @@ class RecordingSetup(Setup):
 
 
 SETUP = Setup(model=ModelSpec("mlp", hidden=(16,)))
+LOAD_DATA = sweeps.load_data  # before the fixture below replaces it
 
 
 @pytest.fixture(autouse=True)
 def small_data(monkeypatch):
     """Blobs in place of the setup's dataset: every sweep here trains in milliseconds."""
-    monkeypatch.setattr(sweeps, "load_tensors", lambda setup: blobs())
+    monkeypatch.setattr(sweeps, "load_data", lambda setup: blobs())
 
 
 def test_every_rate_starts_from_the_same_weights_with_the_same_budget():
@@ -123,6 +125,21 @@ def test_the_history_rebuilds_the_result(tmp_path):
     assert again.config == cfg
     pd.testing.assert_frame_equal(again.table(), result.table())
     assert info["results"]["best_lr"] == result.best_lr()
+
+
+def test_data_handed_over_is_not_loaded_again(monkeypatch):
+    spec = DataSpec("digits")
+    arrays = load(spec)
+    sweeps.keep_arrays(spec, arrays)
+    monkeypatch.setattr(sweeps, "load", lambda s: pytest.fail("loaded again"))
+    assert LOAD_DATA(Setup(spec)).n_train == len(arrays.y_train)
+    for i in range(sweeps.KEEP_DATASETS):  # newer datasets push it out
+        sweeps.keep_arrays(DataSpec("digits", seed=100 + i), arrays)
+    calls = []
+    monkeypatch.setattr(sweeps, "load", lambda s: calls.append(s) or arrays)
+    LOAD_DATA(Setup(spec))
+    LOAD_DATA(Setup(spec))
+    assert calls == [spec]
 
 
 def test_refine_spans_the_decade_around_the_best():

@@ -33,8 +33,8 @@ from lrbs.core.config import check, option
 from lrbs.core.data import TensorData
 from lrbs.core.errors import ConfigError, positive_int, positive_number, require
 from lrbs.core.loop import Budget, Event, OptimSpec, TrainConfig, train
-from lrbs.core.setup import Setup, load_tensors
-from lrbs.experiments.sweeps import SweptOptim
+from lrbs.core.setup import Setup
+from lrbs.experiments.sweeps import SweptOptim, load_data
 from lrbs.runs import experiment
 from lrbs.runs.experiment import collect
 from lrbs.runs.sink import Sink
@@ -582,7 +582,7 @@ def run(
     each test ends (its status, message and time). A user stop ends it after the test under
     way, which keeps what it computed."""
     rows, sink = collect(sink)
-    data = load_tensors(setup)
+    data = load_data(setup)
     rounds = config.rounds()
     total = sum(c.iterations for c in rounds) * config.seeds
     done = 0

@@ -9,6 +9,7 @@ Also the shared helpers of sweeps: grids (`check_grid`, `refine`, `add_decade`),
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -17,7 +18,7 @@ import pandas as pd
 from torch import nn
 
 from lrbs.core.config import check, option
-from lrbs.core.data import TensorData
+from lrbs.core.data import Arrays, DataSpec, TensorData, load
 from lrbs.core.errors import ConfigError, positive_number, require
 from lrbs.core.loop import EVENT_COLUMNS, Budget, Event, OptimSpec, RunResult, TrainConfig, train
 from lrbs.core.setup import Setup, load_tensors
@@ -48,6 +49,31 @@ class SweptOptim(OptimSpec):
     ramp): its own `lr` is unused, so the command line has no `--lr` for it."""
 
     lr: float = option(1.0, cli=False, help="unused: the experiment sets the rate")
+
+
+_ARRAYS: OrderedDict[DataSpec, Arrays] = OrderedDict()  # the last datasets used, newest last
+_ARRAYS_LOCK = threading.Lock()
+KEEP_DATASETS = 2
+
+
+def keep_arrays(spec: DataSpec, arrays: Arrays) -> None:
+    """Hand over data already loaded (a page's cached arrays), so that a run on it does not
+    load it again: MNIST-1D takes seconds to generate."""
+    with _ARRAYS_LOCK:
+        _ARRAYS[spec] = arrays
+        _ARRAYS.move_to_end(spec)
+        while len(_ARRAYS) > KEEP_DATASETS:
+            _ARRAYS.popitem(last=False)
+
+
+def load_data(setup: Setup) -> TensorData:
+    """The setup's data on its device, from the arrays kept (see `keep_arrays`) or loaded."""
+    with _ARRAYS_LOCK:
+        arrays = _ARRAYS.get(setup.data)
+    if arrays is None:
+        arrays = load(setup.data)
+        keep_arrays(setup.data, arrays)
+    return load_tensors(setup, arrays)
 
 
 def check_grid(values: tuple[float, ...], name: str = "learning rate") -> tuple[float, ...]:
@@ -116,7 +142,7 @@ def run(
     the same budget; every point to the "events" channel and a "runs" row (with its `lr`) as
     each rate ends. A user stop ends the sweep after the current run (stacked: at once)."""
     rows, sink = collect(sink)
-    data = load_tensors(setup)
+    data = load_data(setup)
     if config.batch_size > data.n_train:
         raise ConfigError(
             f"batch size {config.batch_size} is larger than the training set ({data.n_train})"
