@@ -278,7 +278,7 @@ SETUP = Setup(model=ModelSpec("mlp", hidden=(32,)))
 def small_data(monkeypatch):
     """Blobs in place of the setup's dataset: a range test here takes milliseconds."""
     data = blobs(n=400, features=8, classes=4)
-    monkeypatch.setattr(lr_finder, "load_tensors", lambda setup: data)
+    monkeypatch.setattr(lr_finder, "load_data", lambda setup: data)
     return data
 
 
