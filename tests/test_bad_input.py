@@ -19,8 +19,8 @@ from lrbs.core.models import ModelSpec
 from lrbs.experiments import bs_schedule as bss
 from lrbs.experiments import gd1d, noise_scale, scaling
 from lrbs.experiments import schedules as sch
-from lrbs.experiments.lr_finder import RangeTestConfig
-from lrbs.experiments.sweeps import LRSweepConfig
+from lrbs.experiments.lr_finder import Config as RangeTest
+from lrbs.experiments.sweeps import Config as LRSweep
 
 NAN, INF = math.nan, math.inf
 
@@ -59,20 +59,30 @@ CASES = [
     Case("lr absurd", "absurdly large", lambda p: OptimSpec("sgd", 1e9),
          ["train", "--dataset", "digits", "--lr", "1e9", "--steps", "1"],
          ("pages/batch.py", [("number", "bs_lr", 1e9)])),
-    Case("range min >= max", "must be below", lambda p: RangeTestConfig(1.0, 0.1),
+    Case("range min >= max", "must be below", lambda p: RangeTest(lr_min=1.0, lr_max=0.1),
          ["lr-find", "--lr-min", "1", "--lr-max", "0.1"],
          ("pages/lr.py", [("number", "rt_min", 100.0)])),
-    Case("range min == max", "must be below", lambda p: RangeTestConfig(0.1, 0.1),
+    Case("range min == max", "must be below", lambda p: RangeTest(lr_min=0.1, lr_max=0.1),
          ["lr-find", "--lr-min", "0.1", "--lr-max", "0.1"],
          ("pages/lr.py", [("number", "rt_max", 1e-7)])),
     Case("range min zero", "minimum learning rate must be greater than 0",
-         lambda p: RangeTestConfig(0.0, 1.0), ["lr-find", "--lr-min", "0"],
+         lambda p: RangeTest(lr_min=0.0, lr_max=1.0), ["lr-find", "--lr-min", "0"],
          ("pages/lr.py", [("number", "rt_min", 0.0)])),
     Case("range max NaN", "maximum learning rate must be a finite number",
-         lambda p: RangeTestConfig(1e-7, NAN), ["lr-find", "--lr-max", "nan"]),
+         lambda p: RangeTest(lr_min=1e-7, lr_max=NAN), ["lr-find", "--lr-max", "nan"]),
     Case("zero iterations", "iterations must be at least 1",
-         lambda p: RangeTestConfig(iterations=0), ["lr-find", "--iterations", "0"],
+         lambda p: RangeTest(iterations=0), ["lr-find", "--iterations", "0"],
          ("pages/lr.py", [("number", "rt_iters", 0)])),
+    Case("range zoom reversed", "must be below", lambda p: RangeTest(zoom=((1.0, 0.1),)),
+         ["lr-find", "--zoom", "1", "0.1"]),
+    Case("range seeds zero", "seeds must be at least 1", lambda p: RangeTest(seeds=0),
+         ["lr-find", "--seeds", "0"]),
+    Case("range stop factor 1", "stop factor must be above 1",
+         lambda p: RangeTest(stop_factor=1.0), ["lr-find", "--stop-factor", "1"],
+         ("pages/lr.py", [("number", "rt_stop", 1.0)])),
+    Case("stacked sweep on a time budget", "steps, epochs or samples",
+         lambda p: LRSweep(budget=Budget(seconds=1), stacked="yes"),
+         ["lr-sweep", "--seconds", "1", "--stacked", "yes"]),
     Case("batch zero", "at least 1", lambda p: TrainConfig(batch_size=0),
          ["train", "--dataset", "digits", "--batch-size", "0", "--steps", "1"],
          ("pages/batch.py", [("text", "bs_grid", "0, 64")])),
@@ -91,9 +101,9 @@ CASES = [
          ("pages/batch.py", [("radio", "bs_budget_kind", "epochs"), ("number", "bs_budget", 0.0)])),
     Case("budget zero steps", "steps budget", lambda p: Budget(steps=0),
          ["train", "--dataset", "digits", "--steps", "0"]),
-    Case("empty lr grid", "grid is empty", lambda p: LRSweepConfig(()), None,
+    Case("empty lr grid", "grid is empty", lambda p: LRSweep(lrs=()), None,
          ("pages/lr.py", [("mode", None, 1), ("text", "sw_grid", " ")])),
-    Case("duplicate lrs", "repeats 0.1", lambda p: LRSweepConfig((0.1, 0.1)),
+    Case("duplicate lrs", "repeats 0.1", lambda p: LRSweep(lrs=(0.1, 0.1)),
          ["lr-sweep", "--lr", "0.1", "0.1", "--steps", "1"],
          ("pages/lr.py", [("mode", None, 1), ("text", "sw_grid", "0.1, 0.01, 0.1")])),
     Case("duplicate batches", "repeat 64", lambda p: scaling.resolve_batches((64, 64), 4000),

@@ -138,6 +138,9 @@ def test_lr_find_json_csv_and_zoom(capsys, tmp_path):
     assert set(figures["suggestions"]) == {"steep", "minimum", "valley", "max_usable"}
     assert figures["lr_at_min"] > 0 and figures["min_smoothed_loss"] > 0
     assert [r["round"] for r in figures["rounds"]] == [0, 1]
+    keys = {"status", "message", "optimizer", "rounds", "iterations", "elapsed", "lr_at_min"}
+    assert keys | {"min_smoothed_loss", "final_round_suggestions", "run_id"} <= set(figures)
+    assert figures["suggestions"] == figures["final_round_suggestions"]
     df = pd.read_csv(path)
     assert set(df["round"]) == {0, 1}
     assert {"lr", "loss", "smoothed", "seed", "iteration"} <= set(df.columns)
@@ -165,6 +168,9 @@ def test_lr_sweep_json(capsys, tmp_path):
     assert [r["lr"] for r in figures["runs"]] == [0.01, 0.1]
     assert all(r["steps"] == 20 and r["status"] == "finished" for r in figures["runs"])
     assert figures["best_lr"] in (0.01, 0.1)
+    assert {"status", "budget", "best_lr", "runs", "run_id"} <= set(figures)
+    assert figures["budget"] == "20 steps"
+    assert {"val_loss", "val_acc", "train_loss", "best"} <= set(figures["runs"][0])
     assert set(pd.read_csv(path).run_id) == {"lr=0.01", "lr=0.1"}
 
 

@@ -1,14 +1,19 @@
 import math
 import threading
+from dataclasses import replace
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from support import blobs
 
 from lrbs.core.errors import ConfigError
 from lrbs.core.models import ModelSpec, build_model
+from lrbs.core.setup import Setup
+from lrbs.experiments import lr_finder
 from lrbs.experiments.lr_finder import (
+    Config,
     RangeTestConfig,
     minimum,
     range_from_selection,
@@ -16,9 +21,14 @@ from lrbs.experiments.lr_finder import (
     smooth,
     spread,
     steepest,
+    stored_range_test,
     suggest,
     valley,
 )
+from lrbs.experiments.sweeps import SweptOptim
+from lrbs.runs.experiment import execute, rebuild
+from lrbs.runs.sink import Sink
+from lrbs.runs.store import RunStore, recorder
 
 
 def synthetic_curve(n=200):
@@ -257,3 +267,192 @@ def test_batch_larger_than_data_is_refused():
     model, data = model_and_data()
     with pytest.raises(ConfigError, match="larger than the training set"):
         range_test(model, data, RangeTestConfig(batch_size=10_000))
+
+
+# ---------------------------------------------------------------------------- the experiment
+
+SETUP = Setup(model=ModelSpec("mlp", hidden=(32,)))
+
+
+@pytest.fixture
+def small_data(monkeypatch):
+    """Blobs in place of the setup's dataset: a range test here takes milliseconds."""
+    data = blobs(n=400, features=8, classes=4)
+    monkeypatch.setattr(lr_finder, "load_data", lambda setup: data)
+    return data
+
+
+class Watch(Sink):
+    """Records, at each progress report, how many points had arrived."""
+
+    def __init__(self) -> None:
+        self.points: list[dict] = []
+        self.progress_at: list[tuple[float, int]] = []
+
+    def emit(self, channel: str, row: dict) -> None:
+        if channel == "points":
+            self.points.append(row)
+
+    def progress(self, fraction: float, text: str = "") -> None:
+        self.progress_at.append((fraction, len(self.points)))
+
+
+def test_run_streams_every_iteration_of_every_round_and_seed(small_data):
+    cfg = Config(
+        lr_min=1e-4, lr_max=10, iterations=40, batch_size=32, seeds=2, zoom=((1e-3, 1e-1),)
+    )
+    watch = Watch()
+    result = lr_finder.run(SETUP, cfg, watch)
+    zoom_its = cfg.rounds()[1].iterations
+    assert [(r.round, r.config.seed) for rs in result.rounds for r in rs] == [
+        (0, 0),
+        (0, 1),
+        (1, 0),
+        (1, 1),
+    ]
+    assert len(watch.points) == sum(len(r.lrs) for rs in result.rounds for r in rs)
+    assert {(p["round"], p["seed"]) for p in watch.points} == {(0, 0), (0, 1), (1, 0), (1, 1)}
+    # streamed as it goes: a progress report after each point, as a fraction of every iteration
+    fractions = [f for f, _ in watch.progress_at]
+    assert fractions == sorted(fractions) and len(fractions) == len(watch.points)
+    assert [n for _, n in watch.progress_at] == list(range(1, len(watch.points) + 1))
+    first = [p for p in watch.points if p["round"] == 0 and p["seed"] == 0]
+    assert fractions[len(first) - 1] == pytest.approx(len(first) / (2 * 40 + 2 * zoom_its))
+    second = result.rounds[1][0]
+    assert second.config.lr_min == 1e-3 and second.lrs[0] == pytest.approx(1e-3)
+    columns = ["round", "seed", "iteration", "lr", "loss", "smoothed"]
+    assert result.points().columns.tolist() == columns
+
+
+def test_a_seed_is_the_range_test_of_that_seed(small_data):
+    cfg = Config(lr_min=1e-4, lr_max=10, iterations=40, batch_size=32, seeds=2)
+    result = lr_finder.run(SETUP, cfg)
+    for r in result.latest:
+        model = SETUP.fresh_model(small_data, r.config.seed)
+        alone = range_test(model, small_data, replace(cfg.base(), seed=r.config.seed))
+        np.testing.assert_array_equal(r.losses, alone.losses)
+        assert r.status == alone.status and r.message == alone.message
+        assert [s.lr for s in r.suggestions] == [s.lr for s in alone.suggestions]
+
+
+def test_summary_keys_and_median_suggestions(small_data):
+    cfg = Config(lr_min=1e-4, lr_max=10, iterations=40, batch_size=32, seeds=3)
+    result = lr_finder.run(SETUP, cfg)
+    out = result.summary()
+    assert set(out["suggestions"]) == {"steep", "minimum", "valley", "max_usable"}
+    for name, lr in out["suggestions"].items():
+        each = [r.suggestion(name).lr for r in result.latest]
+        assert lr == pytest.approx(float(np.median(each)))
+    assert out["final_round_suggestions"] == out["suggestions"]
+    assert out["lr_at_min"] > 0 and out["min_smoothed_loss"] > 0
+    assert [(r["round"], r["seed"]) for r in out["rounds"]] == [(0, 0), (0, 1), (0, 2)]
+    assert len(out["spread"]) == 4 and out["optimizer"] == "sgd"
+    assert out["status"] == "finished"
+    assert result.band() is not None and len(result.band()) > 0
+    assert list(result.suggestion_frame().name) == ["steep", "minimum", "valley", "max_usable"]
+
+
+def test_stop_keeps_what_was_computed(small_data):
+    stop = threading.Event()
+
+    class StopAfter(Sink):
+        n = 0
+
+        def emit(self, channel, row):
+            self.n += 1
+            if self.n == 7:
+                stop.set()
+
+    cfg = Config(lr_min=1e-4, lr_max=10, iterations=40, batch_size=32, seeds=3)
+    result = lr_finder.run(SETUP, cfg, StopAfter(), stop)
+    assert result.status == "stopped" and result.stopped
+    assert len(result.rounds) == 1 and len(result.latest) == 1
+    assert result.latest[0].status == "stopped" and len(result.latest[0].lrs) == 7
+
+
+def rows_of(store, run_id):
+    pts = store.points(run_id)
+    return {
+        c: part.drop(columns="channel").dropna(axis=1, how="all").to_dict("records")
+        for c, part in pts.groupby("channel")
+    }
+
+
+def test_the_history_rebuilds_the_result_and_is_what_others_read(small_data, tmp_path):
+    db = tmp_path / "h.db"
+    cfg = Config(lr_min=1e-4, lr_max=10, iterations=40, batch_size=32, seeds=2, zoom=((1e-3, 1.0),))
+    rec = recorder(lr_finder.KIND, SETUP, cfg, path=db)
+    rec.start()
+    result = execute(lr_finder, SETUP, cfg, recorder=rec)
+    with RunStore(db) as store:
+        again = rebuild(lr_finder, store.run(rec.run_id), rows_of(store, rec.run_id))
+        found = stored_range_test(store, SETUP.data.name, SETUP.model.name)
+        assert stored_range_test(store, SETUP.data.name, "cnn") is None
+    assert again.config == cfg
+    assert again.summary() == result.summary()
+    pd.testing.assert_frame_equal(again.points(), result.points())
+    for a, b in zip(again.rounds, result.rounds, strict=True):
+        for x, y in zip(a, b, strict=True):
+            np.testing.assert_array_equal(x.smoothed, y.smoothed)
+            same = ("status", "message", "round", "config")
+            assert [getattr(x, k) for k in same] == [getattr(y, k) for k in same]
+    assert found == (result.suggestions(), rec.run_id)
+    assert found[0] == result.summary()["suggestions"]
+
+
+def test_stored_range_test_reads_only_the_new_record(tmp_path):
+    with RunStore(tmp_path / "h.db") as store:
+        old = store.start_run("lr-range-test", {}, dataset="digits", model="mlp")
+        store.finish(old, "finished", {"seeds": [{"suggestions": {"max_usable": 1.0}}]})
+        cli = store.start_run("lr-find", {}, dataset="digits", model="mlp")
+        store.finish(cli, "finished", {"final_round_suggestions": {"max_usable": 1.0}})
+        assert stored_range_test(store, "digits", "mlp") is None
+        new = store.start_run("lr-find", {}, dataset="digits", model="mlp")
+        store.finish(new, "finished", {"suggestions": {"steep": 0.1, "max_usable": 0.5}})
+        assert stored_range_test(store, "digits", "mlp") == ({"steep": 0.1, "max_usable": 0.5}, new)
+
+
+def test_config_rounds_and_zoom():
+    cfg = Config(
+        lr_min=1e-6,
+        lr_max=1.0,
+        iterations=60,
+        ramp="linear",
+        stop_factor=0,
+        optim=SweptOptim("adam", weight_decay=1e-3),
+    )
+    assert cfg.stop_factor is None  # 0: never stop early
+    base = cfg.base()
+    assert (base.lr_min, base.lr_max, base.iterations, base.mode) == (1e-6, 1.0, 60, "linear")
+    assert (base.optimizer, base.weight_decay) == ("adam", 1e-3)
+    z = cfg.zoomed(1e-3, 1e-1)
+    assert z.zoom == ((1e-3, 1e-1),) and len(z.rounds()) == 2
+    assert z.rounds()[1] == base.zoom(1e-3, 1e-1)
+    assert z.zoomed(1e-2, 1e-1).zoom == ((1e-3, 1e-1), (1e-2, 1e-1))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(lr_min=1.0, lr_max=1.0), "must be below"),
+        (dict(lr_min=10.0, lr_max=1.0), "must be below"),
+        (dict(lr_min=0.0), "minimum learning rate must be greater than 0"),
+        (dict(lr_min=-1e-3), "minimum learning rate must be greater than 0"),
+        (dict(lr_max=float("nan")), "maximum learning rate must be a finite number"),
+        (dict(lr_max=float("inf")), "maximum learning rate must be a finite number"),
+        (dict(iterations=0), "iterations must be at least 1"),
+        (dict(iterations=3), "at least 5 iterations"),
+        (dict(ramp="cosine"), "ramp"),
+        (dict(beta=1.0), "beta"),
+        (dict(stop_factor=1.0), "stop factor"),
+        (dict(optimizer="lbfgs"), "unknown optimizer"),
+        (dict(seeds=0), "seeds must be at least 1"),
+        (dict(zoom=((1.0, 0.1),)), "zoom range 1 to 0.1: .*must be below"),
+        (dict(zoom=((0.0, 0.1),)), "minimum learning rate must be greater than 0"),
+    ],
+)
+def test_bad_configs(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        if "optimizer" in kwargs:
+            kwargs = {"optim": SweptOptim(kwargs["optimizer"])}
+        Config(**kwargs)

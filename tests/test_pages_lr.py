@@ -1,10 +1,16 @@
 """The learning-rate page through AppTest: the range test, a zoom-in round driven by typed
 bounds, the sweep, and bad input."""
 
+import json
+import time
+
 import numpy as np
 import pandas as pd
 import pytest
 from test_pages import charts, open_page
+
+from lrbs.cli import main
+from lrbs.runs.store import RunStore
 
 
 def wait(at, key):
@@ -164,3 +170,59 @@ def test_zoom_with_bad_bounds_is_a_message():
     at.button(key="rt_zoom").click().run()
     assert not at.exception
     assert any("must be below" in e.value for e in at.error)
+
+
+def test_a_cli_range_test_is_offered_and_a_page_run_is_listed(tmp_path, capsys):
+    """One run history for the CLI and the page: a `python -m lrbs lr-find` run is offered on
+    the page, and the page's run is listed by `history list --kind lr-find`."""
+    db = str(tmp_path / "h.db")
+    assert main(["lr-find", "--dataset", "digits", "--db", db, "--json"]) == 0
+    cli = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    at = open_page("pages/lr.py")
+    at.session_state["s_db_path"] = db
+    at.selectbox(key="s_dataset").set_value("digits").run()
+    offers = [i.value for i in at.info if "These settings already ran" in i.value]
+    assert len(offers) == 1 and f"run #{cli['run_id']}" in offers[0]
+    at.button(key="rt_job_load").click().run()
+    assert not at.exception
+    loaded = at.dataframe[0].value.set_index("suggestion")["learning rate"]
+    titles = {s.name: s.title for s in at.session_state["rt_rounds"][-1][0].suggestions}
+    for name, lr in cli["suggestions"].items():
+        assert loaded[titles[name]] == pytest.approx(lr, rel=1e-12)
+
+    at.number_input(key="rt_iters").set_value(60).run()
+    at.button(key="rt_job_run").click().run()
+    job = wait(at, "rt_job")
+    assert main(["history", "list", "--kind", "lr-find", "--db", db, "--json"]) == 0
+    runs = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["runs"]
+    assert [r["id"] for r in runs] == [job.recorder.run_id, cli["run_id"]]
+    assert {r["kind"] for r in runs} == {"lr-find"} and runs[0]["status"] != "running"
+    with RunStore(db) as store:
+        info = store.run(job.recorder.run_id)
+    assert info["config"]["config"]["iterations"] == 60
+    shown = at.session_state["rt_shown"].suggestions()
+    assert info["results"]["suggestions"] == pytest.approx(shown)
+
+
+def test_the_range_test_streams_while_it_trains():
+    at = lr_page()
+    at.number_input(key="rt_iters").set_value(20000).run()
+    at.number_input(key="rt_stop").set_value(0.0).run()  # never stops early by itself
+    at.button(key="rt_job_run").click().run()
+    job = at.session_state["rt_job"]
+    try:
+        deadline = time.time() + 60
+        while len(job.snapshot().rows.get("points", [])) < 50 and time.time() < deadline:
+            time.sleep(0.1)
+        at.run()
+        assert not job.done
+        progress = at.get("progress")
+        assert progress, "no progress bar while the test trains"
+        n = int(progress[0].proto.text.split(": ")[1].split()[0])
+        assert n >= 50 and progress[0].value < 100 and 0 < job.snapshot().progress < 1
+        assert len(charts(at)) == 1  # the curve so far
+    finally:
+        job.stop()
+        assert job.join(60)
+    at.run()
+    assert at.session_state["rt_rounds"][0][0].status == "stopped"

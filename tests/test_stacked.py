@@ -1,6 +1,7 @@
 """K rates at once (torch.func) against K runs of the training loop: the same curves."""
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from lrbs.core.loop import Budget, OptimSpec, TrainConfig, train
 from lrbs.core.models import ModelSpec
 from lrbs.core.setup import Setup, load_tensors
 from lrbs.core.stacked import stackable, train_stacked
-from lrbs.experiments.sweeps import LRSweepConfig, lr_sweep
+from lrbs.experiments import sweeps
 
 SETUP = Setup(DataSpec("digits"))
 
@@ -24,12 +25,20 @@ def data():
 @pytest.mark.parametrize("opt", ["sgd", "momentum", "adam", "adamw"])
 def test_stacked_equals_separate_runs(data, opt):
     lrs = [0.003, 0.03, 0.3] if opt in ("sgd", "momentum") else [1e-4, 1e-3, 1e-2]
-    cfg = TrainConfig(batch_size=64, budget=Budget(epochs=2), log_every=5, seed=3,
-                      optim=OptimSpec(opt, 1.0, weight_decay=1e-3))  # fmt: skip
+    cfg = TrainConfig(
+        batch_size=64,
+        budget=Budget(epochs=2),
+        log_every=5,
+        seed=3,
+        optim=OptimSpec(opt, 1.0, weight_decay=1e-3),
+    )
     stacked = train_stacked(lambda: SETUP.fresh_model(data), data, cfg, lrs)
     for lr, s in zip(lrs, stacked, strict=True):
-        alone = train(SETUP.fresh_model(data), data, TrainConfig(**{**cfg.__dict__,
-                      "optim": OptimSpec(opt, lr, weight_decay=1e-3)}))  # fmt: skip
+        alone = train(
+            SETUP.fresh_model(data),
+            data,
+            TrainConfig(**{**cfg.__dict__, "optim": OptimSpec(opt, lr, weight_decay=1e-3)}),
+        )
         a = [(e.kind, e.step, e.loss, e.val_loss) for e in alone.events]
         b = [(e.kind, e.step, e.loss, e.val_loss) for e in s.events]
         assert [x[:2] for x in a] == [x[:2] for x in b]
@@ -47,8 +56,11 @@ def test_a_diverging_rate_ends_alone(data):
     cfg = TrainConfig(batch_size=64, budget=Budget(steps=60), log_every=5)
     res = train_stacked(lambda: SETUP.fresh_model(data), data, cfg, [0.05, 1e4])
     ok, bad = res
-    alone = train(SETUP.fresh_model(data), data,
-                  TrainConfig(**{**cfg.__dict__, "optim": OptimSpec("sgd", 1e4)}))  # fmt: skip
+    alone = train(
+        SETUP.fresh_model(data),
+        data,
+        TrainConfig(**{**cfg.__dict__, "optim": OptimSpec("sgd", 1e4)}),
+    )
     assert bad.status == alone.status == "diverged" and bad.message
     assert bad.steps == alone.steps < 60
     assert ok.status == "finished" and ok.steps == 60
@@ -56,13 +68,16 @@ def test_a_diverging_rate_ends_alone(data):
 
 
 def test_sweep_vectorized_matches_the_sequential_sweep(data):
-    cfg = LRSweepConfig(lrs=(0.01, 0.1, 1.0), budget=Budget(epochs=1), batch_size=32)
-    make = lambda: SETUP.fresh_model(data)  # noqa: E731
-    seq = lr_sweep(make, data, cfg, vectorize=False)
-    vec = lr_sweep(make, data, cfg, vectorize=True)
-    for a, b in zip(seq, vec, strict=True):
-        assert a.run_id == b.run_id and a.status == b.status
-        assert np.isclose(a.val_loss, b.val_loss, rtol=1e-4)
+    cfg = sweeps.Config(lrs=(0.01, 0.1, 1.0), budget=Budget(epochs=1), batch_size=32)
+    seq = sweeps.run(SETUP, replace(cfg, stacked="no"))
+    vec = sweeps.run(SETUP, replace(cfg, stacked="yes"))
+    a, b = seq.table(), vec.table()
+    assert list(a.lr) == list(b.lr) and list(a.status) == list(b.status)
+    assert np.allclose(a.val_loss, b.val_loss, rtol=1e-4)
+    # the same rows on the sink: every point, then a "runs" row per rate
+    assert [r["run"] for r in vec.rows["runs"]] == [r["run"] for r in seq.rows["runs"]]
+    assert set(vec.curves().run_id) == set(seq.curves().run_id) == {"lr=0.01", "lr=0.1", "lr=1"}
+    assert len(vec.curves()) == len(seq.curves())
 
 
 def test_what_cannot_be_stacked_says_why(data):
@@ -73,8 +88,9 @@ def test_what_cannot_be_stacked_says_why(data):
     with pytest.raises(ConfigError, match="steps, epochs or samples"):
         train_stacked(lambda: SETUP.fresh_model(data), data, cfg, [0.1])
     with pytest.raises(ConfigError, match="cannot be stacked"):
-        train_stacked(lambda: cnn.fresh_model(data), data, TrainConfig(budget=Budget(steps=1)),
-                      [0.1])  # fmt: skip
+        train_stacked(
+            lambda: cnn.fresh_model(data), data, TrainConfig(budget=Budget(steps=1)), [0.1]
+        )
 
 
 def test_cli_stacked_sweep(capsys):

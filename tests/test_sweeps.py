@@ -1,75 +1,145 @@
 import threading
 import time
+from dataclasses import dataclass, field
 
 import pandas as pd
 import pytest
 import torch
 from support import blobs
 
+from lrbs.core.data import DataSpec, load
 from lrbs.core.errors import ConfigError, LrbsError
 from lrbs.core.loop import Budget
-from lrbs.core.models import ModelSpec, build_model
-from lrbs.experiments.sweeps import (
-    LRSweepConfig,
-    add_decade,
-    best_lr,
-    lr_sweep,
-    refine,
-    sweep_table,
-)
+from lrbs.core.models import ModelSpec
+from lrbs.core.setup import Setup
+from lrbs.experiments import sweeps
+from lrbs.experiments.sweeps import Config, SweptOptim, add_decade, refine, run
+from lrbs.runs.experiment import execute, rebuild
 from lrbs.runs.live import LiveRun
+from lrbs.runs.sink import Sink
+from lrbs.runs.store import RunStore, recorder
 
 
-def factory(record):
-    def make():
-        m = build_model(ModelSpec("mlp", hidden=(16,)), (6,), 3, seed=11)
-        record.append([p.detach().clone() for p in m.parameters()])
+@dataclass(frozen=True)
+class RecordingSetup(Setup):
+    """A setup that keeps a copy of every initial model it builds."""
+
+    starts: list = field(default_factory=list, compare=False, hash=False)
+
+    def fresh_model(self, data, seed=None):
+        m = super().fresh_model(data, seed)
+        self.starts.append([p.detach().clone() for p in m.parameters()])
         return m
 
-    return make
+
+SETUP = Setup(model=ModelSpec("mlp", hidden=(16,)))
+LOAD_DATA = sweeps.load_data  # before the fixture below replaces it
+
+
+@pytest.fixture(autouse=True)
+def small_data(monkeypatch):
+    """Blobs in place of the setup's dataset: every sweep here trains in milliseconds."""
+    monkeypatch.setattr(sweeps, "load_data", lambda setup: blobs())
 
 
 def test_every_rate_starts_from_the_same_weights_with_the_same_budget():
-    data, starts = blobs(), []
-    cfg = LRSweepConfig((0.001, 0.01, 0.1, 1.0), Budget(steps=25), batch_size=16)
-    results = lr_sweep(factory(starts), data, cfg)
-    assert len(results) == 4 and len(starts) == 4
+    setup = RecordingSetup(model=ModelSpec("mlp", hidden=(16,)))
+    cfg = Config(lrs=(0.001, 0.01, 0.1, 1.0), budget=Budget(steps=25), batch_size=16)
+    result = run(setup, cfg)
+    starts = setup.starts
+    assert len(starts) == 4
     for other in starts[1:]:
         assert all(torch.equal(a, b) for a, b in zip(starts[0], other, strict=True))
-    assert {r.steps for r in results} == {25}
-    assert [r.run_id for r in results] == ["lr=0.001", "lr=0.01", "lr=0.1", "lr=1"]
-    lrs = [{e.lr for e in r.events if e.kind == "train"} for r in results]
+    runs = result.rows["runs"]
+    assert [r["run"] for r in runs] == ["lr=0.001", "lr=0.01", "lr=0.1", "lr=1"]
+    assert {r["steps"] for r in runs} == {25}
+    events = result.curves()
+    train = events[events.kind == "train"]
+    lrs = [set(train[train.run_id == r["run"]].lr) for r in runs]
     assert lrs == [{0.001}, {0.01}, {0.1}, {1.0}]
+    assert result.status == "finished"
 
 
 def test_equal_time_budgets():
-    cfg = LRSweepConfig((0.01, 0.1), Budget(seconds=0.3), batch_size=16)
-    results = lr_sweep(factory([]), blobs(), cfg)
-    for r in results:
-        assert r.elapsed >= 0.3
-        assert r.elapsed < 0.3 + 0.25  # one step past the budget at most, plus noise
+    cfg = Config(lrs=(0.01, 0.1), budget=Budget(seconds=0.3), batch_size=16)
+    for r in run(SETUP, cfg).rows["runs"]:
+        assert r["seconds"] >= 0.3
+        assert r["seconds"] < 0.3 + 0.25  # one step past the budget at most, plus noise
 
 
 def test_table_marks_the_best_and_shows_diverged_runs():
-    cfg = LRSweepConfig((0.1, 1e4), Budget(steps=60), batch_size=16)
-    results = lr_sweep(factory([]), blobs(), cfg)
-    table = sweep_table(results, cfg.lrs)
+    cfg = Config(lrs=(0.1, 1e4), budget=Budget(steps=60), batch_size=16)
+    result = run(SETUP, cfg)
+    table = result.table()
     assert list(table.status) == ["finished", "diverged"]
     assert table.best.tolist() == [True, False]
-    assert best_lr(table) == 0.1
+    assert result.best_lr() == 0.1
     assert {"train_loss", "val_loss", "val_acc", "epochs", "steps", "seconds"} <= set(table.columns)
+    out = result.summary()
+    assert out["best_lr"] == 0.1 and [r["lr"] for r in out["runs"]] == [0.1, 1e4]
+    assert out["budget"] == "60 steps"
+
+
+class StopAt(Sink):
+    def __init__(self, stop: threading.Event, step: int) -> None:
+        self.stop, self.step = stop, step
+
+    def emit(self, channel: str, row: dict) -> None:
+        if channel == "events" and row["step"] >= self.step:
+            self.stop.set()
 
 
 def test_stop_ends_the_whole_sweep():
     stop = threading.Event()
-    cfg = LRSweepConfig((0.01, 0.1, 1.0), Budget(steps=10_000), batch_size=16)
+    cfg = Config(lrs=(0.01, 0.1, 1.0), budget=Budget(steps=10_000), batch_size=16)
+    result = run(SETUP, cfg, StopAt(stop, 20), stop)
+    assert result.status == "stopped"
+    assert list(result.table().status) == ["stopped"]
 
-    def on_event(e):
-        if e.step >= 20:
-            stop.set()
 
-    results = lr_sweep(factory([]), blobs(), cfg, on_event=on_event, stop=stop)
-    assert len(results) == 1 and results[0].status == "stopped"
+def test_progress_is_one_fraction_over_the_series():
+    seen = []
+
+    class Progress(Sink):
+        def progress(self, fraction: float, text: str = "") -> None:
+            seen.append(fraction)
+
+    run(SETUP, Config(lrs=(0.01, 0.1), budget=Budget(steps=20), batch_size=16), Progress())
+    assert seen == sorted(seen) and seen[-1] == 1.0
+    assert any(0.4 < f < 0.6 for f in seen)  # half-way after the first of two rates
+
+
+def test_the_history_rebuilds_the_result(tmp_path):
+    cfg = Config(lrs=(0.01, 0.1), budget=Budget(steps=20), batch_size=16)
+    rec = recorder(sweeps.KIND, SETUP, cfg, path=tmp_path / "h.db")
+    rec.start()
+    result = execute(sweeps, SETUP, cfg, recorder=rec)
+    with RunStore(tmp_path / "h.db") as store:
+        info = store.run(rec.run_id)
+        pts = store.points(rec.run_id)
+    rows = {
+        c: part.drop(columns="channel").dropna(axis=1, how="all").to_dict("records")
+        for c, part in pts.groupby("channel")
+    }
+    again = rebuild(sweeps, info, rows)
+    assert again.config == cfg
+    pd.testing.assert_frame_equal(again.table(), result.table())
+    assert info["results"]["best_lr"] == result.best_lr()
+
+
+def test_data_handed_over_is_not_loaded_again(monkeypatch):
+    spec = DataSpec("digits")
+    arrays = load(spec)
+    sweeps.keep_arrays(spec, arrays)
+    monkeypatch.setattr(sweeps, "load", lambda s: pytest.fail("loaded again"))
+    assert LOAD_DATA(Setup(spec)).n_train == len(arrays.y_train)
+    for i in range(sweeps.KEEP_DATASETS):  # newer datasets push it out
+        sweeps.keep_arrays(DataSpec("digits", seed=100 + i), arrays)
+    calls = []
+    monkeypatch.setattr(sweeps, "load", lambda s: calls.append(s) or arrays)
+    LOAD_DATA(Setup(spec))
+    LOAD_DATA(Setup(spec))
+    assert calls == [spec]
 
 
 def test_refine_spans_the_decade_around_the_best():
@@ -88,17 +158,29 @@ def test_refine_spans_the_decade_around_the_best():
         ((0.1, -1.0), "greater than 0"),
         ((float("nan"),), "finite"),
         ((0.1, float("inf")), "finite"),
+        (tuple(10.0**-k for k in range(13)), "at most 12"),
     ],
 )
 def test_bad_grids(lrs, message):
     with pytest.raises(ConfigError, match=message):
-        LRSweepConfig(lrs)
+        Config(lrs=lrs)
 
 
 def test_grid_is_sorted_and_budget_checked():
-    assert LRSweepConfig((1.0, 0.01)).lrs == (0.01, 1.0)
+    assert Config(lrs=(1.0, 0.01)).lrs == (0.01, 1.0)
     with pytest.raises(ConfigError, match="budget"):
-        LRSweepConfig((0.1,), Budget(seconds=0))
+        Config(lrs=(0.1,), budget=Budget(seconds=0))
+    with pytest.raises(ConfigError, match="steps, epochs or samples"):
+        Config(budget=Budget(seconds=1), stacked="yes")
+    with pytest.raises(ConfigError, match="unknown value 'maybe'"):
+        Config(stacked="maybe")
+    with pytest.raises(ConfigError, match="unknown optimizer"):
+        Config(optim=SweptOptim("lbfgs"))
+
+
+def test_batch_larger_than_data_is_refused():
+    with pytest.raises(ConfigError, match="larger than the training set"):
+        run(SETUP, Config(batch_size=10_000, budget=Budget(steps=1)))
 
 
 # ---------------------------------------------------------------------------- LiveRun
@@ -171,7 +253,9 @@ def test_live_run_stops_when_its_session_is_gone():
     assert job.snapshot().result == 11
 
 
-def test_sweep_table_columns_for_csv():
-    cfg = LRSweepConfig((0.1,), Budget(steps=5), batch_size=16)
-    table = sweep_table(lr_sweep(factory([]), blobs(), cfg), cfg.lrs)
-    assert isinstance(table, pd.DataFrame) and len(table) == 1
+def test_tables_for_csv():
+    cfg = Config(lrs=(0.1,), budget=Budget(steps=5), batch_size=16)
+    tables = run(SETUP, cfg).tables()
+    assert list(tables) == ["curves", "table"]  # the first is what --out writes
+    assert set(tables["curves"].run_id) == {"lr=0.1"}
+    assert isinstance(tables["table"], pd.DataFrame) and len(tables["table"]) == 1

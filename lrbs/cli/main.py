@@ -7,7 +7,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from lrbs.cli import flags, legacy, runner
+from lrbs.cli import flags, runner
 from lrbs.cli.parser import Parser
 from lrbs.cli.tools import add_tool_commands
 from lrbs.core.errors import LrbsError
@@ -31,7 +31,6 @@ def build_parser() -> Parser:
         flags.add(p, exp.Config, ("config",))
         runner.add_output_flags(p)
         p.set_defaults(experiment=exp)
-    legacy.add_commands(sub, skip=set(experiments))
     add_tool_commands(sub)
     return parser
 

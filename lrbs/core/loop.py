@@ -262,7 +262,7 @@ def train(
     score_idx = torch.randperm(n, generator=gen, device=device)[:n_score]
 
     events: list[Event] = []
-    state = _LoopState()
+    state = LoopState()
 
     def emit(ev: Event) -> None:
         events.append(ev)
@@ -343,7 +343,7 @@ def train(
                     pending = 0
                     ev = make_event("train", loss=mean)
                     emit(ev)
-                    status, message = _check_divergence(mean, state, cfg.divergence_factor)
+                    status, message = check_divergence(mean, state, cfg.divergence_factor)
                     if status == "finished" and stop_rule is not None:
                         status = stop_rule(ev) or "finished"
                     if status != "finished":
@@ -407,7 +407,7 @@ def result_of(
 
 
 @dataclass
-class _LoopState:
+class LoopState:
     step: int = 0
     epoch: int = 0
     pos: int = 0
@@ -424,7 +424,7 @@ class _LoopState:
         return time.perf_counter() - self.t0 - self.eval_seconds
 
 
-def _check_divergence(loss: float, state: _LoopState, factor: float | None) -> tuple[str, str]:
+def check_divergence(loss: float, state: LoopState, factor: float | None) -> tuple[str, str]:
     if not math.isfinite(loss):
         return "diverged", f"loss became {loss} at step {state.step}"
     if state.first is None:

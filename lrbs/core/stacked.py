@@ -30,14 +30,19 @@ from lrbs.core.data import TensorData
 from lrbs.core.errors import ConfigError, require
 from lrbs.core.loop import (
     Event,
+    LoopState,
     Progress,
     RunResult,
     TrainConfig,
-    _check_divergence,
-    _LoopState,
+    check_divergence,
     result_of,
 )
 from lrbs.core.models import Dropout
+
+STACKED_BUDGET = (
+    "a stacked sweep needs a budget in steps, epochs or samples (the K models would share a "
+    "time budget)"
+)
 
 
 def stackable(model: nn.Module) -> str | None:
@@ -60,8 +65,7 @@ def train_stacked(
 ) -> list[RunResult]:
     """Train one model per rate in `lrs`, all in one vmapped loop; cfg.optim.lr is ignored."""
     require(len(lrs) > 0, "give at least one learning rate")
-    require(cfg.budget.seconds is None, "a stacked sweep needs a budget in steps, epochs or "
-            "samples (the K models would share a time budget)")  # fmt: skip
+    require(cfg.budget.seconds is None, STACKED_BUDGET)
     n = data.n_train
     if cfg.batch_size > n:
         raise ConfigError(f"batch size {cfg.batch_size} is larger than the training set ({n})")
@@ -93,7 +97,7 @@ def train_stacked(
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     score_idx = torch.randperm(n, generator=gen, device=device)[: min(cfg.train_eval_size, n)]
     perm = torch.randperm(n, generator=gen, device=device)
-    states = [_LoopState() for _ in range(k)]
+    states = [LoopState() for _ in range(k)]
     status = ["finished"] * k
     message = [""] * k
     events: list[list[Event]] = [[] for _ in range(k)]
@@ -130,12 +134,21 @@ def train_stacked(
         eval_seconds += time.perf_counter() - t
         last_eval = elapsed()
         for i in live():
-            emit(i, make_event(i, "eval", train_eval_loss=tr_loss[i], val_loss=val_loss[i],
-                               val_acc=val_acc[i]))  # fmt: skip
+            values = {"train_eval_loss": tr_loss[i], "val_loss": val_loss[i], "val_acc": val_acc[i]}
+            emit(i, make_event(i, "eval", **values))
 
     def make_event(i: int, kind: str, **values) -> Event:
-        return Event(ids[i], kind, step, epoch + pos / n, samples, elapsed(), float(lrs[i]),
-                     batch, **values)  # fmt: skip
+        return Event(
+            run_id=ids[i],
+            kind=kind,
+            step=step,
+            epoch=epoch + pos / n,
+            samples=samples,
+            elapsed=elapsed(),
+            lr=float(lrs[i]),
+            batch_size=batch,
+            **values,
+        )
 
     def live() -> list[int]:
         return [i for i in range(k) if status[i] == "finished"]
@@ -148,7 +161,7 @@ def train_stacked(
         for i in live():
             emit(i, make_event(i, "train", loss=means[i]))
             states[i].step = step
-            status[i], message[i] = _check_divergence(means[i], states[i], cfg.divergence_factor)
+            status[i], message[i] = check_divergence(means[i], states[i], cfg.divergence_factor)
 
     batch = cfg.batch_size
     if cfg.eval_at_start:

@@ -6,6 +6,12 @@ landing exactly on `lr_max`); the loss is smoothed with a debiased moving averag
 stops when the smoothed loss passes `stop_factor` x its best. Suggestions are plain functions
 of (lrs, smoothed losses) returning an index, so callers can add their own. Model, optimizer
 and RNG state are restored afterwards: the next experiment starts from the same weights.
+
+The experiment "lr-find" (page, `python -m lrbs lr-find`, `run(setup, Config(...))`) runs the
+test once per seed and per round (the first, then one per zoom range), streaming every
+iteration; its Result rebuilds each test from those rows, and its summary's "suggestions" (the
+last round's, the median over seeds) are what other experiments read back from the run history
+(`stored_range_test`).
 """
 
 from __future__ import annotations
@@ -16,15 +22,22 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
 
+from lrbs.core.config import check, option
 from lrbs.core.data import TensorData
 from lrbs.core.errors import ConfigError, positive_int, positive_number, require
 from lrbs.core.loop import Budget, Event, OptimSpec, TrainConfig, train
+from lrbs.core.setup import Setup
+from lrbs.experiments.sweeps import SweptOptim, load_data
+from lrbs.runs import experiment
+from lrbs.runs.experiment import collect
+from lrbs.runs.sink import Sink
 
 MODES = ("exp", "linear")
 
@@ -42,6 +55,7 @@ class RangeTestConfig:
     debias: bool = True  # False: torch-lr-finder's style (first value = first loss)
     stop_factor: float | None = 4.0  # None: run all iterations
     seed: int = 0
+    weight_decay: float = 0.0
 
     def __post_init__(self) -> None:
         positive_number("minimum learning rate", self.lr_min)
@@ -59,7 +73,10 @@ class RangeTestConfig:
         require(0 <= self.beta < 1, f"smoothing beta must be in [0, 1), got {self.beta}")
         if self.stop_factor is not None:
             require(self.stop_factor > 1, "the stop factor must be above 1")
-        OptimSpec(self.optimizer, self.lr_min, self.momentum)  # validates the optimizer
+        self.optim()  # validates the optimizer
+
+    def optim(self) -> OptimSpec:
+        return OptimSpec(self.optimizer, self.lr_min, self.momentum, self.weight_decay)
 
     def lr_at(self, i: int) -> float:
         """The rate of iteration i: i/(n-1) of the way, so the last one is exactly lr_max."""
@@ -179,7 +196,7 @@ SUGGESTIONS = (
         "Minimum ÷ 10",
         "a tenth of the rate at the lowest loss: the classic conservative pick",
         minimum,
-        0.1,
+        scale=0.1,
     ),
     SuggestionRule(
         "valley",
@@ -234,7 +251,11 @@ def suggest(
         if i is not None:
             out.append(
                 Suggestion(
-                    rule.name, rule.title, rule.meaning, float(a[i] * rule.scale), float(b[i])
+                    name=rule.name,
+                    title=rule.title,
+                    meaning=rule.meaning,
+                    lr=float(a[i] * rule.scale),
+                    loss=float(b[i]),
                 )
             )
     return out
@@ -365,7 +386,7 @@ def range_test(
     train_cfg = TrainConfig(
         batch_size=cfg.batch_size,
         budget=Budget(steps=cfg.iterations),
-        optim=OptimSpec(cfg.optimizer, cfg.lr_min, cfg.momentum),
+        optim=cfg.optim(),
         seed=cfg.seed,
         log_every=1,
         eval_each_epoch=False,
@@ -400,15 +421,15 @@ def range_test(
         message = f"smoothed loss passed {cfg.stop_factor:g} x its best at lr {lrs[-1]:.3g}"
     sm = np.array(smoothed)
     return RangeTestResult(
-        cfg,
-        lrs,
-        np.array(losses),
-        sm,
-        result.status,
-        message,
-        tuple(suggest(lrs, sm, rules)),
-        time.perf_counter() - t0,
-        round,
+        config=cfg,
+        lrs=lrs,
+        losses=np.array(losses),
+        smoothed=sm,
+        status=result.status,
+        message=message,
+        suggestions=tuple(suggest(lrs, sm, rules)),
+        elapsed=time.perf_counter() - t0,
+        round=round,
     )
 
 
@@ -450,24 +471,277 @@ def spread(results: list[RangeTestResult]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def suggestion_frame(results: list[RangeTestResult]) -> pd.DataFrame:
+    """The suggestions of one round: per rule its name, title, meaning, and rate (with several
+    seeds, the median rate), with a label for the chart."""
+    table = spread(results)
+    columns = ["name", "title", "lr", "meaning", "label"]
+    if table.empty:
+        return pd.DataFrame(columns=columns)
+    meaning = {s.title: (s.name, s.meaning) for r in results for s in r.suggestions}
+    return pd.DataFrame(
+        {
+            "name": [meaning[t][0] for t in table.suggestion],
+            "title": table.suggestion,
+            "lr": table.median_lr,
+            "meaning": [meaning[t][1] for t in table.suggestion],
+            "label": [
+                f"{t} {v:.2g}" for t, v in zip(table.suggestion, table.median_lr, strict=True)
+            ],
+        },
+        columns=columns,
+    )
+
+
+def band_of(results: list[RangeTestResult]) -> pd.DataFrame | None:
+    """Across the seeds of one round: per iteration the lowest and highest smoothed loss, where
+    every seed got that far; None for a single seed."""
+    if len(results) < 2:
+        return None
+    d = pd.concat([r.frame() for r in results])
+    g = d.groupby("iteration").agg(
+        lr=("lr", "first"), lo=("smoothed", "min"), hi=("smoothed", "max"), n=("seed", "count")
+    )
+    return g[g.n == len(results)].reset_index()
+
+
+# ---------------------------------------------------------------------------- the experiment
+
+KIND = "lr-find"
+POINT_COLUMNS = ["round", "seed", "iteration", "lr", "loss", "smoothed"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    """The range test, repeated over `seeds` seeds (the setup's seed, +1, ...), then once more
+    per `zoom` range: a finer exponential test of that range (twice the first round's points
+    per decade), from the same initial weights."""
+
+    lr_min: float = option(1e-7, help="the first rate of the ramp", label="minimum learning rate")
+    lr_max: float = option(10.0, help="the last rate of the ramp", label="maximum learning rate")
+    iterations: int = option(100, help="steps of the first round")
+    ramp: str = option("exp", choices=MODES, help="exponential or linear ramp")
+    batch_size: int = option(64, help="batch size")
+    optim: SweptOptim = option(factory=SweptOptim, help="the optimizer (the ramp sets its rate)")
+    beta: float = option(0.98, help="smoothing (EMA); 0: none", label="smoothing beta")
+    debias: bool = option(True, help="bias-corrected smoothing (no: torch-lr-finder's style)")
+    stop_factor: float | None = option(
+        4.0, help="stop when the smoothed loss passes k x its best; 0: never", label="stop factor"
+    )
+    seeds: int = option(1, low=1, high=32, help="repeat with this many seeds")
+    zoom: tuple[tuple[float, float], ...] = option(
+        (), help="a finer round over [LO, HI] after the first; repeatable"
+    )
+
+    def __post_init__(self) -> None:
+        check(self)
+        if self.stop_factor == 0:
+            object.__setattr__(self, "stop_factor", None)
+        object.__setattr__(self, "zoom", tuple((float(lo), float(hi)) for lo, hi in self.zoom))
+        self.rounds()  # every round's checks: the first's settings, each zoom range
+
+    def base(self) -> RangeTestConfig:
+        """The first round's test (seed 0: each run sets its own)."""
+        return RangeTestConfig(
+            lr_min=self.lr_min,
+            lr_max=self.lr_max,
+            iterations=self.iterations,
+            mode=self.ramp,
+            batch_size=self.batch_size,
+            optimizer=self.optim.name,
+            momentum=self.optim.momentum,
+            beta=self.beta,
+            debias=self.debias,
+            stop_factor=self.stop_factor,
+            weight_decay=self.optim.weight_decay,
+        )
+
+    def rounds(self) -> list[RangeTestConfig]:
+        """The test of each round: the first, then one per zoom range."""
+        base = self.base()
+        out = [base]
+        for lo, hi in self.zoom:
+            try:
+                out.append(base.zoom(lo, hi))
+            except ConfigError as exc:
+                raise ConfigError(f"zoom range {lo:g} to {hi:g}: {exc}") from None
+        return out
+
+    def zoomed(self, lo: float, hi: float) -> Config:
+        """These settings with one more zoom round, over [lo, hi]."""
+        return replace(self, zoom=(*self.zoom, (lo, hi)))
+
+
+def run(
+    setup: Setup,
+    config: Config,
+    sink: Sink | None = None,
+    stop: threading.Event | None = None,
+) -> Result:
+    """Every round x seed: one "points" row per iteration as it goes, and a "tests" row as
+    each test ends (its status, message and time). A user stop ends it after the test under
+    way, which keeps what it computed."""
+    rows, sink = collect(sink)
+    data = load_data(setup)
+    rounds = config.rounds()
+    total = sum(c.iterations for c in rounds) * config.seeds
+    done = 0
+    stopped = False
+    for r_no, round_cfg in enumerate(rounds):
+        for k in range(config.seeds):
+            seed = setup.seed + k
+            text = f"round {r_no}, seed {seed}"
+
+            def on_point(p: dict, done: int = done, text: str = text) -> None:
+                sink.emit("points", p)
+                sink.progress((done + p["iteration"] + 1) / total, text)
+
+            r = range_test(
+                setup.fresh_model(data, seed),
+                data,
+                replace(round_cfg, seed=seed),
+                on_point=on_point,
+                stop=stop,
+                round=r_no,
+            )
+            sink.emit(
+                "tests",
+                {
+                    "round": r_no,
+                    "seed": seed,
+                    "status": r.status,
+                    "message": r.message,
+                    "elapsed": r.elapsed,
+                },
+            )
+            done += round_cfg.iterations
+            stopped = r.status == "stopped" or (stop is not None and stop.is_set())
+            if stopped:
+                break
+        if stopped:
+            break
+    return Result(config, rows.rows, "stopped" if stopped else "finished")
+
+
+@dataclass(frozen=True)
+class Result(experiment.Result):
+    @cached_property
+    def rounds(self) -> list[list[RangeTestResult]]:
+        """Per round, the test of each seed, rebuilt from the streamed rows: the same curves,
+        statuses and suggestions the run computed."""
+        configs = self.config.rounds()
+        points = self.points()
+        tests = {(int(t["round"]), int(t["seed"])): t for t in self.rows.get("tests", [])}
+        out: list[list[RangeTestResult]] = []
+        for (r_no, seed), part in points.groupby(["round", "seed"], sort=True):
+            key = (int(r_no), int(seed))
+            meta = tests.get(key, {"status": "stopped", "message": "", "elapsed": 0.0})
+            part = part.sort_values("iteration")
+            lrs, smoothed = part.lr.to_numpy(float), part.smoothed.to_numpy(float)
+            result = RangeTestResult(
+                config=replace(configs[key[0]], seed=key[1]),
+                lrs=lrs,
+                losses=part.loss.to_numpy(float),
+                smoothed=smoothed,
+                status=meta["status"],
+                message=meta["message"] or "",
+                suggestions=tuple(suggest(lrs, smoothed)),
+                elapsed=float(meta["elapsed"] or 0.0),
+                round=key[0],
+            )
+            while len(out) <= key[0]:
+                out.append([])
+            out[key[0]].append(result)
+        return [r for r in out if r]
+
+    @property
+    def latest(self) -> list[RangeTestResult]:
+        """The last round's tests, one per seed ([] before any point)."""
+        return self.rounds[-1] if self.rounds else []
+
+    def points(self) -> pd.DataFrame:
+        """Every iteration of every round and seed: the CSV the page offers."""
+        points = self.frame("points", POINT_COLUMNS)
+        if points.empty:
+            return points
+        # whole numbers, also when read back from the history (where they may come as floats)
+        return points.astype({"round": int, "seed": int, "iteration": int})
+
+    def suggestion_frame(self) -> pd.DataFrame:
+        """The last round's suggestions (the median over seeds)."""
+        return suggestion_frame(self.latest)
+
+    def suggestions(self) -> dict[str, float]:
+        frame = self.suggestion_frame()
+        return dict(zip(frame.name, frame.lr.astype(float), strict=True))
+
+    def band(self) -> pd.DataFrame | None:
+        return band_of(self.latest)
+
+    def spread(self) -> pd.DataFrame:
+        return spread(self.latest)
+
+    def zoom_default(self) -> tuple[float, float]:
+        """A zoom range to start from: a tenth of the steepest descent to twice the maximum
+        usable rate, rounded."""
+        found = self.suggestions()
+        lo = found.get("steep", 1e-2) / 10
+        hi = found.get("max_usable", 1.0) * 2
+        return float(f"{lo:.2g}"), float(f"{hi:.2g}")
+
+    def summary(self) -> dict:
+        latest = self.latest
+        out = {
+            "status": self.status,
+            "message": self.message,
+            "optimizer": self.config.optim.name,
+            "rounds": [
+                r.headline() | {"round": r.round, "seed": r.config.seed}
+                for results in self.rounds
+                for r in results
+            ],
+        }
+        if latest:
+            best = np.array([r.best for r in latest])
+            out.update(
+                iterations=len(latest[0].lrs),
+                elapsed=sum(r.elapsed for results in self.rounds for r in results),
+                lr_at_min=float(np.median(best[:, 0])),
+                min_smoothed_loss=float(np.median(best[:, 1])),
+            )
+        if len(latest) > 1:
+            out["spread"] = self.spread().to_dict(orient="records")
+        out["suggestions"] = self.suggestions()
+        out["final_round_suggestions"] = out["suggestions"]
+        return out
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        return {"points": self.points()}
+
+    def report(self) -> str:
+        lines = []
+        for results in self.rounds:
+            for r in results:
+                lr, loss = r.best
+                lines.append(
+                    f"round {r.round} seed {r.config.seed}: {r.status}, {len(r.lrs)} "
+                    f"iterations, lowest smoothed loss {loss:.4g} at lr {lr:.3g}"
+                )
+                lines += [f"  {s.title:<18} {s.lr:<10.3g} {s.meaning}" for s in r.suggestions]
+        return "\n".join(lines) if lines else self.status
+
+
 # ---------------------------------------------------------------------------- the history
-
-
-def stored_suggestions(results: dict) -> dict[str, float] | None:
-    """The suggestions a range test saved in the run history (the page's or the CLI's)."""
-    if results.get("final_round_suggestions"):
-        return results["final_round_suggestions"]
-    seeds = results.get("seeds") or [{}]
-    return seeds[0].get("suggestions") or None
 
 
 def stored_range_test(
     store, dataset: str | None = None, model: str | None = None
 ) -> tuple[dict[str, float], int] | None:
     """(suggestions, run id) of the newest range test in a RunStore on this dataset and model
-    that found a maximum usable rate, or None."""
-    for run_id in store.ids(["lr-range-test", "lr-find"], dataset, model):
-        found = stored_suggestions(store.run(run_id).get("results") or {})
+    that found a maximum usable rate, or None. Its suggestions are the record's
+    results["suggestions"] (the last round's, the median over seeds)."""
+    for run_id in store.ids([KIND], dataset, model):
+        found = (store.run(run_id).get("results") or {}).get("suggestions")
         if found and found.get("max_usable"):
             return found, run_id
     return None

@@ -10,15 +10,15 @@ from pages.common.history import store_path
 
 
 def latest_range_test(setup: Setup) -> tuple[dict[str, float], str] | None:
-    """(suggestions by rule name, where they come from), or None."""
-    rounds = st.session_state.get("rt_rounds") or []
-    if rounds and rounds[-1]:
-        result = rounds[-1][0]
-        found = {s.name: s.lr for s in result.suggestions}
+    """(suggestions by rule name, where they come from), or None: the same figures as
+    the history's record of that run (`stored_range_test`)."""
+    shown = st.session_state.get("rt_shown")  # the LR page's finished range test
+    if shown is not None and shown.rounds:
+        found = shown.suggestions()  # the last round's, the median over seeds
         if "max_usable" in found:
-            c = result.config
+            c = shown.config
             return found, (
-                f"the range test in this tab (round {result.round + 1}, {c.optimizer}, "
+                f"the range test in this tab (round {len(shown.rounds)}, {c.optim.name}, "
                 f"batch {c.batch_size})"
             )
     try:

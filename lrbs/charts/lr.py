@@ -1,0 +1,38 @@
+"""The charts of the "Find the learning rate" page: the range test (live, and finished with its
+suggestions, seed band and zoom brush) and the learning-rate sweep's curves."""
+
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+
+from lrbs.charts import range_test_chart, runs_chart
+
+ZOOM = "zoom"  # the name of the brush's selection, as the page reads it back
+
+
+def range_test_live(points: pd.DataFrame) -> alt.LayerChart:
+    """The curves streamed so far (every round and seed of the run)."""
+    return range_test_chart(points)
+
+
+def range_test_zoom(
+    points: pd.DataFrame, suggestions: pd.DataFrame, band: pd.DataFrame | None = None
+) -> alt.LayerChart:
+    """The finished test: every round's curves, the last round's suggestions as labelled rules,
+    its seed band, and a brush along the rate axis whose range a zoom-in round can take (the
+    selection comes back as {"zoom": {"lr": [lo, hi]}})."""
+    brush = alt.selection_interval(encodings=["x"], name=ZOOM)
+    return range_test_chart(points, suggestions, brush=brush, band=band)
+
+
+def sweep_curves(
+    events: pd.DataFrame, runs: list[dict], x: str = "elapsed"
+) -> alt.LayerChart | alt.Chart | None:
+    """The training loss of every rate against `x`, diverged rates marked; None before the
+    first training point."""
+    train_rows = events[events.kind == "train"]
+    if train_rows.empty:
+        return None
+    diverged = [r["run"] for r in runs if r.get("status") == "diverged"]
+    return runs_chart(train_rows, x=x, y="loss", title="Training loss", diverged=diverged)
