@@ -10,15 +10,13 @@ import argparse
 import logging
 import math
 import sys
-import time
 from collections.abc import Callable
-from dataclasses import replace
 
 import pandas as pd
 
 from lrbs.core.data import DATASETS, DataSpec, load
 from lrbs.core.device import DEVICE_CHOICES, describe
-from lrbs.core.errors import LrbsError, positive_int, require
+from lrbs.core.errors import LrbsError, require
 from lrbs.core.loop import EVENT_COLUMNS, OPTIMIZERS, Budget, OptimSpec, TrainConfig, train
 from lrbs.core.models import MODELS, ModelSpec
 from lrbs.core.setup import Setup, load_tensors
@@ -239,62 +237,6 @@ def add_commands(subparsers, skip: set[str]) -> None:
     p.add_argument("--beta", type=float, default=None, help="HD's hypergradient rate")
     p.add_argument("--preview", action="store_true", help="only the planned lr per step")
     add_output_args(p)
-
-    p = sub.add_parser("noise-scale", help="gradient noise scale B_simple during training")
-    add_training_args(p)
-    p.add_argument("--batch-small", type=int, default=32)
-    p.add_argument("--batch-big", type=int, default=512)
-    p.add_argument("--every", type=int, default=40, help="measure every k steps")
-    p.add_argument("--beta", type=float, default=0.8)
-    p.add_argument("--steps", type=int, default=1000)
-    p.add_argument(
-        "--check",
-        type=int,
-        nargs="*",
-        default=None,
-        metavar="B",
-        help="also fit B_crit from steps-to-target at these batch sizes",
-    )
-    p.add_argument("--target-loss", type=float, default=None)
-    add_output_args(p)
-
-    p = sub.add_parser("autotune", help="tune lr and batch size together (Optuna)")
-    actions = p.add_subparsers(dest="action", required=True, parser_class=Parser)
-    r = actions.add_parser("run", help="create a study and run its trials on this machine")
-    add_setup_args(r)
-    r.add_argument("--trials", type=int, default=20)
-    r.add_argument("--workers", type=int, default=2, help="worker processes on this machine")
-    r.add_argument("--seconds-per-trial", type=float, default=None, help="default 10")
-    r.add_argument("--epochs-per-trial", type=float, default=None, help="instead, or as well")
-    r.add_argument("--lr-min", type=float, default=1e-3)
-    r.add_argument("--lr-max", type=float, default=3.0)
-    r.add_argument("--batches", type=int, nargs="+", default=[16, 32, 64, 128, 256, 512])
-    r.add_argument("--optimizers", nargs="+", default=["sgd"])
-    r.add_argument("--warmups", type=float, nargs="+", default=[0.0], help="warm-up epochs")
-    r.add_argument("--momentum", type=float, default=0.9)
-    r.add_argument("--pruner", default="median", help="median, hyperband or none")
-    r.add_argument(
-        "--objective",
-        default="best",
-        help="best: the lowest validation loss a trial reached; final: its last one",
-    )
-    r.add_argument(
-        "--seed-space",
-        action="store_true",
-        help="lr: a decade around a quick range test's steepest descent; batches: powers of "
-        "two up to the largest that fits (--cap-mib on the CPU) or the training set",
-    )
-    r.add_argument("--cap-mib", type=float, default=None, help="memory cap for the probe (CPU)")
-    r.add_argument("--study", default=None, help="study name (default: dataset-model-time)")
-    r.add_argument("--storage", default=None, help="Optuna URL or journal file")
-    add_output_args(r)
-    w = actions.add_parser("worker", help="run trials of an existing study (any machine)")
-    w.add_argument("--study", required=True)
-    w.add_argument("--storage", default=None, help="Optuna URL or journal file")
-    w.add_argument("--trials", type=int, default=10, help="trials this worker runs")
-    w.add_argument("--worker", type=int, default=0, help="this worker's index (sampler seed)")
-    w.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    w.add_argument("--json", action="store_true")
 
 
 def add_budget_args(p: argparse.ArgumentParser) -> None:
@@ -743,147 +685,6 @@ def cmd_schedules(a: argparse.Namespace) -> dict:
         "verdict": verdict.replace("**", ""),
         "schedules": table.to_dict(orient="records"),
     }
-
-
-@command("noise-scale")
-def cmd_noise_scale(a: argparse.Namespace) -> dict:
-    from lrbs.experiments import noise_scale as ns
-
-    setup = setup_from(a)
-    cfg = ns.NoiseScaleConfig(
-        a.batch_small,
-        a.batch_big,
-        a.every,
-        a.beta,
-        a.batch_size,
-        a.lr,
-        a.optimizer,
-        a.momentum,
-        a.steps,
-        a.seed,
-    )
-    data = load_tensors(setup)
-    bar = ProgressBar()
-    model = setup.fresh_model(data)
-    result = ns.measure(model, data, cfg, on_row=lambda r: bar(r["step"] / cfg.steps, "noise"))
-    bar(1.0, "done")
-    write_csv(result.rows, a.out, a)
-    out = {
-        "dataset": a.dataset,
-        "model": a.model,
-        **result.headline(),
-        "smith_le_g": ns.smith_le_noise(
-            a.lr, data.n_train, a.batch_size, cfg.momentum if a.optimizer == "momentum" else 0.0
-        ),
-    }
-    if a.check:
-        mid = float(result.rows.loss.iloc[len(result.rows) // 2])
-        ccfg = ns.CheckConfig(
-            tuple(a.check),
-            a.target_loss or mid,
-            3000,
-            a.batch_size,
-            a.lr,
-            result.b_simple,
-            a.optimizer,
-            a.momentum,
-            a.seed,
-        )
-        table = ns.steps_to_target(lambda: setup.fresh_model(data), data, ccfg)
-        fit = ns.fit_tradeoff(table.batch, table.steps)
-        out["check"] = {
-            "target_loss": ccfg.target_loss,
-            "s_min": fit.s_min,
-            "e_min": fit.e_min,
-            "b_crit": fit.b_crit,
-            "runs": table.to_dict(orient="records"),
-        }
-    if not a.json:
-        print(
-            f"B_simple = {result.b_simple:,.0f} (last quarter {result.spread[0]:,.0f} to "
-            f"{result.spread[1]:,.0f}); measuring cost {result.overhead:.1%} of training time"
-        )
-        if "check" in out:
-            print(f"fitted B_crit = {out['check']['b_crit']:,.0f}")
-    return out
-
-
-@command("autotune")
-def cmd_autotune(a: argparse.Namespace) -> dict:
-    from lrbs.experiments import autotune as at
-
-    if a.action == "worker":
-        return autotune_worker(a)
-    setup = setup_from(a)
-    space = at.SearchSpace(a.lr_min, a.lr_max, tuple(a.batches), tuple(a.optimizers),
-                           tuple(a.warmups), a.momentum)  # fmt: skip
-    seconds = a.seconds_per_trial
-    if seconds is None and a.epochs_per_trial is None:
-        seconds = 10.0
-    cfg = at.TuneConfig(space, seconds, a.epochs_per_trial, a.pruner, a.seed, a.objective)
-    positive_int("workers", a.workers)
-    out: dict = {"dataset": a.dataset, "model": a.model}
-    if a.seed_space:
-        data = load_tensors(setup)
-        cap = int(a.cap_mib * 2**20) if a.cap_mib else None
-        seeded, found = at.seed_space(setup, data, space, cap)
-        cfg = replace(cfg, space=seeded)
-        out["seeded_from"] = found
-        if not a.json:
-            batches = ", ".join(map(str, seeded.batches))
-            print(f"search space from a range test: lr {seeded.lr_min:.3g} to "
-                  f"{seeded.lr_max:.3g}, batches {batches}")  # fmt: skip
-    else:
-        cfg = replace(cfg, space=space.fit_to(load(setup.data).n_train))
-    name = a.study or f"{a.dataset}-{a.model}-{time.strftime('%Y%m%d-%H%M%S')}"
-    storage_url = a.storage or at.default_storage()
-    storage = at.open_storage(storage_url)
-    at.create_study(storage, name, setup, cfg)
-    bar = ProgressBar()
-    workers = at.launch_workers(storage_url, name, a.trials, a.workers, at.log_dir_for(storage_url))
-    study = at.load_study(storage, name)[0]
-    try:
-        while not workers.wait(1.0):
-            n = sum(t.state.name != "RUNNING" for t in study.get_trials(deepcopy=False))
-            bar(n / a.trials, f"{n} of {a.trials} trials")
-    except KeyboardInterrupt:
-        workers.stop()
-        workers.wait(60)
-        raise
-    failed = workers.failures()
-    require(not failed, "a worker failed: " + "; ".join(failed))
-    trials = at.trials_frame(study)
-    bar(1.0, "done")
-    write_csv(trials, a.out, a)
-    best = at.best(trials)
-    counts = trials.state.value_counts().to_dict()
-    out |= {"study": name, "storage": at.safe_url(storage_url), "trials": counts,
-            "best": best.as_dict() if best else None}  # fmt: skip
-    if best is not None:
-        out |= {"lr": best.lr, "batch_size": best.batch_size, "val_loss": best.value}
-    if not a.json:
-        print(trials.to_string(index=False))
-        print(f"study {name!r}: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
-        if best:
-            print(f"best: trial {best.trial}, lr {best.lr:.4g}, batch {best.batch_size}, "
-                  f"{best.optimizer}, val loss {best.value:.4f}")  # fmt: skip
-    return out
-
-
-def autotune_worker(a: argparse.Namespace) -> dict:
-    import signal
-    import threading
-
-    from lrbs.experiments import autotune as at
-
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    n = at.run_worker(
-        a.storage, a.study, a.trials, worker=a.worker, stop=stop, threads=a.threads or None
-    )
-    if not a.json:
-        print(f"worker {a.worker}: ran {n} trial(s) of study {a.study!r}")
-    return {"study": a.study, "worker": a.worker, "trials": n, "stopped": stop.is_set()}
 
 
 def budget_from(a: argparse.Namespace, default: Budget) -> Budget:
