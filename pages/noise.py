@@ -153,8 +153,13 @@ def check_section(result: ns.Result) -> None:
         "B_noise would weigh in)."
     )
     st.altair_chart(charts.tradeoff_chart(table, checked.fitted_frame(fit)), width="stretch")
-    csv_download(st, "Download the check and the fit (CSV)", checked.tables()["check"],
-                 "noise_scale_check.csv", "nc_csv")  # fmt: skip
+    csv_download(
+        st,
+        "Download the check and the fit (CSV)",
+        checked.tables()["check"],
+        "noise_scale_check.csv",
+        "nc_csv",
+    )
     st.dataframe(table, hide_index=True, width="stretch")
 
 

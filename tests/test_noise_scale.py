@@ -71,8 +71,15 @@ def test_meter_recovers_b_simple_at_fixed_weights():
     expected = exact_b_simple(setup.fresh_model(data), data)
     # a negligible learning rate keeps the weights fixed, so every measurement samples the
     # same gradient distribution; 300 measurements averaged
-    cfg = ns.Config(batch_small=4, batch_big=64, every=1, beta=0.995, batch_size=16,
-                    optim=OptimSpec("sgd", 1e-12), steps=300)  # fmt: skip
+    cfg = ns.Config(
+        batch_small=4,
+        batch_big=64,
+        every=1,
+        beta=0.995,
+        batch_size=16,
+        optim=OptimSpec("sgd", 1e-12),
+        steps=300,
+    )
     result = ns.run(setup, cfg)
     rows = result.measurements()
     assert len(rows) == 300 and result.status == "finished"
@@ -92,8 +99,19 @@ def test_measurement_interval_headline_and_summary_keys():
     assert h["b_simple_q25"] <= h["b_simple"] * 10 and h["b_simple_q25"] <= h["b_simple_q75"]
     assert h["n_train"] == 1438 and h["status"] == "finished"
     summary = r.summary()
-    legacy = {"dataset", "model", "b_simple", "b_simple_q25", "b_simple_q75", "overhead",
-              "measurements", "steps", "final_loss", "status", "smith_le_g"}  # fmt: skip
+    legacy = {
+        "dataset",
+        "model",
+        "b_simple",
+        "b_simple_q25",
+        "b_simple_q75",
+        "overhead",
+        "measurements",
+        "steps",
+        "final_loss",
+        "status",
+        "smith_le_g",
+    }
     assert legacy <= set(summary) and "check" not in summary
     assert summary["dataset"] == "digits" and summary["model"] == "mlp"
     assert summary["smith_le_g"] == pytest.approx(0.1 * 1438 / 16)  # plain SGD: m = 0
@@ -139,8 +157,16 @@ def test_a_diverged_run_is_diverged_not_finished_with_nan(tmp_path):
 
 
 def test_the_check_through_the_series_and_its_fit():
-    cfg = ns.Config(batch_small=8, batch_big=64, every=10, batch_size=16, steps=100,
-                    check=(16, 64), target_loss=1.0, check_steps=500)  # fmt: skip
+    cfg = ns.Config(
+        batch_small=8,
+        batch_big=64,
+        every=10,
+        batch_size=16,
+        steps=100,
+        check=(16, 64),
+        target_loss=1.0,
+        check_steps=500,
+    )
     sink = Order()
     r = ns.run(DIGITS, cfg, sink)
     table = r.check_table()

@@ -41,8 +41,18 @@ from lrbs.runs.sink import Sink
 
 KIND = "noise-scale"
 MEASURE = "noise"  # the measuring run's name in the series
-ROW_COLUMNS = ["step", "epoch", "loss", "g2", "trace", "g2_avg", "trace_avg", "b_simple",
-               "b_simple_raw", "measure_seconds"]  # fmt: skip
+ROW_COLUMNS = [
+    "step",
+    "epoch",
+    "loss",
+    "g2",
+    "trace",
+    "g2_avg",
+    "trace_avg",
+    "b_simple",
+    "b_simple_raw",
+    "measure_seconds",
+]
 CHECK_COLUMNS = ["batch", "lr", "status", "steps", "examples"]
 
 
@@ -223,8 +233,12 @@ def run(setup, config: Config, sink: Sink | None = None, stop: threading.Event |
                 log_every=min(config.every, 10),
                 min_eval_seconds=0.5,
             )
-            columns = {"phase": "measure", "n_train": data.n_train, "dataset": setup.data.name,
-                       "model": setup.model.name}  # fmt: skip
+            columns = {
+                "phase": "measure",
+                "n_train": data.n_train,
+                "dataset": setup.data.name,
+                "model": setup.model.name,
+            }
             return Planned(meter.model, tc, {"stop_rule": meter.observe}, columns)
         b = int(name.removeprefix("B="))
         lr = float(anchored_lr(b, state["b_noise"], config.optim.lr, config.batch_size))
@@ -370,8 +384,10 @@ class Result(experiment.Result):
         run = self.measuring_run
         if status == "diverged":
             why = run.get("message") or "the loss blew up"
-            text = (f"The measuring run diverged ({why}): no noise scale at this learning "
-                    f"rate ({self.config.optim.lr:g}); lower it and measure again.")  # fmt: skip
+            text = (
+                f"The measuring run diverged ({why}): no noise scale at this learning "
+                f"rate ({self.config.optim.lr:g}); lower it and measure again."
+            )
             return text + (" The check was not run." if self.config.check else "")
         if status == "finished" and not math.isfinite(self.b_simple):
             return (
@@ -403,9 +419,15 @@ class Result(experiment.Result):
         for r in self._runs("check"):
             ok = r.get("status") == "reached"
             b = int(r["batch"])
-            out.append({"batch": b, "lr": r.get("lr"), "status": r.get("status"),
-                        "steps": r["steps"] if ok else math.nan,
-                        "examples": r["steps"] * b if ok else math.nan})  # fmt: skip
+            out.append(
+                {
+                    "batch": b,
+                    "lr": r.get("lr"),
+                    "status": r.get("status"),
+                    "steps": r["steps"] if ok else math.nan,
+                    "examples": r["steps"] * b if ok else math.nan,
+                }
+            )
         return pd.DataFrame(out, columns=CHECK_COLUMNS)
 
     def target_loss(self) -> float | None:
@@ -438,8 +460,12 @@ class Result(experiment.Result):
         table = self.check_table()
         out: dict = {"target_loss": self.target_loss(), "runs": table.to_dict(orient="records")}
         if table.empty:
-            return out | {"s_min": None, "e_min": None, "b_crit": None,
-                          "fit_error": "the check was not run"}  # fmt: skip
+            return out | {
+                "s_min": None,
+                "e_min": None,
+                "b_crit": None,
+                "fit_error": "the check was not run",
+            }
         try:
             fit = self.fit()
         except LrbsError as exc:
@@ -465,8 +491,13 @@ class Result(experiment.Result):
 
     def summary(self) -> dict:
         run = self.measuring_run
-        out = {"dataset": run.get("dataset"), "model": run.get("model"), **self.headline(),
-               "smith_le_g": self.smith_le_g(), "message": self.message}  # fmt: skip
+        out = {
+            "dataset": run.get("dataset"),
+            "model": run.get("model"),
+            **self.headline(),
+            "smith_le_g": self.smith_le_g(),
+            "message": self.message,
+        }
         check_ = self.check_summary()
         if check_ is not None:
             out["check"] = check_
