@@ -303,6 +303,15 @@ def seed_space(
     }
 
 
+def seeding_note(found: dict) -> str:
+    """What `seed_space` found, in words."""
+    limit = "memory" if found["memory_limited"] else "the training set"
+    return (
+        f"From a quick range test (steepest descent {found['centre']:.3g}) and the memory probe "
+        f"(largest batch {found['largest_batch']:,}, limited by {limit})."
+    )
+
+
 def make_sampler(seed: int, n_trials: int):
     import optuna
 
@@ -826,6 +835,33 @@ def run(setup: Setup, config: Config, sink: Sink | None = None, stop=None) -> Re
     return Result(config, rows.rows)
 
 
+def study_result(storage_url: str | None, name: str) -> Result:
+    """A study as it stands in its storage (one fed by other machines, say), as the Result of
+    a run would hold it: every trial (running ones too), what they reported, importances."""
+    url = storage_url or default_storage()
+    study, setup, cfg = load_study(open_storage(url), name)
+    space = cfg.space
+    info = {
+        "study": name,
+        "storage": safe_url(url),
+        "dataset": setup.data.name,
+        "model": setup.model.name,
+        "lr_min": space.lr_min,
+        "lr_max": space.lr_max,
+        "batches": list(space.batches),
+    }
+    trials = study.get_trials(deepcopy=False)
+    rows = {
+        "study": [info],
+        "trials": [trial_row(t, space) for t in trials],
+        "curves": [r for t in trials for r in curve_rows(t)],
+    }
+    found = importances(study)
+    if found:
+        rows["importances"] = [dict(found)]
+    return Result(cfg, rows)
+
+
 @dataclass(frozen=True)
 class Result(experiment.Result):
     """From the streamed rows: "study" (its name, storage, space), "workers" (one per worker
@@ -849,8 +885,25 @@ class Result(experiment.Result):
     def near_best(self, tolerance: float = 0.01) -> pd.DataFrame:
         return near_best(self.trials(), tolerance)
 
+    def band_text(self, tolerance: float = 0.01) -> str:
+        """The trials within `tolerance` of the best, in words ('' for fewer than two)."""
+        near = self.near_best(tolerance)
+        if len(near) < 2:
+            return ""
+        return (
+            f"{len(near)} trials within {tolerance:.0%} of the best: lr {near.lr.min():.3g} to "
+            f"{near.lr.max():.3g}, batch {near.batch_size.min():,} to "
+            f"{near.batch_size.max():,}, lr/B {near.lr_over_batch.min():.2g} to "
+            f"{near.lr_over_batch.max():.2g}. A band rather than a point: the rate and the "
+            "batch trade off through the noise scale lr/B."
+        )
+
     def counts(self) -> dict[str, int]:
         return {str(k): int(v) for k, v in self.trials().state.value_counts().items()}
+
+    def planned_trials(self) -> int:
+        """The trials this run's workers were given (0 before they start, or when watched)."""
+        return sum(int(w["trials"]) for w in self.rows.get("workers", []))
 
     def importances(self) -> dict[str, float] | None:
         found = self.rows.get("importances", [])
