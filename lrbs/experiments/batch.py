@@ -17,6 +17,7 @@ from lrbs.core.data import TensorData
 from lrbs.core.device import is_out_of_memory, release_memory
 from lrbs.core.errors import ConfigError, positive_int, positive_number, require
 from lrbs.core.loop import Budget, Event, OptimSpec, RunResult, TrainConfig, train
+from lrbs.experiments.noise_scale import sgd_noise_scale
 
 RULES = {
     "fixed": "same learning rate for every batch size",
@@ -39,7 +40,7 @@ def scaled_lr(base_lr: float, base_batch: int, batch: int, rule: str) -> float:
 
 def noise_scale(lr: float, n: int, batch: int, momentum: float = 0.0) -> float:
     """Smith & Le's SGD noise scale g = lr/(1 - m) * N/B (the B << N form)."""
-    return lr / (1 - momentum) * n / batch
+    return sgd_noise_scale(lr, n, batch, momentum)
 
 
 def warmup(target_lr: float, start_lr: float, epochs: float, steps_per_epoch: int):

@@ -22,6 +22,7 @@ from torch import nn
 from lrbs.core.data import TensorData
 from lrbs.core.errors import ConfigError, positive_int, require
 from lrbs.core.loop import Budget, Event, OptimSpec, Progress, RunResult, TrainConfig
+from lrbs.experiments.noise_scale import sgd_noise_scale
 from lrbs.experiments.sweeps import run_named
 
 REGIMES = {
@@ -222,7 +223,7 @@ def per_epoch(events: pd.DataFrame, n_train: int, momentum: float = 0.0) -> pd.D
         )
         .reset_index()
     )
-    used["noise_scale"] = used.lr / (1 - momentum) * n_train / used.batch_size
+    used["noise_scale"] = sgd_noise_scale(used.lr, n_train, used.batch_size, momentum)
     evals = events[(events.kind == "eval") & (events.epoch > 0)].copy()
     evals["epoch_index"] = evals.epoch.round().astype(int) - 1
     out = used.merge(
