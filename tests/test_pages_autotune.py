@@ -56,3 +56,24 @@ def test_autotune_page_bad_input_and_bad_storage(tmp_path):
     at.run()
     assert not at.exception
     assert any("unable to open database file" in e.value for e in at.error)
+
+
+def test_watching_a_study_fed_elsewhere(tmp_path):
+    from lrbs.core.data import DataSpec
+    from lrbs.core.setup import Setup
+    from lrbs.experiments import autotune as engine
+
+    url = str(tmp_path / "elsewhere.journal")
+    space = engine.SearchSpace(lr_min=1e-2, lr_max=1.0, batches=(32, 64))
+    cfg = engine.Config(space=space, seconds=None, epochs=1, pruner="none")
+    engine.create_study(engine.open_storage(url), "fed", Setup(DataSpec("digits")), cfg)
+    assert engine.run_worker(url, "fed", 2) == 2  # as another machine's worker would
+    at = open_page("pages/autotune.py")
+    at.text_input(key="at_storage").set_value(url).run()
+    at.selectbox(key="at_pick").set_value("fed").run()
+    at.button(key="at_watch_btn").click().run()
+    assert not at.exception, at.exception
+    assert any(h.value == "Best configuration" for h in at.subheader)
+    assert sorted(at.dataframe[-1].value.trial) == [0, 1]
+    assert len(charts(at)) >= 3
+    assert any("Study **fed**" in c.value for c in at.caption)
