@@ -12,7 +12,7 @@ from lrbs.core.data import DataSpec
 from lrbs.core.errors import ConfigError
 from lrbs.core.setup import Setup, load_tensors
 from lrbs.experiments import autotune as at
-from lrbs.runs.experiment import execute
+from lrbs.runs.experiment import execute, rebuild
 from lrbs.runs.sink import Sink
 from lrbs.runs.store import RunStore, default_path, recorder
 
@@ -272,8 +272,17 @@ def test_a_stopped_study_keeps_its_ended_trials_in_the_history(tmp_path):
     trials = result.trials()
     assert 1 <= len(trials) < 20 and trials.trial.is_unique
     with RunStore(tmp_path / "h.db") as store:
-        assert store.run(rec.run_id)["status"] == "stopped"
+        info = store.run(rec.run_id)
+        assert info["status"] == "stopped"
         assert len(store.points(rec.run_id, "trials")) == len(trials)
+        pts = store.points(rec.run_id)
+    rows = {
+        ch: part.drop(columns="channel").dropna(axis=1, how="all").to_dict("records")
+        for ch, part in pts.groupby("channel", sort=False)
+    }
+    loaded = rebuild(at, info, rows)  # the history's record rebuilds the same result
+    assert loaded.config == cfg and loaded.summary() == result.summary()
+    assert loaded.trials().trial.tolist() == trials.trial.tolist()
     study = at.load_study(at.open_storage(cfg.storage), "stop")[0]
     assert len(at.trials_frame(study)) == len(trials)  # no trial left running or unrecorded
 
