@@ -33,7 +33,7 @@ from lrbs.core.config import check, option
 from lrbs.core.data import TensorData
 from lrbs.core.errors import ConfigError, LrbsError, require
 from lrbs.core.loop import Budget, Event, OptimSpec, RunResult, TrainConfig
-from lrbs.core.setup import load_tensors
+from lrbs.core.setup import Setup, load_tensors
 from lrbs.runs import experiment
 from lrbs.runs.experiment import collect
 from lrbs.runs.series import Planned, run_series
@@ -212,7 +212,9 @@ class _Halt(threading.Event):
         return super().is_set() or (self.user is not None and self.user.is_set())
 
 
-def run(setup, config: Config, sink: Sink | None = None, stop: threading.Event | None = None):
+def run(
+    setup: Setup, config: Config, sink: Sink | None = None, stop: threading.Event | None = None
+) -> Result:
     """Train for `config.steps`, measuring B_simple every `config.every` steps; then, if asked,
     train each check batch size to the target loss at the rate eps_opt(B) predicts for it.
     One series: the measuring run first, then the check's runs."""
