@@ -2,6 +2,7 @@
 
 import json
 import math
+import threading
 import time
 
 import pytest
@@ -11,13 +12,17 @@ from lrbs.core.data import DataSpec
 from lrbs.core.errors import ConfigError
 from lrbs.core.setup import Setup, load_tensors
 from lrbs.experiments import autotune as at
+from lrbs.runs.experiment import execute, rebuild
+from lrbs.runs.sink import Sink
+from lrbs.runs.store import RunStore, default_path, recorder
 
 DIGITS = Setup(DataSpec("digits"))
 
 
 def make_study(tmp_path, name="s", url=None, **kw):
     url = url or str(tmp_path / "study.journal")
-    cfg = at.TuneConfig(at.SearchSpace(1e-3, 1.0, (32, 64, 128)), seconds=None, **kw)
+    space = at.SearchSpace(lr_min=1e-3, lr_max=1.0, batches=(32, 64, 128))
+    cfg = at.Config(space=space, seconds=None, **kw)
     at.create_study(at.open_storage(url), name, DIGITS, cfg)
     return url, cfg
 
@@ -106,7 +111,7 @@ def test_a_name_taken_by_other_settings_is_refused(tmp_path):
     url, cfg = make_study(tmp_path, epochs=2)
     at.create_study(at.open_storage(url), "s", DIGITS, cfg)  # the same settings: fine
     with pytest.raises(ConfigError, match="already exists with other settings"):
-        at.create_study(at.open_storage(url), "s", DIGITS, at.TuneConfig(epochs=3, seconds=None))
+        at.create_study(at.open_storage(url), "s", DIGITS, at.Config(epochs=3, seconds=None))
     with pytest.raises(ConfigError, match="no study named"):
         at.load_study(at.open_storage(url), "other")
 
@@ -128,24 +133,60 @@ def test_bad_search_spaces(kw, message):
 def test_split_trials_and_cli_run_json(tmp_path, capsys):
     assert at.split_trials(7, 2) == [4, 3] and at.split_trials(2, 5) == [1, 1]
     out = tmp_path / "trials.csv"
-    code = main(["autotune", "run", "--dataset", "digits", "--trials", "3", "--workers", "1",
-                 "--seconds-per-trial", "1", "--storage", str(tmp_path / "j.journal"),
-                 "--study", "cli", "--json", "--out", str(out)])  # fmt: skip
+    code = main(
+        [
+            "autotune",
+            "run",
+            "--dataset",
+            "digits",
+            "--trials",
+            "3",
+            "--workers",
+            "1",
+            "--seconds-per-trial",
+            "1",
+            "--storage",
+            str(tmp_path / "j.journal"),
+            "--study",
+            "cli",
+            "--json",
+            "--out",
+            str(out),
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0, captured.err
     figures = json.loads(captured.out.strip().splitlines()[-1])
     assert figures["study"] == "cli" and sum(figures["trials"].values()) == 3
     assert figures["lr"] == figures["best"]["lr"]
     assert figures["batch_size"] in (16, 32, 64, 128, 256, 512)
+    assert {
+        "dataset",
+        "model",
+        "study",
+        "storage",
+        "trials",
+        "best",
+        "lr",
+        "batch_size",
+        "val_loss",
+        "status",
+        "run_id",
+    } <= set(figures)
+    assert figures["status"] == "finished" and figures["workers"] == 1
     assert out.read_text().count("\n") == 4  # header + 3 trials
+    with RunStore(default_path()) as store:  # recorded as every experiment is, trial by trial
+        info = store.run(figures["run_id"])
+        assert info["kind"] == "autotune" and info["status"] == "finished"
+        assert len(store.points(figures["run_id"], "trials")) == 3
 
 
 def test_objective_best_is_the_lowest_loss_reached_and_final_the_last(tmp_path):
     values = {}
     for objective in ("best", "final"):
         url = str(tmp_path / f"{objective}.journal")
-        cfg = at.TuneConfig(at.SearchSpace(1e-3, 3.0, (16,)), seconds=None, epochs=8,
-                            pruner="none", objective=objective)  # fmt: skip
+        space = at.SearchSpace(lr_min=1e-3, lr_max=3.0, batches=(16,))
+        cfg = at.Config(space=space, seconds=None, epochs=8, pruner="none", objective=objective)
         study = at.create_study(at.open_storage(url), "s", DIGITS, cfg)
         study.enqueue_trial({"lr": 2.0, "batch_size": 16})  # noisy: its loss goes up and down
         at.run_worker(url, "s", 1)
@@ -160,9 +201,189 @@ def test_objective_best_is_the_lowest_loss_reached_and_final_the_last(tmp_path):
 def test_near_best_is_the_band_within_tolerance():
     import pandas as pd
 
-    trials = pd.DataFrame({"trial": [0, 1, 2, 3], "state": ["complete"] * 3 + ["pruned"],
-                           "value": [1.0, 1.005, 1.2, 0.5], "lr": [0.1, 0.2, 0.3, 0.4],
-                           "batch_size": [16, 32, 64, 128], "optimizer": "sgd",
-                           "warmup_epochs": 0.0})  # fmt: skip
+    trials = pd.DataFrame(
+        {
+            "trial": [0, 1, 2, 3],
+            "state": ["complete"] * 3 + ["pruned"],
+            "value": [1.0, 1.005, 1.2, 0.5],
+            "lr": [0.1, 0.2, 0.3, 0.4],
+            "batch_size": [16, 32, 64, 128],
+            "optimizer": "sgd",
+            "warmup_epochs": 0.0,
+        }
+    )
     assert list(at.near_best(trials).trial) == [0, 1]  # the pruned trial's 0.5 is no result
     assert at.best(trials).trial == 0
+
+
+def test_configs_are_keyword_only_and_the_default_budget_is_explicit():
+    with pytest.raises(TypeError):
+        at.SearchSpace(1e-3, 1.0)  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        at.Config(at.SearchSpace())  # type: ignore[misc]
+    assert at.Config().seconds == 10.0 and at.Config().epochs is None
+    assert at.Config(epochs=2).seconds is None  # epochs alone: no time limit added
+    with pytest.raises(ConfigError, match="workers must be at least 1"):
+        at.Config(workers=0)
+    with pytest.raises(ConfigError, match="pruner: unknown value"):
+        at.Config(pruner="fast")
+
+
+def test_study_settings_round_trip_and_keep_their_old_keys():
+    cfg = at.Config(
+        space=at.SearchSpace(batches=(32, 64)),
+        epochs=2,
+        trials=7,
+        workers=3,
+        study="x",
+        storage="y",
+    )
+    stored = at.settings(DIGITS, cfg)
+    assert set(stored["tune"]) == {"space", "seconds", "epochs", "pruner", "seed", "objective"}
+    setup, back = at.from_settings(stored)
+    assert setup == DIGITS and back.study_settings() == cfg.study_settings()
+    assert back.trials == at.Config().trials  # how a machine runs it is not the study's
+
+
+def test_a_stopped_study_keeps_its_ended_trials_in_the_history(tmp_path):
+    """What Ctrl-C (the CLI) and Stop (the page) do: the study run ends after the current
+    trials, and the history holds every trial that ended, streamed as it ended."""
+    stop = threading.Event()
+
+    class StopAtFirstTrial(Sink):
+        def emit(self, channel: str, row: dict) -> None:
+            if channel == "trials":
+                stop.set()
+
+    space = at.SearchSpace(lr_min=1e-2, lr_max=1.0, batches=(32, 64))
+    cfg = at.Config(
+        space=space,
+        seconds=None,
+        epochs=1,
+        trials=20,
+        workers=1,
+        study="stop",
+        storage=str(tmp_path / "j.journal"),
+    )
+    rec = recorder(at.KIND, DIGITS, cfg, path=tmp_path / "h.db", name="stop")
+    rec.start()
+    result = execute(at, DIGITS, cfg, sink=StopAtFirstTrial(), stop=stop, recorder=rec)
+    assert result.status == "stopped"
+    trials = result.trials()
+    assert 1 <= len(trials) < 20 and trials.trial.is_unique
+    with RunStore(tmp_path / "h.db") as store:
+        info = store.run(rec.run_id)
+        assert info["status"] == "stopped"
+        assert len(store.points(rec.run_id, "trials")) == len(trials)
+        pts = store.points(rec.run_id)
+    rows = {
+        ch: part.drop(columns="channel").dropna(axis=1, how="all").to_dict("records")
+        for ch, part in pts.groupby("channel", sort=False)
+    }
+    loaded = rebuild(at, info, rows)  # the history's record rebuilds the same result
+    assert loaded.config == cfg and loaded.summary() == result.summary()
+    assert loaded.trials().trial.tolist() == trials.trial.tolist()
+    study = at.load_study(at.open_storage(cfg.storage), "stop")[0]
+    assert len(at.trials_frame(study)) == len(trials)  # no trial left running or unrecorded
+
+
+def test_the_readme_command_lines_parse_to_the_same_settings():
+    from lrbs.cli import flags
+    from lrbs.cli.main import build_parser
+
+    parser = build_parser()
+    a = parser.parse_args(
+        [
+            "autotune",
+            "run",
+            "--trials",
+            "20",
+            "--workers",
+            "2",
+            "--seconds-per-trial",
+            "5",
+            "--seed-space",
+            "--out",
+            "trials.csv",
+            "--json",
+        ]
+    )
+    cfg = flags.build(a, at.Config, ("config",))
+    assert (cfg.trials, cfg.workers, cfg.seconds, cfg.seed_space) == (20, 2, 5.0, True)
+    assert a.out == "trials.csv" and a.json and a.experiment is at
+    a = parser.parse_args(
+        [
+            "autotune",
+            "run",
+            "--study",
+            "resnet-lr-bs",
+            "--trials",
+            "10",
+            "--workers",
+            "2",
+            "--storage",
+            "postgresql://lrbs:secret@db/lrbs",
+            "--dataset",
+            "fashion-mnist",
+            "--seconds-per-trial",
+            "30",
+            "--epochs-per-trial",
+            "3",
+            "--lr-min",
+            "0.01",
+            "--lr-max",
+            "1",
+            "--batches",
+            "32",
+            "64",
+            "--optimizers",
+            "sgd",
+            "adam",
+            "--warmups",
+            "0",
+            "1",
+            "--momentum",
+            "0.8",
+            "--pruner",
+            "hyperband",
+            "--objective",
+            "final",
+            "--cap-mib",
+            "512",
+            "--seed",
+            "3",
+        ]
+    )
+    cfg = flags.build(a, at.Config, ("config",))
+    setup = flags.build(a, Setup, ("setup",))
+    assert cfg.study == "resnet-lr-bs" and cfg.storage.startswith("postgresql://")
+    assert (cfg.seconds, cfg.epochs, cfg.pruner, cfg.objective) == (30.0, 3.0, "hyperband", "final")
+    assert cfg.space == at.SearchSpace(
+        lr_min=0.01,
+        lr_max=1.0,
+        batches=(32, 64),
+        optimizers=("sgd", "adam"),
+        warmups=(0.0, 1.0),
+        momentum=0.8,
+    )
+    assert cfg.cap_mib == 512 and cfg.seed == 3 == setup.seed
+    assert setup.data.name == "fashion-mnist"
+    a = parser.parse_args(
+        [
+            "autotune",
+            "worker",
+            "--study",
+            "resnet-lr-bs",
+            "--trials",
+            "20",
+            "--storage",
+            "postgresql://lrbs:secret@db/lrbs",
+            "--worker",
+            "1",
+            "--threads",
+            "1",
+            "--json",
+        ]
+    )
+    assert (a.study, a.trials, a.worker, a.threads, a.json) == ("resnet-lr-bs", 20, 1, 1, True)
+    assert a.handler is at.worker_command

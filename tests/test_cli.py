@@ -343,6 +343,16 @@ def test_noise_scale_json(capsys):
     figures = json.loads(out.strip().splitlines()[-1])
     assert figures["b_simple"] > 0 and 0 < figures["overhead"] < 1
     assert figures["b_simple_q25"] <= figures["b_simple_q75"]
+    keys = "dataset model b_simple b_simple_q25 b_simple_q75 overhead measurements steps"
+    keys += " final_loss status smith_le_g n_train run_id"
+    assert set(keys.split()) <= set(figures)
+    assert figures["status"] == "finished" and figures["n_train"] == 1438
+    args = "--dataset digits --steps 100 --batch-big 256 --check 16 64 --target-loss 1"
+    code, out, err = run_cli(capsys, "noise-scale", *args.split(), "--check-steps", "400", "--json")
+    assert code == 0, err
+    check = json.loads(out.strip().splitlines()[-1])["check"]
+    assert {"target_loss", "s_min", "e_min", "b_crit", "runs"} <= set(check)
+    assert check["target_loss"] == 1.0 and [r["batch"] for r in check["runs"]] == [16, 64]
     code, out, err = run_cli(capsys, "noise-scale", "--batch-small", "64", "--batch-big", "32")
     assert code == 2 and "must be smaller than the big batch" in err
     code, out, err = run_cli(capsys, "noise-scale", "--dataset", "digits", "--batch-big", "5000")

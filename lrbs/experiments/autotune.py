@@ -8,47 +8,69 @@ a worker needs only the study's name and storage. Every trial trains with THE tr
 from the same initial weights; its validation loss is reported to the pruner at each epoch's
 end, at the step "percent of the trial's budget spent": under a time budget trials are compared
 at equal time, not at equal epochs (a large batch runs many more epochs per second).
+
+`run` (the `autotune run` command, the page's Start) creates the study, starts worker
+processes on this machine (each a plain `python -m lrbs autotune worker`) and watches them,
+streaming each finished trial as a row, so the run history keeps the finished trials even when
+the study is stopped or interrupted.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 import math
 import os
+import signal
 import subprocess
 import sys
 import threading
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
+from functools import cached_property
 from pathlib import Path
 
 import pandas as pd
 
+from lrbs.core.config import check, from_dict, option
+from lrbs.core.data import load
 from lrbs.core.errors import ConfigError, positive_int, positive_number, require
 from lrbs.core.loop import OPTIMIZERS, Budget, OptimSpec, TrainConfig, train
-from lrbs.core.setup import Setup
+from lrbs.core.setup import Setup, load_tensors
+from lrbs.runs import experiment
+from lrbs.runs.experiment import collect
+from lrbs.runs.sink import Sink
 
 log = logging.getLogger(__name__)
 
+KIND = "autotune"
 ATTR = "lrbs"  # the study's user attribute holding the settings
 PRUNERS = ("median", "hyperband", "none")
 # What a trial is worth. "best" is the validation loss of the checkpoint one would keep (early
 # stopping): on a fixed budget a fast learner may reach a low loss and then overfit, and
 # "final" would rank it below a slow learner that never got as far.
 OBJECTIVES = ("best", "final")
+DEFAULT_SECONDS = 10.0  # a trial's budget when neither seconds nor epochs are given
+POLL_SECONDS = 1.0  # how often a running study is read for finished trials
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SearchSpace:
-    lr_min: float = 1e-3
-    lr_max: float = 3.0
-    batches: tuple[int, ...] = (16, 32, 64, 128, 256, 512)
-    optimizers: tuple[str, ...] = ("sgd",)
-    warmups: tuple[float, ...] = (0.0,)  # warm-up epochs to choose from
-    momentum: float = 0.9
+    lr_min: float = option(1e-3, label="the lowest learning rate", help="lowest learning rate")
+    lr_max: float = option(3.0, label="the highest learning rate", help="highest learning rate")
+    batches: tuple[int, ...] = option(
+        (16, 32, 64, 128, 256, 512), label="batch size", help="batch sizes to try"
+    )
+    optimizers: tuple[str, ...] = option(
+        ("sgd",), help="optimizers to try: " + ", ".join(OPTIMIZERS)
+    )
+    warmups: tuple[float, ...] = option((0.0,), help="warm-up epochs to try")
+    momentum: float = option(0.9, help="momentum, for the momentum optimizer")
 
     def __post_init__(self) -> None:
+        check(self)
         positive_number("the lowest learning rate", self.lr_min)
         positive_number("the highest learning rate", self.lr_max)
         require(
@@ -80,8 +102,8 @@ class SearchSpace:
         fits (or the training set)."""
         positive_number("the suggested learning rate", lr)
         positive_int("the largest batch", largest_batch)
-        half = 10 ** (decades / 2)
-        return cls(lr / half, lr * half, powers_of_two(smallest_batch, largest_batch), **kw)
+        lo, hi = lr_range_around(lr, decades)
+        return cls(lr_min=lo, lr_max=hi, batches=powers_of_two(smallest_batch, largest_batch), **kw)
 
     def fit_to(self, n_train: int) -> SearchSpace:
         """Batch sizes above the training set dropped (an error if none is left)."""
@@ -90,6 +112,17 @@ class SearchSpace:
             bool(kept), f"every batch size is larger than the training set ({n_train:,} samples)"
         )
         return replace(self, batches=kept)
+
+
+def lr_range_around(centre: float, decades: float = 1.0) -> tuple[float, float]:
+    """`decades` of learning rate centred (geometrically) on `centre`."""
+    half = 10 ** (decades / 2)
+    return centre / half, centre * half
+
+
+def steepest(found: dict) -> float | None:
+    """The range test's rate to centre a search on: its steepest descent, else its valley."""
+    return found.get("steep") or found.get("valley")
 
 
 def powers_of_two(lo: int, hi: int) -> tuple[int, ...]:
@@ -102,29 +135,51 @@ def powers_of_two(lo: int, hi: int) -> tuple[int, ...]:
     return tuple(out) or (hi,)
 
 
-@dataclass(frozen=True)
-class TuneConfig:
-    space: SearchSpace = SearchSpace()
-    seconds: float | None = 10.0  # per trial; the first limit reached ends the trial
-    epochs: float | None = None
-    pruner: str = "median"
-    seed: int = 0
-    objective: str = "best"  # "best": the lowest validation loss reached; "final": at the end
+STUDY_FIELDS = ("space", "seconds", "epochs", "pruner", "seed", "objective")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    """A study's settings (search space, budget per trial, pruner, objective, seed: what the
+    study stores and every worker reads back) and how this machine runs it (trials, workers,
+    study name, storage, seeding the space)."""
+
+    space: SearchSpace = option(factory=SearchSpace)
+    seconds: float | None = option(
+        None,
+        flag="--seconds-per-trial",
+        label="seconds per trial",
+        help=f"each trial's budget in seconds ({DEFAULT_SECONDS:g} when no epochs are given)",
+    )
+    epochs: float | None = option(
+        None, flag="--epochs-per-trial", label="epochs per trial", help="instead, or as well"
+    )
+    pruner: str = option("median", choices=PRUNERS, help="stops trials that lag the others")
+    objective: str = option(
+        "best",
+        choices=OBJECTIVES,
+        help="best: the lowest validation loss a trial reached; final: its last one",
+    )
+    seed: int = option(0, help="seed of the sampler")
+    trials: int = option(20, low=1, help="trials to run")
+    workers: int = option(2, low=1, help="worker processes on this machine")
+    study: str = option("", help="study name (default: dataset-model-time)")
+    storage: str | None = option(None, help="Optuna URL or journal file")
+    seed_space: bool = option(
+        False,
+        help="lr: a decade around a quick range test's steepest descent; batches: powers of "
+        "two up to the largest that fits (--cap-mib on the CPU) or the training set",
+    )
+    cap_mib: float | None = option(None, low=0, help="memory cap for the probe (CPU)")
 
     def __post_init__(self) -> None:
-        require(
-            self.objective in OBJECTIVES,
-            f"objective must be one of {', '.join(OBJECTIVES)}, got {self.objective!r}",
-        )
-        require(
-            self.seconds is not None or self.epochs is not None,
-            "a trial needs a budget: seconds or epochs",
-        )
+        check(self)
+        if self.seconds is None and self.epochs is None:  # the default budget, made explicit
+            object.__setattr__(self, "seconds", DEFAULT_SECONDS)
         if self.seconds is not None:
             positive_number("seconds per trial", self.seconds)
         if self.epochs is not None:
             positive_number("epochs per trial", self.epochs)
-        require(self.pruner in PRUNERS, f"pruner must be one of {', '.join(PRUNERS)}")
 
     def budget(self) -> Budget:
         return Budget(epochs=self.epochs, seconds=self.seconds)
@@ -133,6 +188,14 @@ class TuneConfig:
         """Where a validation loss goes on the pruner's axis: the percent of the trial's budget
         spent (see the module's docstring)."""
         return min(100, int(100 * self.budget().fraction(progress)))
+
+    def study_settings(self) -> dict:
+        """What defines the study (and what it stores): not how many trials or workers run."""
+        return {name: getattr(self, name) for name in STUDY_FIELDS}
+
+    def check_data(self, n_train: int) -> None:
+        """Some batch size fits the training set."""
+        self.space.fit_to(n_train)
 
 
 # ------------------------------------------------------------------ storage and studies
@@ -211,20 +274,42 @@ def seed_space(
     from lrbs.experiments.lr_finder import RangeTestConfig, range_test
 
     opt = space.optimizers[0]
-    rt = RangeTestConfig(lr_min=1e-6, batch_size=min(64, data.n_train), optimizer=opt,
-                         momentum=space.momentum, seed=setup.seed)  # fmt: skip
+    rt = RangeTestConfig(
+        lr_min=1e-6,
+        batch_size=min(64, data.n_train),
+        optimizer=opt,
+        momentum=space.momentum,
+        seed=setup.seed,
+    )
     found = {s.name: s.lr for s in range_test(setup.fresh_model(data), data, rt).suggestions}
-    centre = found.get("steep") or found.get("valley")
+    centre = steepest(found)
     require(centre is not None, "the range test found no steepest descent to centre on")
     states = 2 if opt in ("adam", "adamw") else 1
     probe = largest_batch(make_fits(setup.fresh_model(data), data, cap_bytes, states), data.n_train)
     top = probe.safe if probe.hit_limit else data.n_train
     seeded = SearchSpace.around(
-        centre, top, min(smallest, top), optimizers=space.optimizers, warmups=space.warmups,
+        centre,
+        top,
+        min(smallest, top),
+        optimizers=space.optimizers,
+        warmups=space.warmups,
         momentum=space.momentum,
-    )  # fmt: skip
-    return seeded, {"suggestions": found, "centre": centre, "largest_batch": probe.largest,
-                    "memory_limited": probe.hit_limit}  # fmt: skip
+    )
+    return seeded, {
+        "suggestions": found,
+        "centre": centre,
+        "largest_batch": probe.largest,
+        "memory_limited": probe.hit_limit,
+    }
+
+
+def seeding_note(found: dict) -> str:
+    """What `seed_space` found, in words."""
+    limit = "memory" if found["memory_limited"] else "the training set"
+    return (
+        f"From a quick range test (steepest descent {found['centre']:.3g}) and the memory probe "
+        f"(largest batch {found['largest_batch']:,}, limited by {limit})."
+    )
 
 
 def make_sampler(seed: int, n_trials: int):
@@ -233,7 +318,7 @@ def make_sampler(seed: int, n_trials: int):
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(10, max(4, n_trials // 3)))
 
 
-def make_pruner(cfg: TuneConfig):
+def make_pruner(cfg: Config):
     import optuna
 
     # steps are percents of a trial's budget
@@ -244,26 +329,20 @@ def make_pruner(cfg: TuneConfig):
     return optuna.pruners.NopPruner()
 
 
-def settings(setup: Setup, cfg: TuneConfig) -> dict:
+def settings(setup: Setup, cfg: Config) -> dict:
+    """The study's user attribute: its setup and its study settings (the same keys studies
+    made by earlier versions of lrbs hold, so they still load)."""
     from lrbs.runs.store import jsonable
 
-    return jsonable({"setup": setup, "tune": cfg})
+    return jsonable({"setup": setup, "tune": cfg.study_settings()})
 
 
-def from_settings(d: dict) -> tuple[Setup, TuneConfig]:
-    from lrbs.core.data import DataSpec
-    from lrbs.core.models import ModelSpec
-
-    s, t = d["setup"], d["tune"]
-    model = dict(s["model"], hidden=tuple(s["model"]["hidden"]))
-    setup = Setup(DataSpec(**s["data"]), ModelSpec(**model), s["seed"], s["device"])
-    sp = t["space"]
-    lists = {k: tuple(sp[k]) for k in ("batches", "optimizers", "warmups")}
-    space = SearchSpace(**{**sp, **lists})
-    return setup, TuneConfig(**{**t, "space": space})
+def from_settings(d: dict) -> tuple[Setup, Config]:
+    tune = {k: v for k, v in d["tune"].items() if k in STUDY_FIELDS}
+    return from_dict(Setup, d["setup"]), from_dict(Config, tune)
 
 
-def create_study(storage, name: str, setup: Setup, cfg: TuneConfig):
+def create_study(storage, name: str, setup: Setup, cfg: Config):
     """A new study, or the one of that name if its settings are the same (to add trials)."""
     import optuna
 
@@ -315,6 +394,10 @@ def study_names(storage) -> list[str]:
     return [s.study_name for s in optuna.get_all_study_summaries(storage)]
 
 
+def default_study_name(setup: Setup) -> str:
+    return f"{setup.data.name}-{setup.model.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
 # ------------------------------------------------------------------ trials
 
 
@@ -325,7 +408,7 @@ class TrialStopped(Exception):
 def objective(
     setup: Setup,
     data,
-    cfg: TuneConfig,
+    cfg: Config,
     stop: threading.Event | None = None,
     on_event: Callable | None = None,
 ):
@@ -500,9 +583,9 @@ def launch_workers(
     procs, logs = [], []
     for i, k in enumerate(per):
         path = log_dir / f"{_slug(name)}-worker{i}.log"
-        cmd = [sys.executable, "-m", "lrbs", "autotune", "worker", "--study", name,
-               "--storage", storage_url or default_storage(), "--trials", str(k),
-               "--worker", str(i), "--threads", threads]  # fmt: skip
+        cmd = [sys.executable, "-m", "lrbs", "autotune", "worker", "--study", name]
+        cmd += ["--storage", storage_url or default_storage(), "--trials", str(k)]
+        cmd += ["--worker", str(i), "--threads", threads]
         with open(path, "w") as fh:
             procs.append(
                 subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=_worker_env())
@@ -525,49 +608,71 @@ def _slug(name: str) -> str:
 # ------------------------------------------------------------------ reading a study
 
 
-TRIAL_COLUMNS = ["trial", "state", "status", "value", "lr", "batch_size", "lr_over_batch",
-                 "optimizer",
-                 "warmup_epochs", "epochs", "updates", "val_acc", "seconds", "note"]  # fmt: skip
+TRIAL_COLUMNS = [
+    "trial",
+    "state",
+    "status",
+    "value",
+    "lr",
+    "batch_size",
+    "lr_over_batch",
+    "optimizer",
+    "warmup_epochs",
+    "epochs",
+    "updates",
+    "val_acc",
+    "seconds",
+    "note",
+]
+CURVE_COLUMNS = ["trial", "state", "step", "val_loss"]
+
+
+def trial_row(t, space: SearchSpace) -> dict:
+    """One trial as a row of the trials table (any state)."""
+    p = t.params
+    last = max(t.intermediate_values) if t.intermediate_values else None
+    value = t.value
+    if value is None and last is not None:  # a pruned trial: the last loss it reported
+        value = t.intermediate_values[last]
+    both = "lr" in p and "batch_size" in p
+    return {
+        "trial": t.number,
+        "state": t.state.name.lower(),
+        "status": t.user_attrs.get("status", t.state.name.lower()),
+        "value": value,
+        "lr": p.get("lr"),
+        "batch_size": p.get("batch_size"),
+        "lr_over_batch": p["lr"] / p["batch_size"] if both else None,
+        "optimizer": p.get("optimizer", space.optimizers[0]),
+        "warmup_epochs": p.get("warmup_epochs", space.warmups[0]),
+        "epochs": t.user_attrs.get("epochs"),
+        "updates": t.user_attrs.get("updates"),
+        "val_acc": t.user_attrs.get("val_acc"),
+        "seconds": t.duration.total_seconds() if t.duration else None,
+        "note": t.user_attrs.get("message", ""),
+    }
+
+
+def curve_rows(t) -> list[dict]:
+    """Every validation loss a trial reported: step (percent of its budget), value."""
+    state = t.state.name.lower()
+    return [
+        {"trial": t.number, "state": state, "step": s, "val_loss": v}
+        for s, v in sorted(t.intermediate_values.items())
+    ]
 
 
 def trials_frame(study) -> pd.DataFrame:
     """One row per trial, every state: the table the page shows and offers as CSV."""
-    setup, cfg = from_settings(study.user_attrs[ATTR])
-    rows = []
-    for t in study.get_trials(deepcopy=False):
-        p = t.params
-        last = max(t.intermediate_values) if t.intermediate_values else None
-        rows.append(
-            {
-                "trial": t.number,
-                "state": t.state.name.lower(),
-                "status": t.user_attrs.get("status", t.state.name.lower()),
-                "value": t.value if t.value is not None else (
-                    t.intermediate_values[last] if last is not None else None),
-                "lr": p.get("lr"),
-                "batch_size": p.get("batch_size"),
-                "lr_over_batch": p["lr"] / p["batch_size"] if "lr" in p and "batch_size" in p
-                else None,
-                "optimizer": p.get("optimizer", cfg.space.optimizers[0]),
-                "warmup_epochs": p.get("warmup_epochs", cfg.space.warmups[0]),
-                "epochs": t.user_attrs.get("epochs"),
-                "updates": t.user_attrs.get("updates"),
-                "val_acc": t.user_attrs.get("val_acc"),
-                "seconds": t.duration.total_seconds() if t.duration else None,
-                "note": t.user_attrs.get("message", ""),
-            }
-        )  # fmt: skip
+    _, cfg = from_settings(study.user_attrs[ATTR])
+    rows = [trial_row(t, cfg.space) for t in study.get_trials(deepcopy=False)]
     return pd.DataFrame(rows, columns=TRIAL_COLUMNS)
 
 
 def curves_frame(study) -> pd.DataFrame:
     """Every reported validation loss: trial, step (percent of budget or epoch), value."""
-    rows = [
-        {"trial": t.number, "state": t.state.name.lower(), "step": s, "val_loss": v}
-        for t in study.get_trials(deepcopy=False)
-        for s, v in sorted(t.intermediate_values.items())
-    ]
-    return pd.DataFrame(rows, columns=["trial", "state", "step", "val_loss"])
+    rows = [r for t in study.get_trials(deepcopy=False) for r in curve_rows(t)]
+    return pd.DataFrame(rows, columns=CURVE_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -589,8 +694,14 @@ def best(trials: pd.DataFrame) -> Best | None:
     if done.empty:
         return None
     r = done.loc[done.value.idxmin()]
-    return Best(int(r.trial), float(r.value), float(r.lr), int(r.batch_size), str(r.optimizer),
-                float(r.warmup_epochs))  # fmt: skip
+    return Best(
+        trial=int(r.trial),
+        value=float(r.value),
+        lr=float(r.lr),
+        batch_size=int(r.batch_size),
+        optimizer=str(r.optimizer),
+        warmup_epochs=float(r.warmup_epochs),
+    )
 
 
 def near_best(trials: pd.DataFrame, tolerance: float = 0.01) -> pd.DataFrame:
@@ -608,8 +719,11 @@ def importances(study, min_trials: int = 5) -> dict[str, float] | None:
     trials; 1 = the parameter explains all of the variation in the objective."""
     import optuna
 
-    done = [t for t in study.get_trials(deepcopy=False)
-            if t.state == optuna.trial.TrialState.COMPLETE and math.isfinite(t.value)]  # fmt: skip
+    done = [
+        t
+        for t in study.get_trials(deepcopy=False)
+        if t.state == optuna.trial.TrialState.COMPLETE and math.isfinite(t.value)
+    ]
     if len(done) < min_trials:
         return None
     worst = max(t.value for t in done)
@@ -624,3 +738,255 @@ def importances(study, min_trials: int = 5) -> dict[str, float] | None:
     except (RuntimeError, ValueError, ZeroDivisionError) as exc:
         log.info("no importances yet: %s", exc)
         return None
+
+
+# ------------------------------------------------------------------ a study run on this machine
+
+
+class _Watch:
+    """Streams each trial of a study once it has ended (complete, pruned or failed): its row,
+    its reported curve, and the importances once enough trials have completed."""
+
+    def __init__(self, study, space: SearchSpace, sink: Sink) -> None:
+        self.study, self.space, self.sink = study, space, sink
+        self.seen: set[int] = set()
+        self.complete = 0
+
+    def poll(self) -> int:
+        """Streams the trials that ended since the last poll; returns how many there were."""
+        import optuna
+
+        ended = [
+            t
+            for t in self.study.get_trials(deepcopy=False)
+            if t.number not in self.seen
+            and t.state != optuna.trial.TrialState.RUNNING
+            and t.state != optuna.trial.TrialState.WAITING
+        ]
+        for t in sorted(ended, key=lambda t: t.number):
+            self.seen.add(t.number)
+            self.sink.emit("trials", trial_row(t, self.space))
+            for row in curve_rows(t):
+                self.sink.emit("curves", row)
+            self.complete += t.state == optuna.trial.TrialState.COMPLETE
+        if any(t.state == optuna.trial.TrialState.COMPLETE for t in ended):
+            found = importances(self.study)
+            if found:
+                self.sink.emit("importances", dict(found))
+        return len(ended)
+
+
+def prepared_space(setup: Setup, config: Config) -> tuple[SearchSpace, dict | None]:
+    """The space the study searches: seeded by a range test and the memory probe when asked,
+    else the configured one without batches above the training set."""
+    if config.seed_space:
+        cap = int(config.cap_mib * 2**20) if config.cap_mib else None
+        return seed_space(setup, load_tensors(setup), config.space, cap)
+    return config.space.fit_to(load(setup.data).n_train), None
+
+
+def run(setup: Setup, config: Config, sink: Sink | None = None, stop=None) -> Result:
+    """Create (or join) the study, run `config.trials` trials on `config.workers` worker
+    processes here, and stream each trial as it ends. A stop asks every worker to end its
+    current trial and take no new one; what ended is kept."""
+    rows, sink = collect(sink)
+    name = config.study.strip() or default_study_name(setup)
+    url = config.storage or default_storage()
+    storage = open_storage(url)
+    space, found = prepared_space(setup, config)
+    study = create_study(storage, name, setup, replace(config, space=space))
+    info = {
+        "study": name,
+        "storage": safe_url(url),
+        "dataset": setup.data.name,
+        "model": setup.model.name,
+        "lr_min": space.lr_min,
+        "lr_max": space.lr_max,
+        "batches": list(space.batches),
+    }
+    sink.emit("study", info | ({"seeded_from": found} if found else {}))
+    watch = _Watch(study, space, sink)
+    before = watch.poll()  # trials the study already had (it is joined, not made)
+    workers = launch_workers(url, name, config.trials, config.workers, log_dir_for(url))
+    per = split_trials(config.trials, config.workers)
+    for i, (proc, path) in enumerate(zip(workers.procs, workers.logs, strict=True)):
+        sink.emit("workers", {"worker": i, "pid": proc.pid, "trials": per[i], "log": str(path)})
+    stopping = False
+    try:
+        while True:
+            done = workers.wait(POLL_SECONDS)
+            watch.poll()
+            n = len(watch.seen) - before
+            sink.progress(n / config.trials, f"{n} of {config.trials} trials")
+            if done:
+                break
+            if stop is not None and stop.is_set() and not stopping:
+                stopping = True
+                workers.stop()  # each ends its current trial ("stopped") and takes no new one
+    except KeyboardInterrupt:
+        workers.stop()
+        workers.wait(60)
+        watch.poll()
+        raise
+    if stopping:
+        return Result(config, rows.rows, "stopped", "stopped: each worker ended its trial")
+    failed = workers.failures()
+    require(not failed, "a worker failed: " + "; ".join(failed))
+    return Result(config, rows.rows)
+
+
+def study_result(storage_url: str | None, name: str) -> Result:
+    """A study as it stands in its storage (one fed by other machines, say), as the Result of
+    a run would hold it: every trial (running ones too), what they reported, importances."""
+    url = storage_url or default_storage()
+    study, setup, cfg = load_study(open_storage(url), name)
+    space = cfg.space
+    info = {
+        "study": name,
+        "storage": safe_url(url),
+        "dataset": setup.data.name,
+        "model": setup.model.name,
+        "lr_min": space.lr_min,
+        "lr_max": space.lr_max,
+        "batches": list(space.batches),
+    }
+    trials = study.get_trials(deepcopy=False)
+    rows = {
+        "study": [info],
+        "trials": [trial_row(t, space) for t in trials],
+        "curves": [r for t in trials for r in curve_rows(t)],
+    }
+    found = importances(study)
+    if found:
+        rows["importances"] = [dict(found)]
+    return Result(cfg, rows)
+
+
+@dataclass(frozen=True)
+class Result(experiment.Result):
+    """From the streamed rows: "study" (its name, storage, space), "workers" (one per worker
+    process), "trials" (one per ended trial), "curves" (what trials reported) and
+    "importances" (the latest parameter importances)."""
+
+    @cached_property
+    def study(self) -> dict:
+        found = self.rows.get("study", [])
+        return dict(found[0]) if found else {}
+
+    def trials(self) -> pd.DataFrame:
+        return self.frame("trials", TRIAL_COLUMNS).sort_values("trial", ignore_index=True)
+
+    def curves(self) -> pd.DataFrame:
+        return self.frame("curves", CURVE_COLUMNS)
+
+    def best(self) -> Best | None:
+        return best(self.trials())
+
+    def near_best(self, tolerance: float = 0.01) -> pd.DataFrame:
+        return near_best(self.trials(), tolerance)
+
+    def band_text(self, tolerance: float = 0.01) -> str:
+        """The trials within `tolerance` of the best, in words ('' for fewer than two)."""
+        near = self.near_best(tolerance)
+        if len(near) < 2:
+            return ""
+        return (
+            f"{len(near)} trials within {tolerance:.0%} of the best: lr {near.lr.min():.3g} to "
+            f"{near.lr.max():.3g}, batch {near.batch_size.min():,} to "
+            f"{near.batch_size.max():,}, lr/B {near.lr_over_batch.min():.2g} to "
+            f"{near.lr_over_batch.max():.2g}. A band rather than a point: the rate and the "
+            "batch trade off through the noise scale lr/B."
+        )
+
+    def counts(self) -> dict[str, int]:
+        return {str(k): int(v) for k, v in self.trials().state.value_counts().items()}
+
+    def planned_trials(self) -> int:
+        """The trials this run's workers were given (0 before they start, or when watched)."""
+        return sum(int(w["trials"]) for w in self.rows.get("workers", []))
+
+    def importances(self) -> dict[str, float] | None:
+        found = self.rows.get("importances", [])
+        if not found:
+            return None
+        return {k: float(v) for k, v in found[-1].items() if v is not None and v == v}
+
+    def summary(self) -> dict:
+        b = self.best()
+        out = {
+            "dataset": self.study.get("dataset"),
+            "model": self.study.get("model"),
+            "study": self.study.get("study"),
+            "storage": self.study.get("storage"),
+            "trials": self.counts(),
+            "workers": len(self.rows.get("workers", [])),
+            "best": b.as_dict() if b else None,
+            "status": self.status,
+            "message": self.message,
+        }
+        if self.study.get("seeded_from"):
+            out["seeded_from"] = self.study["seeded_from"]
+        if b is not None:
+            out |= {"lr": b.lr, "batch_size": b.batch_size, "val_loss": b.value}
+        return out
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        return {"trials": self.trials(), "curves": self.curves()}
+
+    def report(self) -> str:
+        s = self.study
+        lines = []
+        if s.get("seeded_from"):
+            batches = ", ".join(map(str, s.get("batches", [])))
+            lines.append(
+                f"search space from a range test: lr {s['lr_min']:.3g} to "
+                f"{s['lr_max']:.3g}, batches {batches}"
+            )
+        lines.append(self.trials().to_string(index=False))
+        counts = ", ".join(f"{v} {k}" for k, v in self.counts().items())
+        lines.append(f"study {s.get('study')!r}: {counts}")
+        b = self.best()
+        if b is not None:
+            lines.append(
+                f"best: trial {b.trial}, lr {b.lr:.4g}, batch {b.batch_size}, "
+                f"{b.optimizer}, val loss {b.value:.4f}"
+            )
+        if self.message:
+            lines.append(self.message)
+        return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ the command line
+
+
+def add_cli(parser: argparse.ArgumentParser, parser_class: type) -> None:
+    """`autotune run` (the experiment: flags from Setup and Config, the common runner) and
+    `autotune worker` (a plain process that runs trials of an existing study)."""
+    from lrbs.cli import flags, runner
+
+    actions = parser.add_subparsers(dest="action", required=True, parser_class=parser_class)
+    r = actions.add_parser("run", help="create a study and run its trials on this machine")
+    flags.add(r, Setup, ("setup",), title="data and model")
+    flags.add(r, Config, ("config",))
+    runner.add_output_flags(r)
+    r.set_defaults(experiment=sys.modules[__name__])  # main runs it with runner.run_command
+    w = actions.add_parser("worker", help="run trials of an existing study (any machine)")
+    w.add_argument("--study", required=True)
+    w.add_argument("--storage", default=None, help="Optuna URL or journal file")
+    w.add_argument("--trials", type=int, default=10, help="trials this worker runs")
+    w.add_argument("--worker", type=int, default=0, help="this worker's index (sampler seed)")
+    w.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    w.add_argument("--json", action="store_true")
+    w.set_defaults(handler=worker_command)
+
+
+def worker_command(a: argparse.Namespace) -> dict:
+    """`autotune worker`: SIGTERM ends the current trial ("stopped") and the worker."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    n = run_worker(
+        a.storage, a.study, a.trials, worker=a.worker, stop=stop, threads=a.threads or None
+    )
+    if not a.json:  # the command's output (a worker's log line)
+        print(f"worker {a.worker}: ran {n} trial(s) of study {a.study!r}")
+    return {"study": a.study, "worker": a.worker, "trials": n, "stopped": stop.is_set()}

@@ -25,6 +25,7 @@ from lrbs.core.data import TensorData
 from lrbs.core.errors import ConfigError, require
 from lrbs.core.loop import EVENT_COLUMNS, Budget, Event, OptimSpec, Progress, TrainConfig
 from lrbs.core.setup import Setup, load_tensors
+from lrbs.experiments.noise_scale import sgd_noise_scale
 from lrbs.runs import experiment
 from lrbs.runs.experiment import collect
 from lrbs.runs.series import Planned, run_series
@@ -132,11 +133,6 @@ def planned(cfg: Config, regime: str, epoch: int, n_train: int) -> tuple[float, 
     raise ConfigError(f"{regime!r} has no fixed plan (it reacts to the validation loss)")
 
 
-def noise_scale(lr, batch, n_train: int, momentum: float):
-    """The SGD noise scale g = lr/(1 - m) * N/B."""
-    return lr / (1 - momentum) * n_train / batch
-
-
 def plan(cfg: Config, n_train: int) -> pd.DataFrame:
     """Per milestone regime and epoch, before training: the lr, the batch and the noise scale
     ('plateau' is not planned: it reacts to the validation loss). `epoch` counts from 1;
@@ -155,7 +151,7 @@ def plan(cfg: Config, n_train: int) -> pd.DataFrame:
                     "start": e,
                     "lr": lr,
                     "batch_size": b,
-                    "noise_scale": noise_scale(lr, b, n_train, m),
+                    "noise_scale": sgd_noise_scale(lr, n_train, b, m),
                 }
             )
     return pd.DataFrame(rows, columns=PLAN_COLUMNS)
@@ -301,7 +297,7 @@ def per_epoch(events: pd.DataFrame, n_train: int, momentum: float = 0.0) -> pd.D
         )
         .reset_index()
     )
-    used["noise_scale"] = noise_scale(used.lr, used.batch_size, n_train, momentum)
+    used["noise_scale"] = sgd_noise_scale(used.lr, n_train, used.batch_size, momentum)
     evals = events[(events.kind == "eval") & (events.epoch > 0)].copy()
     evals["epoch_index"] = evals.epoch.astype(float).round().astype(int) - 1
     out = used.merge(

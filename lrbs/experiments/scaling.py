@@ -33,7 +33,9 @@ def scaled_lr(base_lr: float, base_batch: int, batch: int, rule: str) -> float:
 
 def noise_scale(lr: float, n: int, batch: int, momentum: float = 0.0) -> float:
     """Smith & Le's SGD noise scale g = lr/(1 - m) * N/B (the B << N form)."""
-    return lr / (1 - momentum) * n / batch
+    from lrbs.experiments.noise_scale import sgd_noise_scale
+
+    return sgd_noise_scale(lr, n, batch, momentum)
 
 
 def warmup(target_lr: float, start_lr: float, epochs: float, steps_per_epoch: int):
