@@ -18,8 +18,10 @@ if store is None:
 
 runs = store.runs()
 if runs.empty:
-    st.info("No runs yet: every experiment you run on the other pages (or with `python -m lrbs`) "
-            "is saved here, finished, stopped or diverged.")  # fmt: skip
+    st.info(
+        "No runs yet: every experiment you run on the other pages (or with `python -m lrbs`) "
+        "is saved here, finished, stopped or diverged."
+    )
     st.stop()
 
 c1, c2, c3, c4 = st.columns(4)
@@ -28,24 +30,36 @@ datasets = c2.multiselect("Dataset", sorted(runs.dataset.unique()), key="h_datas
 models = c3.multiselect("Model", sorted(runs.model.unique()), key="h_model")
 statuses = c4.multiselect("Status", sorted(runs.status.unique()), key="h_status")
 shown = runs
-for column, chosen in (("kind", kinds), ("dataset", datasets), ("model", models),
-                       ("status", statuses)):  # fmt: skip
+for column, chosen in (
+    ("kind", kinds),
+    ("dataset", datasets),
+    ("model", models),
+    ("status", statuses),
+):
     if chosen:
         shown = shown[shown[column].isin(chosen)]
 st.caption(f"{len(shown)} of {len(runs)} runs. Select rows to compare them.")
 event = st.dataframe(
-    shown, hide_index=True, width="stretch", on_select="rerun", selection_mode="multi-row",
+    shown,
+    hide_index=True,
+    width="stretch",
+    on_select="rerun",
+    selection_mode="multi-row",
     key="h_table",
-    column_config={"started": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss"),
-                   "ended": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss")},
-)  # fmt: skip
+    column_config={
+        "started": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss"),
+        "ended": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss"),
+    },
+)
 picked_rows = event.selection.rows if event and event.selection else []
 selected = [int(shown.iloc[i].id) for i in picked_rows]
 if not selected:
     selected = [int(i) for i in st.session_state.get("h_selected", [])]
 if not selected:
-    st.info("Select one or more runs in the table to overlay their curves, open, rename, "
-            "export or delete them.")  # fmt: skip
+    st.info(
+        "Select one or more runs in the table to overlay their curves, open, rename, "
+        "export or delete them."
+    )
     st.stop()
 
 # ------------------------------------------------------------------ overlay
