@@ -28,7 +28,11 @@ ROLE, DATABASE = "lrbs", "lrbs"
 
 
 def find_bin(name: str) -> str | None:
-    """A PostgreSQL program: on PATH, else the newest of Debian's /usr/lib/postgresql/*/bin."""
+    """A PostgreSQL program: in $LRBS_PG_BIN if set (a folder; another install), else on PATH,
+    else the newest of Debian's /usr/lib/postgresql/*/bin."""
+    if os.environ.get("LRBS_PG_BIN"):
+        path = Path(os.environ["LRBS_PG_BIN"]) / name
+        return str(path) if path.exists() else None
     found = shutil.which(name)
     if found:
         return found
@@ -73,8 +77,8 @@ class PgServer:
         self.initdb, self.pg_ctl = find_bin("initdb"), find_bin("pg_ctl")
         if not (self.initdb and self.pg_ctl):
             raise RuntimeError(
-                "PostgreSQL's initdb/pg_ctl not found (on PATH or /usr/lib/postgresql/*/bin): "
-                "`apt-get install -y postgresql` to run these tests"
+                "PostgreSQL's initdb/pg_ctl not found (LRBS_PG_BIN, PATH, /usr/lib/postgresql): "
+                "`apt-get install -y postgresql` (or `make test` as root) to run these tests"
             )
         self.user = _server_user()
         self.root = Path(tempfile.mkdtemp(prefix="lrbs-pg-"))

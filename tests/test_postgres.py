@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import psycopg
 import pytest
 
 from lrbs.core.data import DataSpec
+from lrbs.core.errors import ConfigError
 from lrbs.core.setup import Setup
 from lrbs.experiments import autotune as at
 
@@ -155,6 +157,7 @@ def test_a_study_made_by_one_process_is_joined_by_workers_elsewhere(pg, tmp_path
     assert set(states(rows)) <= {"COMPLETE", "PRUNED"}, states(rows)
     assert all(v is not None for _, s, v in rows if s == "COMPLETE")
     study = at.load_study(at.open_storage(url), "shared")[0]
+    print(at.trials_frame(study)[["trial", "state", "seconds", "epochs"]].to_string())
     assert study.best_value == min(v for _, s, v in rows if s == "COMPLETE")
 
 
@@ -186,54 +189,67 @@ def test_a_worker_killed_mid_trial_is_failed_by_the_next_one(pg, tmp_path, env):
 
 def test_the_database_restarted_mid_study_loses_no_finished_trial(pg, tmp_path, env):
     url = pg.url()
-    maker = run(tmp_path, env, url, "restart", 6, workers=2)
-    joiner = None
+    env = dict(env, LRBS_HEARTBEAT_SECONDS="2")  # 8 s of grace: more than the outage lasts
+    maker = run(tmp_path, env, url, "restart", 4, workers=2)
 
     def finished_and_running():
         """a finished trial and a running one"""
         s = states(trials_of(url, "restart")) if study_exists(url, "restart") else {}
         return s.get("COMPLETE", 0) + s.get("PRUNED", 0) >= 1 and s.get("RUNNING", 0) >= 1
 
-    wait_for(lambda: study_exists(url, "restart"))
-    joiner = worker(tmp_path, env, url, "restart", 2)
-    wait_for(finished_and_running, 90, 0.1)
+    wait_for(finished_and_running, 120, 0.1)
     before = {r[0]: r for r in trials_of(url, "restart") if r[1] in ("COMPLETE", "PRUNED")}
     pg.stop("fast")  # every connection dropped, mid-trial
-    time.sleep(2.0)
+    time.sleep(1.5)
     pg.start()
-    codes = [maker.wait(), joiner.wait()]
-    for p, code in zip((maker, joiner), codes, strict=True):
-        # either it waited for the database and went on, or it said so in one line
-        assert code == 0 or (code == 2 and p.err_lines()[-1].startswith("error: ")), p.err
+    code = maker.wait()
+    logs = [p.read_text() for p in sorted((tmp_path / "autotune-logs").iterdir())]
+    # every process waited for the database and went on (a trial cut short by the restart is
+    # failed and counts as one of its worker's), or said in one line why it could not
+    assert code == 0 or (code == 2 and maker.err_lines()[-1].startswith("error: ")), maker.err
     after = {r[0]: r for r in trials_of(url, "restart")}
     assert all(after[n] == r for n, r in before.items()), "a finished trial changed or was lost"
-    if codes == [0, 0]:
-        rows = list(after.values())
-        assert_each_once(rows, 6 + 2)
-        assert set(states(rows)) <= {"COMPLETE", "PRUNED"}, states(rows)
-        retried = sum("retrying" in p.read_text() for p in (tmp_path / "autotune-logs").iterdir())
-        retried += "retrying" in joiner.err
-        print(f"database restarted: 8 of 8 trials kept; {retried} process(es) reported retrying")
+    rows = list(after.values())
+    cut = [n for n, state, _ in rows if state == "FAIL"]
+    print(f"database restarted: `autotune run` exit {code}; {len(before)} finished before, "
+          f"kept; trials {states(rows)}; cut short {cut}")  # fmt: skip
+    if code:
+        print(maker.err[-3000:], *logs, sep="\n-----\n")
+    if code == 0:
+        assert_each_once(rows, 4)
+        assert set(states(rows)) <= {"COMPLETE", "PRUNED", "FAIL"}, states(rows)
+        assert all("reachable again" in log for log in logs if "retrying" in log), logs
+        said = sum(log.count("now back: going on") for log in logs)  # one a loss, in trial or not
+        assert len(cut) <= said, logs
 
 
 # ------------------------------------------------------------------ clear refusals
 
 
-def test_a_wrong_password_or_an_unreachable_host_is_one_clear_line(pg, tmp_path, env):
+def test_a_wrong_password_or_an_unreachable_host_is_one_clear_line(pg, tmp_path, env, capsys):
     from pg_support import free_port
 
+    from lrbs.cli import main
+
+    # in a process of its own, as a user meets it: exit status 2, one line, no traceback
+    p = worker(tmp_path, env, pg.url(password="not-it"), "x", 1)
     closed = f"postgresql://lrbs:{pg.password}@127.0.0.1:{free_port()}/lrbs"
-    cases = {  # command, URL, what the line says
-        "wrong password": (worker, pg.url(password="not-it"), "password authentication failed"),
-        "no server there": (run, closed, "Connection refused"),
-        "no such host": (worker, "postgresql://lrbs:secret@no-such-host.invalid/lrbs",
-                         "failed to resolve host 'no-such-host.invalid'"),
-    }  # fmt: skip
-    procs = {case: cmd(tmp_path, env, url, "x", 1) for case, (cmd, url, _) in cases.items()}
-    for case, p in procs.items():
-        assert p.wait(60) == 2, (case, p.err)
-        line = one_clear_line(p, "cannot open the study storage", cases[case][2])
-        assert pg.password not in line and "not-it" not in line and "secret" not in line
+    cases = [  # the same path for the others, here (no process to spare on a shared machine)
+        ("run", closed, "Connection refused"),
+        ("worker", "postgresql://lrbs:secret@no-such-host.invalid/lrbs",
+         "failed to resolve host 'no-such-host.invalid'"),
+        ("worker", pg.url(database="nope"), 'database "nope" does not exist'),
+    ]  # fmt: skip
+    for action, url, says in cases:
+        args = ["--dataset", "digits"] if action == "run" else []
+        code = main(["autotune", action, "--study", "x", "--trials", "1", "--storage", url, *args])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1, err
+        assert err[0].startswith("error: cannot open the study storage") and says in err[0]
+        assert pg.password not in err[0] and "secret" not in err[0]
+    assert p.wait(60) == 2, p.err
+    line = one_clear_line(p, "cannot open the study storage", "password authentication failed")
+    assert "not-it" not in line and pg.password not in line
 
 
 def test_two_studies_of_one_name_at_once(pg, tmp_path, env):
@@ -254,12 +270,44 @@ def test_two_studies_of_one_name_at_once(pg, tmp_path, env):
     assert set(states(rows)) <= {"COMPLETE", "PRUNED"}
 
 
+def test_one_name_claimed_at_the_same_moment_in_threads(pg):
+    """The race itself, many times over in threads: whoever creates the name first, the same
+    settings share one study and other settings are refused; never two studies, never
+    settings overwritten."""
+    url = pg.url()
+    for k in range(5):
+        name, gate, outcomes = f"race{k}", threading.Barrier(3), {}
+
+        def claim(i, seconds, name=name, gate=gate, outcomes=outcomes):
+            storage = at.open_storage(url)
+            gate.wait()
+            try:
+                at.create_study(storage, name, DIGITS, at.TuneConfig(seconds=seconds))
+                outcomes[i] = seconds
+            except ConfigError as exc:
+                outcomes[i] = str(exc)
+
+        threads = [threading.Thread(target=claim, args=a) for a in ((0, 1.0), (1, 1.0), (2, 2.0))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        stored = at.load_study(at.open_storage(url), name)[2].seconds
+        assert at.study_names(at.open_storage(url)).count(name) == 1
+        for i, seconds in ((0, 1.0), (1, 1.0), (2, 2.0)):
+            if seconds == stored:
+                assert outcomes[i] == seconds
+            else:
+                assert "already exists with other settings" in outcomes[i]
+
+
 # ------------------------------------------------------------------ the database gone
 
 
-def test_the_database_gone_for_good(pg, tmp_path, env):
+def test_the_database_gone_for_good(pg, tmp_path, env, capsys):
     """A worker says so in one line (after retrying), what finished is kept; the run history,
     a local SQLite file, goes on recording."""
+    from lrbs.cli import main
     from lrbs.runs.store import RunStore
 
     url = pg.url()
@@ -269,20 +317,19 @@ def test_the_database_gone_for_good(pg, tmp_path, env):
     wait_for(lambda: states(trials_of(url, "gone")).get("COMPLETE", 0) >= 1, 90, 0.1)
     pg.stop("fast")
     try:
-        trained = Lrbs(tmp_path, "train", "--dataset", "digits", "--seconds", "1", "--json",
-                       env=env)  # fmt: skip
+        # a local run meanwhile (here: no process to spare), in the history as ever
+        assert main(["train", "--dataset", "digits", "--seconds", "1", "--json"]) == 0
+        run_id = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["run_id"]
         assert lonely.wait(60) == 2, lonely.err
         last = lonely.err_lines()[-1]
         assert last.startswith("error: lost the study storage postgresql://lrbs:***@"), last
         assert "finished trial(s), which it keeps" in last and pg.password not in lonely.err
-        assert trained.wait() == 0, trained.err
     finally:
         pg.start()
-    run_id = json.loads(trained.out.strip().splitlines()[-1])["run_id"]
     with RunStore(tmp_path / "runs.db") as store:
         assert store.run(run_id)["status"] == "finished"
     rows = trials_of(url, "gone")
     kept = [r for r in rows if r[1] in ("COMPLETE", "PRUNED")]
     n_done = int(last.split(" after ")[1].split()[0])
     assert len(kept) == n_done >= 1  # each trial the worker finished, none lost
-    print(f"database gone: {n_done} finished trial(s) kept, worker's last line: {last}")
+    print(f"database gone: {n_done} finished trial(s) kept; the worker's last line: {last}")

@@ -478,15 +478,55 @@ def run_worker(
         if stop is not None and stop.is_set():
             study.stop()
 
-    try:
-        study.optimize(fn, n_trials=n_trials, catch=(TrialStopped,), callbacks=[count])
-    except optuna.exceptions.StorageInternalError as exc:  # the database went away for good
-        cause = exc.__cause__ or exc
-        reason = (str(getattr(cause, "orig", None) or cause).strip().splitlines() or ["?"])[0]
-        raise ConfigError(
-            f"lost the study storage {safe_url(storage_url or '')} after {done} finished "
-            f"trial(s), which it keeps: {reason}"
-        ) from None
+    from optuna.trial import TrialState
+    from sqlalchemy.exc import InterfaceError, OperationalError  # (Optuna requires SQLAlchemy)
+
+    def connection_lost(exc: BaseException) -> BaseException | None:
+        """The database error behind `exc` if it is a lost connection (Optuna may raise
+        another error while it handles the storage's)."""
+        seen = 0
+        while exc is not None and seen < 20:
+            if isinstance(exc, optuna.exceptions.StorageInternalError) and isinstance(
+                exc.__cause__, (OperationalError, InterfaceError)
+            ):
+                return exc.__cause__
+            exc, seen = exc.__cause__ or exc.__context__, seen + 1
+        return None
+
+    current: list = [None]  # the trial in hand
+
+    def tracked(trial):
+        current[0] = trial
+        return fn(trial)
+
+    lost = 0  # trials cut short by a lost connection: each recorded failed, and one of ours
+    while done + lost < n_trials:
+        try:
+            study.optimize(tracked, n_trials=n_trials - done - lost, catch=(TrialStopped,),
+                           callbacks=[count])  # fmt: skip
+            break
+        except Exception as exc:
+            cause = connection_lost(exc)
+            if cause is None:
+                raise
+            lost += 1
+            why = (str(getattr(cause, "orig", None) or cause).strip().splitlines() or ["?"])[0]
+            try:  # the database back (a restart)? A new connection waits for it; then the trial
+                # cut short is failed here if Optuna could not, and the next one starts
+                cut = current[0]
+                running = {t.number for t in study.get_trials(deepcopy=False)
+                           if t.state == TrialState.RUNNING}  # fmt: skip
+                if cut is not None and cut.number in running:
+                    cut.set_user_attr("status", "connection lost")
+                    study.tell(cut.number, state=TrialState.FAIL, skip_if_finished=True)
+            except Exception:
+                raise ConfigError(
+                    f"lost the study storage {safe_url(storage_url or '')} after {done} "
+                    f"finished trial(s), which it keeps: {why}"
+                ) from None
+            log.warning("lost the study storage (%s), now back: going on", why)
+            if stop is not None and stop.is_set():
+                break
     return done
 
 
