@@ -19,7 +19,6 @@ import threading
 import time
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from lrbs.core.data import DataSpec
@@ -111,6 +110,8 @@ def study_exists(url, name) -> bool:
 
 def trials_of(url, name):
     """Trials as the database holds them: (number, state, value), one row per row there."""
+    import psycopg  # here: without it, the `pg` fixture skips these tests loudly
+
     with psycopg.connect(url) as c:
         return c.execute(
             "SELECT t.number, t.state::text, v.value FROM trials t "
