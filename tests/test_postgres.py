@@ -10,6 +10,7 @@ last heartbeat instead of 2 minutes) and LRBS_STORAGE_RETRY_SECONDS keep the wai
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -88,7 +89,7 @@ def worker(tmp, env, url, study, trials) -> Lrbs:
 def make_study(url, name, seconds=1.0):
     """A study as `autotune run --dataset digits --seconds-per-trial S` makes it, made here,
     for the tests of workers alone (one process fewer on a shared machine)."""
-    at.create_study(at.open_storage(url), name, DIGITS, at.TuneConfig(seconds=seconds))
+    at.create_study(storage(url), name, DIGITS, at.TuneConfig(seconds=seconds))
 
 
 def wait_for(what, timeout=60.0, every=0.2):
@@ -101,9 +102,15 @@ def wait_for(what, timeout=60.0, every=0.2):
     raise AssertionError(f"timed out after {timeout} s waiting for {what.__doc__ or what}")
 
 
+@functools.cache
+def storage(url):
+    """One storage (one connection pool) per URL in this process, however often it polls."""
+    return at.open_storage(url)
+
+
 def study_exists(url, name) -> bool:
     try:
-        return name in at.study_names(at.open_storage(url))
+        return name in at.study_names(storage(url))
     except Exception:
         return False
 
@@ -157,7 +164,7 @@ def test_a_study_made_by_one_process_is_joined_by_workers_elsewhere(pg, tmp_path
     assert_each_once(rows, 4 + 3)  # 2 worker processes started by `run` + the joiner
     assert set(states(rows)) <= {"COMPLETE", "PRUNED"}, states(rows)
     assert all(v is not None for _, s, v in rows if s == "COMPLETE")
-    study = at.load_study(at.open_storage(url), "shared")[0]
+    study = at.load_study(storage(url), "shared")[0]
     print(at.trials_frame(study)[["trial", "state", "seconds", "epochs"]].to_string())
     assert study.best_value == min(v for _, s, v in rows if s == "COMPLETE")
 
@@ -261,7 +268,7 @@ def test_two_studies_of_one_name_at_once(pg, tmp_path, env):
     settings = [["--dataset", "digits", "--seconds-per-trial", s] for s in ("1", "2")]
     procs = [run(tmp_path, env, url, "twin", 1, workers=1, extra=x) for x in settings]
     codes = [p.wait() for p in procs]
-    stored = at.load_study(at.open_storage(url), "twin")[2].seconds
+    stored = at.load_study(storage(url), "twin")[2].seconds
     winner = [float(x[-1]) for x in settings].index(stored)
     assert codes[winner] == 0, procs[winner].err
     assert codes[1 - winner] == 2, procs[1 - winner].err
@@ -293,8 +300,8 @@ def test_one_name_claimed_at_the_same_moment_in_threads(pg):
             t.start()
         for t in threads:
             t.join(60)
-        stored = at.load_study(at.open_storage(url), name)[2].seconds
-        assert at.study_names(at.open_storage(url)).count(name) == 1
+        stored = at.load_study(storage(url), name)[2].seconds
+        assert at.study_names(storage(url)).count(name) == 1
         for i, seconds in ((0, 1.0), (1, 1.0), (2, 2.0)):
             if seconds == stored:
                 assert outcomes[i] == seconds
