@@ -20,3 +20,7 @@ from support import blobs  # noqa: E402
 @pytest.fixture
 def data():
     return blobs()
+
+
+# the PostgreSQL server of tests/test_postgres.py, and its loud skip where there is none
+from pg_support import pg, pytest_terminal_summary  # noqa: E402, F401

@@ -223,9 +223,13 @@ def open_storage(url: str | None = None):
             # failed by the next worker instead of staying "running" for ever
             with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                return optuna.storages.RDBStorage(
-                    url, engine_kwargs=_engine_kwargs(url), heartbeat_interval=30, grace_period=120
-                )
+                beat = int(os.environ.get("LRBS_HEARTBEAT_SECONDS") or 30)
+                rdb = optuna.storages.RDBStorage(
+                    url, engine_kwargs=_engine_kwargs(url), heartbeat_interval=beat,
+                    grace_period=4 * beat,
+                )  # fmt: skip
+                _reconnect_with_retries(rdb.engine)  # a restarted database is waited for
+                return rdb
         Path(url).parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(url))
     except ImportError as exc:
@@ -244,8 +248,39 @@ _DRIVERS = {"psycopg": "psycopg[binary]", "psycopg2": "psycopg2-binary", "MySQLd
 
 def _engine_kwargs(url: str) -> dict:
     if url.startswith("postgresql"):
-        return {"connect_args": {"connect_timeout": 5}}
+        # pre-ping: a pooled connection the server dropped (a restart) is replaced, not used
+        return {"connect_args": {"connect_timeout": 5}, "pool_pre_ping": True}
     return {}
+
+
+def _reconnect_with_retries(engine) -> None:
+    """Once a storage has been reached, a new connection that fails (the database restarting,
+    a network blip) is tried again for LRBS_STORAGE_RETRY_SECONDS (default 60) before the
+    error stands. The first connection is not retried: a wrong URL or password fails at once."""
+    import time
+
+    from sqlalchemy import event
+
+    patience = float(os.environ.get("LRBS_STORAGE_RETRY_SECONDS") or 60)
+
+    @event.listens_for(engine, "do_connect")
+    def connect(dialect, conn_rec, cargs, cparams):
+        start, attempt = time.monotonic(), 0
+        while True:
+            try:
+                conn = dialect.connect(*cargs, **cparams)
+            except dialect.loaded_dbapi.OperationalError as exc:
+                if time.monotonic() - start >= patience:
+                    raise
+                if attempt == 0:
+                    why = (str(exc).strip().splitlines() or ["?"])[0]
+                    log.warning("study storage unreachable, retrying for %.0f s: %s", patience, why)
+                time.sleep(1.0)
+                attempt += 1
+                continue
+            if attempt:
+                log.warning("study storage reachable again after %.0f s", time.monotonic() - start)
+            return conn
 
 
 def safe_url(url: str) -> str:
@@ -344,19 +379,25 @@ def from_settings(d: dict) -> tuple[Setup, Config]:
 
 def create_study(storage, name: str, setup: Setup, cfg: Config):
     """A new study, or the one of that name if its settings are the same (to add trials)."""
+    import time
+
     import optuna
 
     require(bool(name.strip()), "the study needs a name")
     mine = settings(setup, cfg)
-    study = optuna.create_study(
-        storage=storage,
-        study_name=name,
-        direction="minimize",
-        sampler=make_sampler(cfg.seed, 20),
-        pruner=make_pruner(cfg),
-        load_if_exists=True,
-    )
-    theirs = study.user_attrs.get(ATTR)
+    kw = dict(storage=storage, study_name=name, direction="minimize",
+              sampler=make_sampler(cfg.seed, 20), pruner=make_pruner(cfg))  # fmt: skip
+    try:  # the storage's unique name decides who made it, when two processes try at once
+        study = optuna.create_study(**kw)
+        study.set_user_attr(ATTR, mine)
+        return study
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=name, storage=storage, sampler=kw["sampler"],
+                                  pruner=kw["pruner"])  # fmt: skip
+    theirs, deadline = study.user_attrs.get(ATTR), time.monotonic() + 5
+    while theirs is None and time.monotonic() < deadline:  # its maker is storing its settings
+        time.sleep(0.2)
+        theirs = optuna.load_study(study_name=name, storage=storage).user_attrs.get(ATTR)
     if theirs is None:
         study.set_user_attr(ATTR, mine)
     elif theirs != mine:
@@ -520,7 +561,55 @@ def run_worker(
         if stop is not None and stop.is_set():
             study.stop()
 
-    study.optimize(fn, n_trials=n_trials, catch=(TrialStopped,), callbacks=[count])
+    from optuna.trial import TrialState
+    from sqlalchemy.exc import InterfaceError, OperationalError  # (Optuna requires SQLAlchemy)
+
+    def connection_lost(exc: BaseException) -> BaseException | None:
+        """The database error behind `exc` if it is a lost connection (Optuna may raise
+        another error while it handles the storage's)."""
+        seen = 0
+        while exc is not None and seen < 20:
+            if isinstance(exc, optuna.exceptions.StorageInternalError) and isinstance(
+                exc.__cause__, (OperationalError, InterfaceError)
+            ):
+                return exc.__cause__
+            exc, seen = exc.__cause__ or exc.__context__, seen + 1
+        return None
+
+    current: list = [None]  # the trial in hand
+
+    def tracked(trial):
+        current[0] = trial
+        return fn(trial)
+
+    lost = 0  # trials cut short by a lost connection: each recorded failed, and one of ours
+    while done + lost < n_trials:
+        try:
+            study.optimize(tracked, n_trials=n_trials - done - lost, catch=(TrialStopped,),
+                           callbacks=[count])  # fmt: skip
+            break
+        except Exception as exc:
+            cause = connection_lost(exc)
+            if cause is None:
+                raise
+            lost += 1
+            why = (str(getattr(cause, "orig", None) or cause).strip().splitlines() or ["?"])[0]
+            try:  # the database back (a restart)? A new connection waits for it; then the trial
+                # cut short is failed here if Optuna could not, and the next one starts
+                cut = current[0]
+                running = {t.number for t in study.get_trials(deepcopy=False)
+                           if t.state == TrialState.RUNNING}  # fmt: skip
+                if cut is not None and cut.number in running:
+                    cut.set_user_attr("status", "connection lost")
+                    study.tell(cut.number, state=TrialState.FAIL, skip_if_finished=True)
+            except Exception:
+                raise ConfigError(
+                    f"lost the study storage {safe_url(storage_url or '')} after {done} "
+                    f"finished trial(s), which it keeps: {why}"
+                ) from None
+            log.warning("lost the study storage (%s), now back: going on", why)
+            if stop is not None and stop.is_set():
+                break
     return done
 
 
