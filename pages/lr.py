@@ -11,7 +11,7 @@ from lrbs.experiments import lr_finder, sweeps
 from lrbs.runs.experiment import rebuild
 from lrbs.runs.store import record_config
 from pages.common.history import offer_stored
-from pages.common.job import experiment, start
+from pages.common.job import attach, experiment, start
 from pages.common.live import (
     controls,
     csv_download,
@@ -103,9 +103,9 @@ def range_test_section() -> None:
             lambda info, rows: rebuild(lr_finder, info, rows),
             on_load=lambda job: show(job.result),
         )
+    job = attach("rt_job")  # this tab's, or the one a reloaded URL names
     if controls("rt_job", "Run range test", disabled=cfg is None):
         run_range_test(cfg)
-    job = st.session_state.get("rt_job")
     if job is not None and not job.done:
         live_view("rt_job", draw_range_test)  # its fragment reruns the page when the job ends
         return

@@ -23,7 +23,7 @@ LONG: dict[str, list[str]] = {
     "lr-sweep": [*SMALL, "--lr", "0.01", "0.1", "--seconds", "60"],
     "bs-sweep": [*SMALL, "--batch-sizes", "32", "64", "--seconds", "60"],
     "bs-scaling-check": [*SMALL, "--epochs", "200"],
-    "bs-probe": ["--dataset", "mnist1d", "--dataset-size", "70000", "--model", "cnn"],
+    "bs-probe": [*SMALL, "--hidden", "4096", "4096"],  # big steps: each try takes a while
     "bs-schedule": [*SMALL, "--epochs", "300"],
     "schedules": [*SMALL, "--epochs", "300", "--schedules", "constant", "cosine"],
     "noise-scale": [*SMALL, "--steps", "200000"],
@@ -37,10 +37,7 @@ def test_the_table_covers_every_experiment():
 
 
 def command(kind: str) -> list[str]:
-    args = LONG.get(kind, QUICK.get(kind, []))
-    if kind == "autotune":
-        return [kind, *args]
-    return [kind, *args]
+    return [kind, *LONG.get(kind, QUICK.get(kind, []))]
 
 
 @pytest.mark.parametrize("kind", sorted(set(LONG) | set(QUICK)))

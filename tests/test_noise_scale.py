@@ -243,9 +243,9 @@ def test_optimal_lr_curve_and_the_one_sgd_noise_scale():
     assert lr.tolist() == pytest.approx([1 / 101, 0.5, 1 / 1.01])
     assert ns.smith_le_noise(0.1, 1000, 10, momentum=0.5) == pytest.approx(20.0)
     assert ns.sgd_noise_scale(np.array([0.1, 0.2]), 1000, 10).tolist() == pytest.approx([10, 20])
-    from lrbs.experiments import batch
+    from lrbs.experiments import scaling
 
-    assert batch.noise_scale(0.1, 1000, 10, 0.5) == ns.sgd_noise_scale(0.1, 1000, 10, 0.5)
+    assert scaling.noise_scale(0.1, 1000, 10, 0.5) == ns.sgd_noise_scale(0.1, 1000, 10, 0.5)
 
 
 @pytest.mark.parametrize(

@@ -24,7 +24,7 @@ def test_a_run_is_saved_and_offered_after_a_restart():
     suggestions = first.dataframe[0].value
     runs = RunStore(default_path()).runs()
     assert len(runs) == before + 1
-    assert runs.kind.iloc[0] == "lr-range-test" and runs.points.iloc[0] > 0
+    assert runs.kind.iloc[0] == "lr-find" and runs.points.iloc[0] > 0
     # a new session, as after restarting the app: the stored result is offered, not retrained
     at = open_page("pages/lr.py")
     at.selectbox(key="s_dataset").set_value("digits").run()
@@ -60,12 +60,12 @@ def test_sweep_result_loads_from_the_history():
 def test_history_page_filter_overlay_rename_export_delete():
     run_range_test()
     store = RunStore(default_path())
-    ids = [int(i) for i in store.runs(kind="lr-range-test").id[:2]]
+    ids = [int(i) for i in store.runs(kind="lr-find").id[:2]]
     at = open_page("pages/history.py")
     assert not at.exception
     assert len(at.dataframe[0].value) >= 1
-    at.multiselect(key="h_kind").set_value(["lr-range-test"]).run()
-    assert set(at.dataframe[0].value.kind) == {"lr-range-test"}
+    at.multiselect(key="h_kind").set_value(["lr-find"]).run()
+    assert set(at.dataframe[0].value.kind) == {"lr-find"}
     at.session_state["h_selected"] = ids
     at.run()
     assert not at.exception

@@ -195,10 +195,10 @@ def test_a_cli_range_test_is_offered_and_a_page_run_is_listed(tmp_path, capsys):
     job = wait(at, "rt_job")
     assert main(["history", "list", "--kind", "lr-find", "--db", db, "--json"]) == 0
     runs = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["runs"]
-    assert [r["id"] for r in runs] == [job.recorder.run_id, cli["run_id"]]
+    assert [r["id"] for r in runs] == [job.run_id, cli["run_id"]]
     assert {r["kind"] for r in runs} == {"lr-find"} and runs[0]["status"] != "running"
     with RunStore(db) as store:
-        info = store.run(job.recorder.run_id)
+        info = store.run(job.run_id)
     assert info["config"]["config"]["iterations"] == 60
     shown = at.session_state["rt_shown"].suggestions()
     assert info["results"]["suggestions"] == pytest.approx(shown)

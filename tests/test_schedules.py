@@ -201,9 +201,9 @@ def test_one_cycle_and_clr_bounds_carried_from_a_range_test(mnist1d_small, tmp_p
     # the same bounds read back from the run history, as the CLI stores a range test
     store = RunStore(tmp_path / "runs.db")
     run = store.start_run("lr-find", {}, dataset="mnist1d", model="mlp")
-    store.finish(run, "diverged", {"final_round_suggestions": found})
+    store.finish(run, "diverged", {"suggestions": found})
     other = store.start_run("lr-find", {}, dataset="digits", model="mlp")
-    store.finish(other, "diverged", {"final_round_suggestions": {"max_usable": 9.0}})
+    store.finish(other, "diverged", {"suggestions": {"max_usable": 9.0}})
     assert sch.bounds_from_history(store, "mnist1d", "mlp") == replace_source(b, run)
     assert sch.bounds_from_history(store, "mnist1d", "cnn") is None
     store.close()
@@ -322,7 +322,7 @@ def test_history_bounds_come_from_the_file_the_cli_records_to(tmp_path, capsys):
     db = tmp_path / "other.db"
     with RunStore(db) as store:
         run = store.start_run("lr-find", {}, dataset="digits", model="mlp")
-        store.finish(run, "diverged", {"final_round_suggestions": {"steep": 0.1, "max_usable": 2}})
+        store.finish(run, "diverged", {"suggestions": {"steep": 0.1, "max_usable": 2}})
     args = ["schedules", "--dataset", "digits", "--bounds", "history", "--preview", "--json"]
     assert main([*args, "--db", str(db)]) == 0
     figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

@@ -18,14 +18,15 @@ from lrbs.runs.store import Recorder, RunStore, StoreError, config_key, jsonable
 KINDS = [
     "gd1d",
     "train",
-    "lr-range-test",
+    "lr-find",
     "lr-sweep",
     "bs-sweep",
     "bs-scaling-check",
     "bs-probe",
     "bs-schedule",
     "noise-scale",
-    "noise-check",
+    "schedules",
+    "autotune",
 ]
 
 

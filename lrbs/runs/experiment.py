@@ -22,6 +22,8 @@ from typing import Any, Protocol
 import pandas as pd
 
 from lrbs.core.config import from_dict
+from lrbs.core.device import is_out_of_memory, release_memory
+from lrbs.core.errors import LrbsError
 from lrbs.runs.sink import Rows, Sink, tee
 
 STOPPED = ("stopped", "interrupted")
@@ -114,8 +116,13 @@ def execute(
             recorder.finish("interrupted", {"message": "interrupted"})
         raise
     except Exception as exc:
+        if is_out_of_memory(exc):  # one clear line, on every device, for every view
+            release_memory()
+            exc = LrbsError("out of memory: try a smaller batch size or model")
         if recorder is not None:
             recorder.finish("error", {"error": str(exc)})
+        if isinstance(exc, LrbsError):
+            raise exc from None
         raise
     if recorder is not None:
         status = result.status

@@ -49,6 +49,8 @@ def test_gd_page_change_and_download(page, app_url, tmp_path):
     no_exception(page)
     assert wait_chart(page, 5) == 5
     sidebar_number(page, "Steps", "30")
+    page.get_by_text("after 30 steps").first.wait_for()  # the rerun has drawn the change
+    settle(page)
     no_exception(page)
     df = download_csv(page, "Download the paths (CSV)", tmp_path)
     assert len(df) == 3 * 31 and sorted(df.lr.unique()) == [0.1, 0.5, 1.1]
@@ -230,15 +232,18 @@ def test_the_app_restarted_mid_run_keeps_what_was_written(browser, tmp_path):
         first.send_signal(signal.SIGKILL)
         first.wait()
         ctx.close()
-    runs = RunStore(db).runs()
-    assert runs.status.tolist() == ["interrupted"] and runs.points.iloc[0] > 0
+    deadline = time.time() + 10  # the worker ends within a second of its server
+    while (runs := RunStore(db).runs()).status.tolist() != ["interrupted"]:
+        assert time.time() < deadline, runs.status.tolist()
+        time.sleep(0.2)
+    assert runs.points.iloc[0] > 0
     second, url = serve()
     try:
         ctx = browser.new_context(viewport={"width": 1300, "height": 900})
         pg = ctx.new_page()
         pg.set_default_timeout(60_000)
         open_page(pg, url, "history", "Run history")
-        pg.get_by_text("lr-range-test").first.wait_for(state="attached")  # a grid cell
+        pg.get_by_text("lr-find").first.wait_for(state="attached")  # a grid cell
         no_exception(pg)
         shot(pg, "history_after_restart")
         ctx.close()
