@@ -227,7 +227,10 @@ def test_the_app_restarted_mid_run_keeps_what_was_written(browser, tmp_path):
         page_stop = pg.get_by_role("button", name="Run range test")
         page_stop.click()
         pg.get_by_text("iterations so far").first.wait_for()
-        time.sleep(3)  # points are flushed every second
+        end = time.time() + 60  # the worker may still be importing torch: wait for points
+        while (progress_count(pg, r"(\d+) iterations") or 0) == 0 and time.time() < end:
+            time.sleep(0.2)
+        time.sleep(1.5)  # what the page shows is in the history already; a bit more
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()
