@@ -1,4 +1,12 @@
-"""Auto-tune the learning rate and the batch size together (Optuna), on worker processes."""
+"""Auto-tune
+
+icon: :material/tune:
+
+Let Optuna search the learning rate and the batch size together (TPE sampling, median or
+Hyperband pruning), seeded from the range test and the largest batch that fits; watch trials
+arrive, see which parameter mattered, take the best. Workers on several machines can share one
+study through a database.
+"""
 
 import os
 
@@ -11,7 +19,7 @@ from lrbs.experiments import autotune as at
 from pages.common.job import experiment
 from pages.common.live import csv_download, result_columns, show_error
 from pages.common.range_test import latest_range_test
-from pages.common.sidebar import OPTIMIZER_TITLES, parse_floats, require_setup
+from pages.common.sidebar import OPTIMIZER_TITLES, parse_floats, parse_ints, require_setup
 from pages.common.state import default, page_start
 
 page_start()
@@ -87,13 +95,10 @@ def inputs() -> at.Config | None:
             "postgresql://user:password@host/db shared by workers on several machines.",
         )
     try:
-        values = parse_floats(batches, "batch sizes")
-        if any(v != int(v) for v in values):
-            raise LrbsError("batch sizes must be whole numbers")
         space = at.SearchSpace(
             lr_min=float(lo),
             lr_max=float(hi),
-            batches=tuple(int(v) for v in values),
+            batches=parse_ints(batches, "batch sizes"),
             optimizers=tuple(optimizers),
             warmups=parse_floats(warmups, "warm-up epochs") or (0.0,),
         )

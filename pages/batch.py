@@ -1,4 +1,11 @@
-"""Batch size: the sweep at equal budgets, scaling rules, the largest batch that fits."""
+"""Batch size
+
+icon: :material/stacks:
+
+Sweep batch sizes at equal wall-clock, epoch or update budgets from the same initial weights,
+and see the generalization gap. Check the linear scaling rule (batch x k, lr x k) against a
+fixed rate, and probe the largest batch that fits in memory.
+"""
 
 import streamlit as st
 

@@ -1,4 +1,11 @@
-"""Batch-size scheduling: "don't decay the learning rate, increase the batch size"."""
+"""Batch-size scheduling
+
+icon: :material/trending_up:
+
+Don't decay the learning rate, increase the batch size (Smith et al. 2017): decay, growing
+batches, a hybrid and seed 004's on-plateau recipe side by side from the same weights, with the
+lr, batch and noise scale each one used, and the updates it cost.
+"""
 
 import streamlit as st
 
@@ -7,9 +14,9 @@ from lrbs.charts.schedules import per_epoch_chart
 from lrbs.core.errors import LrbsError
 from lrbs.core.loop import OptimSpec
 from lrbs.experiments import bs_schedule as bss
-from pages.common.job import experiment
-from pages.common.live import downloads, live_chart, result_columns, show_error
-from pages.common.sidebar import optimizer_inputs, parse_floats, require_setup
+from pages.common.job import finished
+from pages.common.live import downloads, live_chart, results_table, show_error
+from pages.common.sidebar import optimizer_inputs, parse_ints, require_setup
 from pages.common.state import default, page_start
 
 page_start()
@@ -60,13 +67,11 @@ def inputs() -> bss.Config | None:
             )
             patience = st.number_input("Plateau: patience (epochs)", min_value=0, key="bq_patience")
     try:
-        ms = parse_floats(milestones, "milestones")
-        if any(m != int(m) for m in ms):
-            raise LrbsError("milestones must be whole epochs")
+        ms = parse_ints(milestones, "milestones (whole epochs)")
         cfg = bss.Config(
             regimes=tuple(regimes),
             epochs=int(epochs),
-            milestones=tuple(int(m) for m in ms),
+            milestones=ms,
             factor=float(factor),
             optim=OptimSpec(name=opt, lr=float(lr), momentum=momentum),
             batch_size=int(batch),
@@ -122,35 +127,25 @@ if cfg is not None:
     if cap := cfg.plateau_cap(N):
         st.warning(cap)
 
-st.radio(
-    "x axis",
-    list(charts.X_AXES),
-    key="bq_x",
-    horizontal=True,
-    format_func=charts.X_AXES.get,
-    index=2,
+result = finished(
+    "bq_job",
+    bss,
+    setup,
+    cfg,
+    draw,
+    label="Train the regimes",
+    x_key="bq_x",
+    hint="Pick the regimes in the sidebar and train them; curves stream in as they go.",
 )
-result = experiment("bq_job", bss, setup, cfg, draw, label="Train the regimes")
-if "bq_job" not in st.session_state:
-    st.info("Pick the regimes in the sidebar and train them; curves stream in as they go.")
-if result is None:
-    st.stop()
 
 table = result.table()
-st.subheader("Results")
-st.dataframe(
+results_table(
     table,
-    hide_index=True,
-    width="stretch",
-    column_config=result_columns(
-        {
-            "val_loss_vs_decay": st.column_config.NumberColumn(
-                "Δ val loss vs decay", format="%+.4f"
-            ),
-            "updates_vs_decay": st.column_config.NumberColumn("updates vs decay", format="%.2f×"),
-            "seconds_vs_decay": st.column_config.NumberColumn("time vs decay", format="%.2f×"),
-        }
-    ),
+    {
+        "val_loss_vs_decay": st.column_config.NumberColumn("Δ val loss vs decay", format="%+.4f"),
+        "updates_vs_decay": st.column_config.NumberColumn("updates vs decay", format="%.2f×"),
+        "seconds_vs_decay": st.column_config.NumberColumn("time vs decay", format="%.2f×"),
+    },
 )
 st.markdown(f"**Verdict.** {result.verdict()}")
 for note in result.notes():

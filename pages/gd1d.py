@@ -1,4 +1,12 @@
-"""Gradient descent on a 1-D loss: too small, good and too large learning rates."""
+"""Gradient descent in 1-D
+
+icon: :material/show_chart:
+
+Every learning-rate question starts here. Watch gradient descent step down a 1-D loss with a
+rate that is too small (it crawls), one that is good (it lands), and one that is too large (it
+overshoots further each step and diverges). On a quadratic the boundary is exact: GD converges
+if and only if lr < 2 / curvature.
+"""
 
 import streamlit as st
 

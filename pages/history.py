@@ -1,4 +1,10 @@
-"""Run history: every run kept, compared and exported."""
+"""Run history
+
+icon: :material/history:
+
+Every run from every page and from the command line, kept in a SQLite file: filter, overlay
+curves of several runs, open, rename, annotate, delete, export as CSV.
+"""
 
 import streamlit as st
 

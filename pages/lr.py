@@ -1,4 +1,12 @@
-"""Find the learning rate: the range test with zoom-in, and the sweep at a fixed budget."""
+"""Find the learning rate
+
+icon: :material/search:
+
+The LR range test (Leslie Smith's LR finder): train briefly while the rate grows from 1e-7 to 10
+and read off where the loss falls fastest and where it blows up; zoom into the interesting
+decade with a finer second pass. Or sweep an exponential grid of rates, each trained from the
+same weights for the same wall-clock budget.
+"""
 
 from functools import partial
 

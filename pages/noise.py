@@ -1,4 +1,11 @@
-"""The gradient noise scale: measure the critical batch size instead of guessing it."""
+"""Noise scale & critical batch
+
+icon: :material/blur_on:
+
+Measure the gradient noise scale B_simple = tr(Σ)/|G|² while a model trains: it predicts the
+critical batch size, beyond which a bigger batch no longer buys fewer updates. Then check the
+prediction against steps-to-target at several batch sizes.
+"""
 
 from dataclasses import replace
 
@@ -10,7 +17,7 @@ from lrbs.core.loop import OptimSpec
 from lrbs.experiments import noise_scale as ns
 from pages.common.job import experiment
 from pages.common.live import csv_download, live_chart, show_error
-from pages.common.sidebar import optimizer_inputs, parse_floats, require_setup
+from pages.common.sidebar import optimizer_inputs, parse_ints, require_setup
 from pages.common.state import default, page_start
 
 page_start()
@@ -99,12 +106,12 @@ def check_inputs(result: ns.Result) -> ns.Config | None:
     target = c2.number_input("Target training loss", format="%.3g", step=None, key="nc_target")
     max_steps = c3.number_input("Max steps each", min_value=0, step=500, key="nc_max")
     try:
-        values = parse_floats(text, "batch sizes")
-        if not values or any(v != int(v) or v < 1 for v in values):
+        values = parse_ints(text, "batch sizes")
+        if not values or min(values) < 1:
             raise LrbsError("batch sizes must be whole numbers of at least 1")
         ccfg = replace(
             result.config,
-            check=tuple(int(b) for b in values),
+            check=values,
             target_loss=float(target),
             check_steps=int(max_steps) or 1,
         )

@@ -1,4 +1,12 @@
-"""Learning-rate schedules, seeded from the range test, and hypergradient descent."""
+"""LR schedules
+
+icon: :material/timeline:
+
+A rate that changes as training goes: step, exponential and cosine decay, warm restarts, warm-
+up, Smith's cyclical rates and one-cycle with their bounds read off the range test, reduce-on-
+plateau, and hypergradient descent, whose rate learns itself. Preview every schedule's rate,
+then train them side by side from the same weights.
+"""
 
 import pandas as pd
 import streamlit as st
@@ -8,8 +16,8 @@ from lrbs.core.errors import LrbsError
 from lrbs.core.loop import OptimSpec
 from lrbs.core.setup import load_tensors
 from lrbs.experiments import schedules as sch
-from pages.common.job import experiment
-from pages.common.live import csv_download, downloads, live_chart, result_columns, show_error
+from pages.common.job import finished
+from pages.common.live import csv_download, downloads, live_chart, results_table, show_error
 from pages.common.range_test import latest_range_test
 from pages.common.sidebar import optimizer_inputs, require_setup
 from pages.common.state import default, page_start
@@ -261,35 +269,27 @@ cfg = inputs()
 bounds_panel(cfg)
 if cfg is not None:
     plan_panel(cfg)
-st.radio(
-    "x axis",
-    list(charts.X_AXES),
-    key="ls_x",
-    horizontal=True,
-    format_func=charts.X_AXES.get,
-    index=2,
+result = finished(
+    "ls_job",
+    sch,
+    setup,
+    cfg,
+    draw,
+    label="Train the schedules",
+    x_key="ls_x",
+    hint="Pick schedules in the sidebar and train them; curves stream in as they go.",
 )
-result = experiment("ls_job", sch, setup, cfg, draw, label="Train the schedules")
-if "ls_job" not in st.session_state:
-    st.info("Pick schedules in the sidebar and train them; curves stream in as they go.")
-if result is None:
-    st.stop()
 
 table = result.table()
-st.subheader("Results")
-st.dataframe(
+results_table(
     table,
-    hide_index=True,
-    width="stretch",
-    column_config=result_columns(
-        {
-            "best_val_loss": st.column_config.NumberColumn("best val loss", format="%.4f"),
-            "best_epoch": st.column_config.NumberColumn("at epoch", format="%.0f"),
-            "lr_min": st.column_config.NumberColumn("lr min", format="%.3g"),
-            "lr_max": st.column_config.NumberColumn("lr max", format="%.3g"),
-            "lr_final": st.column_config.NumberColumn("lr at end", format="%.3g"),
-        }
-    ),
+    {
+        "best_val_loss": st.column_config.NumberColumn("best val loss", format="%.4f"),
+        "best_epoch": st.column_config.NumberColumn("at epoch", format="%.0f"),
+        "lr_min": st.column_config.NumberColumn("lr min", format="%.3g"),
+        "lr_max": st.column_config.NumberColumn("lr max", format="%.3g"),
+        "lr_final": st.column_config.NumberColumn("lr at end", format="%.3g"),
+    },
 )
 st.markdown(result.verdict())
 st.caption(result.bounds.text())

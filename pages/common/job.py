@@ -84,3 +84,27 @@ def experiment(
     if snap.error:
         st.error(snap.error)
     return snap.result
+
+
+def finished(
+    key: str,
+    exp: ModuleType,
+    setup: Any,
+    config: Any | None,
+    draw: Callable[[Snapshot, bool], None],
+    *,
+    label: str,
+    x_key: str,
+    hint: str,
+) -> Any:
+    """`experiment` for a page whose lower half needs the finished Result: the x-axis choice
+    for its curves, a hint while nothing has run, and the page stops until there is one."""
+    from lrbs.charts import X_AXES
+
+    st.radio("x axis", list(X_AXES), key=x_key, horizontal=True, format_func=X_AXES.get, index=2)
+    result = experiment(key, exp, setup, config, draw, label=label)
+    if key not in st.session_state:
+        st.info(hint)
+    if result is None:
+        st.stop()
+    return result

@@ -182,3 +182,9 @@ def result_columns(extra: dict | None = None) -> dict:
         "epochs": number(format="%.2f"),
         "seconds": number(format="%.1f"),
     } | (extra or {})
+
+
+def results_table(table, columns: dict | None = None) -> None:
+    """A finished experiment's results table, with the shared column formats and its own."""
+    st.subheader("Results")
+    st.dataframe(table, hide_index=True, width="stretch", column_config=result_columns(columns))

@@ -1,6 +1,16 @@
-"""The app's pages, in one list: app.py builds the navigation from it, home links to it."""
+"""The app's pages, read from the pages themselves: every file in pages/ whose docstring
+names an icon is a concept page. Its docstring's first line is the title, the line
+`icon: :material/name:` its icon, the paragraph after it what Home says of it. A new page is
+listed by adding its file; ORDER only says where the known ones go."""
 
+from __future__ import annotations
+
+import ast
 from dataclasses import dataclass
+from pathlib import Path
+
+PAGES_DIR = Path(__file__).resolve().parents[1]
+ORDER = ("gd1d", "lr", "schedules", "batch", "bs_schedule", "noise", "autotune", "history")
 
 
 @dataclass(frozen=True)
@@ -11,72 +21,22 @@ class PageInfo:
     concept: str  # the few sentences home shows
 
 
-PAGES = [
-    PageInfo(
-        "pages/gd1d.py",
-        "Gradient descent in 1-D",
-        ":material/show_chart:",
-        "Every learning-rate question starts here. Watch gradient descent step down a 1-D loss "
-        "with a rate that is too small (it crawls), one that is good (it lands), and one that "
-        "is too large (it overshoots further each step and diverges). On a quadratic the "
-        "boundary is exact: GD converges if and only if lr < 2 / curvature.",
-    ),
-    PageInfo(
-        "pages/lr.py",
-        "Find the learning rate",
-        ":material/search:",
-        "The LR range test (Leslie Smith's LR finder): train briefly while the rate grows from "
-        "1e-7 to 10 and read off where the loss falls fastest and where it blows up; zoom into "
-        "the interesting decade with a finer second pass. Or sweep an exponential grid of "
-        "rates, each trained from the same weights for the same wall-clock budget.",
-    ),
-    PageInfo(
-        "pages/schedules.py",
-        "LR schedules",
-        ":material/timeline:",
-        "A rate that changes as training goes: step, exponential and cosine decay, warm "
-        "restarts, warm-up, Smith's cyclical rates and one-cycle with their bounds read off the "
-        "range test, reduce-on-plateau, and hypergradient descent, whose rate learns itself. "
-        "Preview every schedule's rate, then train them side by side from the same weights.",
-    ),
-    PageInfo(
-        "pages/batch.py",
-        "Batch size",
-        ":material/stacks:",
-        "Sweep batch sizes at equal wall-clock, epoch or update budgets from the same initial "
-        "weights, and see the generalization gap. Check the linear scaling rule (batch x k, "
-        "lr x k) against a fixed rate, and probe the largest batch that fits in memory.",
-    ),
-    PageInfo(
-        "pages/bs_schedule.py",
-        "Batch-size scheduling",
-        ":material/trending_up:",
-        "Don't decay the learning rate, increase the batch size (Smith et al. 2017): decay, "
-        "growing batches, a hybrid and seed 004's on-plateau recipe side by side from the same "
-        "weights, with the lr, batch and noise scale each one used, and the updates it cost.",
-    ),
-    PageInfo(
-        "pages/noise.py",
-        "Noise scale & critical batch",
-        ":material/blur_on:",
-        "Measure the gradient noise scale B_simple = tr(Σ)/|G|² while a model trains: it "
-        "predicts the critical batch size, beyond which a bigger batch no longer buys fewer "
-        "updates. Then check the prediction against steps-to-target at several batch sizes.",
-    ),
-    PageInfo(
-        "pages/autotune.py",
-        "Auto-tune",
-        ":material/tune:",
-        "Let Optuna search the learning rate and the batch size together (TPE sampling, median "
-        "or Hyperband pruning), seeded from the range test and the largest batch that fits; "
-        "watch trials arrive, see which parameter mattered, take the best. Workers on several "
-        "machines can share one study through a database.",
-    ),
-    PageInfo(
-        "pages/history.py",
-        "Run history",
-        ":material/history:",
-        "Every run from every page and from the command line, kept in a SQLite file: filter, "
-        "overlay curves of several runs, open, rename, annotate, delete, export as CSV.",
-    ),
-]
+def read_page(path: Path) -> PageInfo | None:
+    doc = ast.get_docstring(ast.parse(path.read_text(), filename=str(path))) or ""
+    title, _, rest = doc.partition("\n")
+    lines = rest.strip().splitlines()
+    if not lines or not lines[0].startswith("icon:"):
+        return None
+    concept = " ".join(line.strip() for line in lines[1:] if line.strip())
+    icon = lines[0].removeprefix("icon:").strip()
+    return PageInfo(f"pages/{path.name}", title.strip(), icon, concept)
+
+
+def concept_pages() -> list[PageInfo]:
+    found = {p.stem: read_page(p) for p in sorted(PAGES_DIR.glob("*.py"))}
+    known = [s for s in ORDER if found.get(s)]
+    rest = [s for s in found if found[s] and s not in ORDER]
+    return [found[s] for s in known + rest]
+
+
+PAGES = concept_pages()

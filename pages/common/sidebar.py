@@ -189,6 +189,16 @@ def parse_floats(text: str, what: str) -> tuple[float, ...]:
     return tuple(out)
 
 
+def parse_ints(text: str, what: str) -> tuple[int, ...]:
+    """'16, 32 64' -> whole numbers, or a ConfigError naming what is not one."""
+    from lrbs.core.errors import ConfigError
+
+    values = parse_floats(text, what)
+    if any(v != int(v) for v in values):
+        raise ConfigError(f"{what} must be whole numbers")
+    return tuple(int(v) for v in values)
+
+
 def require_setup() -> tuple[Setup, Arrays]:
     """The shared block for a training page; stops the page (after saying why) when the data
     or model settings are not usable."""
