@@ -10,7 +10,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PAGES_DIR = Path(__file__).resolve().parents[1]
-ORDER = ("gd1d", "lr", "schedules", "batch", "bs_schedule", "noise", "autotune", "history")
+ORDER = (
+    "gd1d",
+    "sharpness",
+    "lr",
+    "schedules",
+    "batch",
+    "bs_schedule",
+    "noise",
+    "autotune",
+    "history",
+)
 
 
 @dataclass(frozen=True)

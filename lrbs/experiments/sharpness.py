@@ -1,0 +1,507 @@
+"""The stability limit on a real network: the sharpness and the edge of stability.
+
+Gradient descent on c/2 x^2 diverges above lr = 2/c. On a network the same law holds through the
+top eigenvalue of the loss Hessian, the sharpness lambda_max. Cohen et al. (2021): under
+full-batch GD the sharpness rises while training goes on (progressive sharpening) until it
+reaches 2/lr, then hovers there (the edge of stability) while the loss keeps falling, though
+not monotonically. With heavy-ball momentum beta the limit is (2 + 2 beta)/lr; for Adam the
+preconditioned sharpness settles near (2 + 2 beta1)/((1 - beta1) lr), 38/lr at beta1 = 0.9
+(Cohen et al. 2022). Lewkowycz et al. (2020): between 2/lambda_0 and a few times that, the loss
+spikes early, the curvature drops (the catapult) and training goes on.
+
+Each learning rate trains a fresh model (one seed: one initialisation) through the one loop;
+every `every` steps the sharpness of the training loss on a fixed measurement batch is measured
+by power iteration on Hessian-vector products (double backward through one kept graph) and
+streamed as a "sharpness" row. The loop trains with cross-entropy only, so the sharpness is
+that of the cross-entropy loss (Cohen et al. also used MSE; the loop takes no other loss).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from lrbs.core.config import check, option
+from lrbs.core.data import TensorData
+from lrbs.core.device import describe
+from lrbs.core.errors import positive_number, require
+from lrbs.core.loop import EVENT_COLUMNS, Budget, Event, OptimSpec, TrainConfig
+from lrbs.core.setup import Setup, load_tensors
+from lrbs.experiments.sweeps import SweptOptim
+from lrbs.runs import experiment
+from lrbs.runs.experiment import collect
+from lrbs.runs.series import Planned, run_series
+from lrbs.runs.sink import Sink
+
+KIND = "sharpness"
+ADAM_BETA1, ADAM_BETA2, ADAM_EPS = 0.9, 0.999, 1e-8  # torch's Adam defaults, which lrbs uses
+EDGE_BAND = 0.2  # "at the edge of stability": settled within +-20 % of the limit
+SHARPENING = 0.5  # "progressive sharpening": the sharpness rose by more than 50 %
+CATAPULT_DROP = 0.8  # after an early loss spike the sharpness fell below 80 % of lambda_0
+MEASURE_DEFAULT = 2000  # the measurement batch: the whole subset up to this many samples
+DIVERGENCE_FACTOR = 100.0  # a catapult's spike is no divergence: only a 100x rise ends a run
+ROW_COLUMNS = [
+    "run",
+    "step",
+    "lr",
+    "sharpness",
+    "limit",
+    "ratio",
+    "loss",
+    "seconds",
+    "iterations",
+    "preconditioned",
+]
+TABLE_COLUMNS = [
+    "run",
+    "lr",
+    "limit",
+    "sharpness_init",
+    "sharpness_max",
+    "sharpness_settled",
+    "settled_ratio",
+    "loss_init",
+    "final_loss",
+    "max_loss_spike",
+    "status",
+    "labels",
+    "measure_seconds",
+    "train_seconds",
+]
+
+
+def stability_limit(lr: float, optim: OptimSpec) -> float:
+    """The sharpness at which `optim` at rate `lr` stops being stable on a quadratic: 2/lr for
+    GD, (2 + 2 beta)/lr with heavy-ball momentum, (2 + 2 beta1)/((1 - beta1) lr) for Adam (of
+    the preconditioned sharpness)."""
+    positive_number("learning rate", lr)
+    if optim.name == "momentum":
+        return (2 + 2 * optim.momentum) / lr
+    if optim.name in ("adam", "adamw"):
+        return (2 + 2 * ADAM_BETA1) / ((1 - ADAM_BETA1) * lr)
+    return 2 / lr
+
+
+def power_iteration(
+    matvec: Callable[[torch.Tensor], torch.Tensor],
+    v0: torch.Tensor,
+    iterations: int,
+    tol: float = 1e-4,
+) -> tuple[float, torch.Tensor, int]:
+    """The eigenvalue of largest magnitude of a symmetric operator, its unit eigenvector and the
+    products used: v <- Av/|Av|, lambda = v.Av, ending early once lambda changes by less than
+    `tol` relative."""
+    v = v0 / v0.norm().clamp_min(1e-30)
+    lam, used = float("nan"), 0
+    for used in range(1, iterations + 1):
+        av = matvec(v)
+        new = float(torch.dot(v, av))
+        norm = av.norm()
+        if not math.isfinite(new) or float(norm) == 0.0:
+            return new, v, used
+        v = av / norm
+        if math.isfinite(lam) and abs(new - lam) <= tol * abs(new):
+            return new, v, used
+        lam = new
+    return lam, v, used
+
+
+class Meter:
+    """Measures one run's sharpness on the fixed measurement batch (x, y). The eigenvector is
+    kept between measurements, so each one starts where the last ended. For Adam it measures
+    the preconditioned sharpness lambda_max(P^-1 H), P = (1 - beta1^t) diag(sqrt(v_hat) + eps),
+    as the symmetric D H D with D = P^-1/2."""
+
+    def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, iterations: int) -> None:
+        self.model, self.x, self.y, self.iterations = model, x, y, iterations
+        self.names = [n for n, p in model.named_parameters() if p.requires_grad]
+        params = dict(model.named_parameters())
+        gen = torch.Generator(device="cpu").manual_seed(0)
+        n = sum(params[n].numel() for n in self.names)
+        self.v = torch.randn(n, generator=gen).to(x.device, torch.float32)
+        self.optimizer: torch.optim.Optimizer | None = None
+
+    def preconditioner(self) -> torch.Tensor | None:
+        """D = P^-1/2 as a flat vector, for Adam once it has taken a step; else None."""
+        opt = self.optimizer
+        if opt is None or not isinstance(opt, torch.optim.Adam | torch.optim.AdamW):
+            return None
+        params = dict(self.model.named_parameters())
+        parts = []
+        for n in self.names:
+            state = opt.state.get(params[n], {})
+            if "exp_avg_sq" not in state:
+                return None
+            t = float(state["step"])
+            v_hat = state["exp_avg_sq"] / (1 - ADAM_BETA2**t)
+            p = (1 - ADAM_BETA1**t) * (v_hat.sqrt() + ADAM_EPS)
+            parts.append(p.reshape(-1).rsqrt())
+        return torch.cat(parts).detach()
+
+    def measure(self) -> dict:
+        """{"sharpness", "loss", "seconds", "iterations", "preconditioned"} at the weights now."""
+        t0 = time.perf_counter()
+        model = self.model
+        was_training = model.training
+        model.eval()  # no dropout: the Hessian of one function
+        try:
+            params = dict(model.named_parameters())
+            wrt = [params[n] for n in self.names]
+            d = self.preconditioner()
+            with torch.enable_grad():
+                # one forward and one backward with its graph kept; each product is then one
+                # more backward through it: H u = d(g . u)/d theta
+                loss_t = nn.functional.cross_entropy(model(self.x), self.y)
+                grads = torch.autograd.grad(loss_t, wrt, create_graph=True)
+                flat_g = torch.cat([g.reshape(-1) for g in grads])
+
+                def hvp(v: torch.Tensor) -> torch.Tensor:
+                    u = v if d is None else d * v
+                    hu = torch.autograd.grad(flat_g, wrt, u, retain_graph=True)
+                    flat = torch.cat([h.reshape(-1) for h in hu])
+                    return flat if d is None else d * flat
+
+                lam, v, used = power_iteration(hvp, self.v, self.iterations)
+            loss = float(loss_t.detach())
+            if bool(torch.isfinite(v).all()):
+                self.v = v.detach()
+        finally:
+            model.train(was_training)
+        return {
+            "sharpness": lam,
+            "loss": loss,
+            "seconds": time.perf_counter() - t0,
+            "iterations": used,
+            "preconditioned": d is not None,
+        }
+
+
+def hessian_sharpness(model: nn.Module, x: torch.Tensor, y: torch.Tensor, iterations: int) -> float:
+    """lambda_max of the cross-entropy loss of `model` on (x, y), by power iteration."""
+    return Meter(model, x, y, iterations).measure()["sharpness"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    lrs: tuple[float, ...] = option(
+        (0.05, 0.1, 0.2),
+        flag=("--lr", "--lrs"),
+        label="learning rate",
+        help="learning rates, trained side by side from one initialisation",
+    )
+    optim: SweptOptim = option(factory=SweptOptim, help="the optimizer (its rate is each of lrs)")
+    subset: int = option(2000, low=1, help="training samples used (full-batch GD on a subset)")
+    batch_size: int | None = option(
+        None, low=1, help="batch size; default: the whole subset (full-batch gradient descent)"
+    )
+    steps: int = option(300, low=1, high=100_000, help="training steps per learning rate")
+    every: int = option(10, low=1, help="measure the sharpness every k steps")
+    iterations: int = option(20, low=1, high=1000, help="power-iteration steps per measurement")
+    measure_size: int | None = option(
+        None,
+        low=1,
+        help=f"samples of the fixed measurement batch; default: the subset, up to "
+        f"{MEASURE_DEFAULT}",
+    )
+    seed: int = option(0, help="seed of the initial weights (one for every rate)")
+
+    def __post_init__(self) -> None:
+        check(self)
+        require(len(self.lrs) >= 1, "give at least one learning rate")
+        require(len(set(self.lrs)) == len(self.lrs), "the learning rates repeat a value")
+        for lr in self.lrs:
+            OptimSpec(self.optim.name, lr, self.optim.momentum, self.optim.weight_decay)
+        if self.batch_size is not None:
+            require(
+                self.batch_size <= self.subset,
+                f"batch size {self.batch_size} is larger than the subset ({self.subset})",
+            )
+
+    @property
+    def full_batch(self) -> bool:
+        return self.batch_size is None or self.batch_size >= self.subset
+
+    def optim_at(self, lr: float) -> OptimSpec:
+        return OptimSpec(self.optim.name, lr, self.optim.momentum, self.optim.weight_decay)
+
+    def limit(self, lr: float) -> float:
+        return stability_limit(lr, self.optim)
+
+    def train_config(self, lr: float, n: int) -> TrainConfig:
+        return TrainConfig(
+            batch_size=min(self.batch_size or n, n),
+            budget=Budget(steps=self.steps),
+            optim=self.optim_at(lr),
+            seed=self.seed,
+            log_every=min(self.every, 10),
+            eval_each_epoch=False,  # full batch: every step ends an epoch
+            divergence_factor=DIVERGENCE_FACTOR,
+        )
+
+
+def run_name(lr: float) -> str:
+    return f"lr={lr:g}"
+
+
+def subset_of(data: TensorData, n: int) -> TensorData:
+    return replace(data, x_train=data.x_train[:n], y_train=data.y_train[:n])
+
+
+def run(
+    setup: Setup,
+    config: Config,
+    sink: Sink | None = None,
+    stop: threading.Event | None = None,
+) -> Result:
+    """Train each rate from one initialisation, measuring the sharpness at the start and every
+    `every` steps; every measurement is a "sharpness" row as it comes."""
+    rows, sink = collect(sink)
+    full = load_tensors(setup)
+    n = min(config.subset, full.n_train)
+    data = subset_of(full, n)
+    m = min(config.measure_size or min(n, MEASURE_DEFAULT), n)
+    x_m, y_m = data.x_train[:m], data.y_train[:m]
+    sink.emit(
+        "info",
+        {
+            "dataset": setup.data.name,
+            "model": setup.model.name,
+            "device": describe(data.x_train.device).name,
+            "subset": n,
+            "measure_size": m,
+            "batch_size": min(config.batch_size or n, n),
+        },
+    )
+    by_name = {run_name(lr): lr for lr in config.lrs}
+    halt = stop or threading.Event()
+
+    def prepare(name: str) -> Planned:
+        lr = by_name[name]
+        tc = config.train_config(lr, n)
+        model = setup.fresh_model(data, config.seed)
+        opt = tc.optim.build(model.parameters())
+        meter = Meter(model, x_m, y_m, config.iterations)
+        meter.optimizer = opt
+        limit = config.limit(lr)
+
+        def record(step: int) -> None:
+            got = meter.measure()
+            row = {"run": name, "step": step, "lr": lr, "limit": limit} | got
+            row["ratio"] = got["sharpness"] / limit
+            sink.emit("sharpness", row)
+
+        next_due = [config.every]
+
+        def observe(ev: Event) -> str | None:
+            if ev.kind == "train" and ev.step >= next_due[0] and not halt.is_set():
+                record(ev.step)
+                next_due[0] = (ev.step // config.every + 1) * config.every
+            return None
+
+        record(0)
+        return Planned(model, tc, {"optimizer": opt, "stop_rule": observe}, {"lr": lr})
+
+    run_series(list(by_name), prepare, data, sink, stop)
+    stopped = stop is not None and stop.is_set()
+    sink.progress(1.0, "stopped" if stopped else "done")
+    return Result(config, rows.rows, "stopped" if stopped else "finished", "")
+
+
+@dataclass(frozen=True)
+class Result(experiment.Result):
+    def info(self) -> dict:
+        return (self.rows.get("info") or [{}])[0]
+
+    def measurements(self) -> pd.DataFrame:
+        return self.frame("sharpness", ROW_COLUMNS)
+
+    def events(self) -> pd.DataFrame:
+        return self.frame("events", EVENT_COLUMNS)
+
+    def runs(self) -> pd.DataFrame:
+        return self.frame("runs")
+
+    def lambda0(self) -> float | None:
+        """The sharpness at initialisation (one initialisation for every rate)."""
+        m = self.measurements()
+        first = m[(m.step == 0) & ~m.preconditioned.astype(bool)]
+        return float(first.sharpness.iloc[0]) if len(first) else None
+
+    def max_stable(self) -> dict:
+        """The largest stable rate at initialisation, 2/lambda_0, and with momentum beta
+        (2 + 2 beta)/lambda_0."""
+        lam = self.lambda0()
+        if lam is None or not math.isfinite(lam) or lam <= 0:
+            return {"lambda0": lam, "max_stable_lr": None, "max_stable_lr_momentum": None}
+        beta = self.config.optim.momentum
+        return {
+            "lambda0": lam,
+            "max_stable_lr": 2 / lam,
+            "max_stable_lr_momentum": (2 + 2 * beta) / lam,
+        }
+
+    def labels(self, part: pd.DataFrame, losses: pd.Series, status: str) -> list[str]:
+        """What happened in one run: progressive sharpening, edge of stability, catapult,
+        diverged."""
+        out = []
+        s = part.sharpness.to_numpy(dtype=float)
+        s = s[np.isfinite(s)]
+        if status == "diverged":
+            out.append("diverged")
+        if len(s) < 2:
+            return out
+        lam0 = s[0]
+        if lam0 > 0 and s.max() > (1 + SHARPENING) * lam0:
+            out.append("progressive sharpening")
+        ratio = self.settled(part)
+        if status != "diverged" and ratio is not None and abs(ratio - 1) <= EDGE_BAND:
+            out.append("edge of stability")
+        if len(losses) and lam0 > 0:
+            loss0 = float(part.loss.iloc[0])
+            early = losses[losses.index <= max(1, self.config.steps // 2)]
+            if len(early) and float(early.max()) > loss0:
+                spike_at = int(early.idxmax())
+                after = part[part.step > spike_at].sharpness
+                if len(after) and float(after.min()) < CATAPULT_DROP * lam0:
+                    out.append("catapult")
+        return out
+
+    def settled(self, part: pd.DataFrame) -> float | None:
+        """Median of sharpness / limit over the last quarter of the run's measurements."""
+        if part.empty:
+            return None
+        last = part.step.max()
+        tail = part[part.step >= 0.75 * last] if last > 0 else part
+        r = tail.ratio.to_numpy(dtype=float)
+        r = r[np.isfinite(r)]
+        return float(np.median(r)) if len(r) else None
+
+    def table(self) -> pd.DataFrame:
+        """One row per rate: the sharpness at init, its peak, where it settled (and as a
+        multiple of the limit), the worst loss spike, what happened, and the measuring cost."""
+        m, ev, runs = self.measurements(), self.events(), self.runs()
+        out = []
+        for lr in self.config.lrs:
+            name = run_name(lr)
+            part = m[m.run == name].sort_values("step")
+            if part.empty:
+                continue
+            train = ev[(ev.run_id == name) & (ev.kind == "train")] if len(ev) else ev
+            losses = pd.Series(
+                train.loss.to_numpy(dtype=float), index=train.step.to_numpy(dtype=int)
+            )
+            r = runs[runs.run == name] if len(runs) else runs
+            status = str(r.status.iloc[0]) if len(r) else "stopped"
+            seconds = float(r.seconds.iloc[0]) if len(r) else float("nan")
+            in_loop = float(part[part.step > 0].seconds.sum())
+            finite = losses[np.isfinite(losses)]
+            loss0 = float(part.loss.iloc[0])
+            ratio = self.settled(part)
+            out.append(
+                {
+                    "run": name,
+                    "lr": lr,
+                    "limit": self.config.limit(lr),
+                    "sharpness_init": float(part.sharpness.iloc[0]),
+                    "sharpness_max": float(part.sharpness.max()),
+                    "sharpness_settled": None if ratio is None else ratio * self.config.limit(lr),
+                    "settled_ratio": ratio,
+                    "loss_init": loss0,
+                    "final_loss": float(finite.iloc[-1]) if len(finite) else None,
+                    "max_loss_spike": float(finite.max()) / loss0 if len(finite) else None,
+                    "status": status,
+                    "labels": ", ".join(self.labels(part, losses, status)),
+                    "measure_seconds": float(part.seconds.sum()),
+                    "train_seconds": seconds - in_loop,
+                }
+            )
+        return pd.DataFrame(out, columns=TABLE_COLUMNS)
+
+    def cost(self) -> dict:
+        """Seconds spent measuring and training, and the measuring's share of the two."""
+        t = self.table()
+        measure = float(t.measure_seconds.sum()) if len(t) else 0.0
+        training = float(t.train_seconds.sum()) if len(t) else 0.0
+        total = measure + training
+        return {
+            "measure_seconds": measure,
+            "train_seconds": training,
+            "measure_share": measure / total if total > 0 else None,
+        }
+
+    def notes(self) -> list[str]:
+        info, cfg = self.info(), self.config
+        out = ["The loss is cross-entropy (the training loop takes no other loss)."]
+        if info.get("subset") is not None and info["subset"] < cfg.subset:
+            out.append(f"The training set has only {info['subset']} samples: all are used.")
+        if not cfg.full_batch:
+            out.append(
+                f"Minibatch SGD (batch {cfg.batch_size}): the gradient noise adds to the "
+                "picture; the sharpness tends to settle below 2/lr rather than at it, and the "
+                "loss is a mean over minibatches rather than the full-batch loss."
+            )
+        if cfg.optim.name in ("adam", "adamw"):
+            out.append(
+                "Adam: after the first step the sharpness is the preconditioned one, "
+                "lambda_max(P^-1 H), against (2 + 2 beta1)/((1 - beta1) lr) = 38/lr; "
+                "lambda_0 at step 0 is the raw Hessian's."
+            )
+        return out
+
+    def summary(self) -> dict:
+        info = self.info()
+        t = self.table()
+        rates = [
+            {k: row[k] for k in ("lr", "limit", "sharpness_init", "settled_ratio", "status")}
+            | {"max_loss_spike": row["max_loss_spike"], "labels": row["labels"]}
+            for row in t.to_dict("records")
+        ]
+        out = {
+            "status": self.status,
+            "message": self.message,
+            "dataset": info.get("dataset"),
+            "model": info.get("model"),
+            "subset": info.get("subset"),
+            "batch_size": info.get("batch_size"),
+            "optimizer": self.config.optim.name,
+        }
+        out |= self.max_stable()
+        out["rates"] = rates
+        out |= self.cost()
+        out["notes"] = self.notes()
+        return out
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        return {"per_rate": self.table(), "sharpness": self.measurements(), "events": self.events()}
+
+    def report(self) -> str:
+        s = self.summary()
+        lines = []
+        if s["max_stable_lr"] is not None:
+            lines.append(
+                f"lambda_max at init {s['lambda0']:.4g}: max stable rate 2/lambda_0 = "
+                f"{s['max_stable_lr']:.4g}"
+                + (
+                    f", with momentum (2+2b)/lambda_0 = {s['max_stable_lr_momentum']:.4g}"
+                    if self.config.optim.name == "momentum"
+                    else ""
+                )
+            )
+        t = self.table()
+        if len(t):
+            lines.append(t.drop(columns=["run"]).to_string(index=False))
+        if s["measure_share"] is not None:
+            lines.append(
+                f"measuring: {s['measure_seconds']:.2f} s, "
+                f"{100 * s['measure_share']:.0f} % of training + measuring"
+            )
+        lines += s["notes"]
+        return "\n".join(lines) if lines else self.status
