@@ -153,12 +153,8 @@ for row in table.itertuples():
     )
 
 rows = result.measurements()
-if not rows.empty:
-    st.altair_chart(charts.sharpness_chart(rows), width="stretch")
+if not rows.empty:  # the sharpness and the loss are drawn above, by the job's view
     st.altair_chart(charts.ratio_chart(rows, sh.EDGE_BAND), width="stretch")
-    st.altair_chart(
-        charts.loss_chart(result.events(), list(dict.fromkeys(rows.run))), width="stretch"
-    )
 cost = result.cost()
 if cost["measure_share"] is not None:
     st.caption(

@@ -211,3 +211,27 @@ def test_page_bad_input():
     at.text_input(key="sh_lrs").set_value("0.1, 0.1").run()
     assert not at.exception
     assert any("repeat" in e.value for e in at.error)
+
+
+def test_a_cli_run_is_offered_by_the_page(tmp_path, capsys):
+    db = tmp_path / "runs.db"
+    args = ["sharpness", "--dataset", "digits", "--hidden", "16", "--lr", "0.5", "2"]
+    rest = ["--subset", "300", "--steps", "30", "--every", "10", "--db", str(db), "--json"]
+    assert main([*args, *rest]) == 0
+    figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    at = open_page("pages/sharpness.py")
+    at.text_input(key="s_db_path").set_value(str(db))
+    at.selectbox(key="s_dataset").set_value("digits").run()
+    at.text_input(key="s_hidden").set_value("16")
+    at.text_input(key="sh_lrs").set_value("0.5, 2")
+    at.number_input(key="sh_subset").set_value(300)
+    at.number_input(key="sh_steps").set_value(30)
+    at.number_input(key="sh_every").set_value(10).run()
+    assert not at.exception and not at.error
+    offers = [i.value for i in at.info if "These settings already ran" in i.value]
+    assert offers and f"run #{figures['run_id']}" in offers[0]
+    at.button(key="sh_job_load").click().run()
+    assert not at.exception
+    table = at.dataframe[-1].value
+    assert table.settled_ratio.tolist() == [r["settled_ratio"] for r in figures["rates"]]
+    assert len(charts(at)) == 3  # drawn from the stored points
