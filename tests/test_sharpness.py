@@ -163,6 +163,7 @@ def test_divergence_is_a_result():
     result = sh.run(DIGITS, small(lrs=(500.0,), steps=30))
     row = result.summary()["rates"][0]
     assert row["status"] == "diverged" and "diverged" in row["labels"]
+    assert row["settled_ratio"] is None
 
 
 def test_cli_json_keys(capsys):

@@ -404,7 +404,7 @@ class Result(experiment.Result):
             in_loop = float(part[part.step > 0].seconds.sum())
             finite = losses[np.isfinite(losses)]
             loss0 = float(part.loss.iloc[0])
-            ratio = self.settled(part)
+            ratio = None if status == "diverged" else self.settled(part)  # nothing settled
             out.append(
                 {
                     "run": name,
