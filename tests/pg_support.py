@@ -105,8 +105,17 @@ class PgServer:
             for p in (self.root, pwfile):
                 os.chown(p, u.pw_uid, u.pw_gid)
         os.chmod(self.root, 0o700)
-        self._run(self.initdb, "-D", str(self.data), "-U", "postgres", f"--pwfile={pwfile}",
-                  "--auth=scram-sha-256", "--encoding=UTF8", "--locale=C.UTF-8")  # fmt: skip
+        self._run(
+            self.initdb,
+            "-D",
+            str(self.data),
+            "-U",
+            "postgres",
+            f"--pwfile={pwfile}",
+            "--auth=scram-sha-256",
+            "--encoding=UTF8",
+            "--locale=C.UTF-8",
+        )
         pwfile.unlink()
         with open(self.data / "postgresql.conf", "a") as conf:
             conf.write(
@@ -120,8 +129,7 @@ class PgServer:
         self._make_role()
 
     def start(self) -> None:
-        self._run(self.pg_ctl, "-D", str(self.data), "-l", str(self.log), "-w", "-t", "30",
-                  "start")  # fmt: skip
+        self._run(self.pg_ctl, "-D", str(self.data), "-l", str(self.log), "-w", "-t", "30", "start")
 
     def stop(self, mode: str = "fast") -> None:
         self._run(self.pg_ctl, "-D", str(self.data), "-m", mode, "-w", "-t", "30", "stop")

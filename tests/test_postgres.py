@@ -67,8 +67,12 @@ class Lrbs:
 def env(tmp_path, monkeypatch):
     """The environment of every process of a test: its own run history, short heartbeats, one
     torch thread each (2 cores are shared by every process)."""
-    e = {"LRBS_DB": str(tmp_path / "runs.db"), "LRBS_HEARTBEAT_SECONDS": "1",
-         "LRBS_STORAGE_RETRY_SECONDS": "30", "OMP_NUM_THREADS": "1"}  # fmt: skip
+    e = {
+        "LRBS_DB": str(tmp_path / "runs.db"),
+        "LRBS_HEARTBEAT_SECONDS": "1",
+        "LRBS_STORAGE_RETRY_SECONDS": "30",
+        "OMP_NUM_THREADS": "1",
+    }
     for k, v in e.items():
         monkeypatch.setenv(k, v)  # this process too (its own storage handles)
     return dict(os.environ)
@@ -76,14 +80,37 @@ def env(tmp_path, monkeypatch):
 
 def run(tmp, env, url, study, trials, workers=2, extra=STUDY) -> Lrbs:
     """The README's first command: create the study and run its first trials here."""
-    return Lrbs(tmp, "autotune", "run", "--study", study, "--trials", str(trials),
-                "--workers", str(workers), "--storage", url, *extra, env=env)  # fmt: skip
+    return Lrbs(
+        tmp,
+        "autotune",
+        "run",
+        "--study",
+        study,
+        "--trials",
+        str(trials),
+        "--workers",
+        str(workers),
+        "--storage",
+        url,
+        *extra,
+        env=env,
+    )
 
 
 def worker(tmp, env, url, study, trials) -> Lrbs:
     """The README's second command: join with more trials, given the name and the URL only."""
-    return Lrbs(tmp, "autotune", "worker", "--study", study, "--trials", str(trials),
-                "--storage", url, env=env)  # fmt: skip
+    return Lrbs(
+        tmp,
+        "autotune",
+        "worker",
+        "--study",
+        study,
+        "--trials",
+        str(trials),
+        "--storage",
+        url,
+        env=env,
+    )
 
 
 def make_study(url, name, seconds=1.0):
@@ -219,8 +246,10 @@ def test_the_database_restarted_mid_study_loses_no_finished_trial(pg, tmp_path, 
     assert all(after[n] == r for n, r in before.items()), "a finished trial changed or was lost"
     rows = list(after.values())
     cut = [n for n, state, _ in rows if state == "FAIL"]
-    print(f"database restarted: `autotune run` exit {code}; {len(before)} finished before, "
-          f"kept; trials {states(rows)}; cut short {cut}")  # fmt: skip
+    print(
+        f"database restarted: `autotune run` exit {code}; {len(before)} finished before, "
+        f"kept; trials {states(rows)}; cut short {cut}"
+    )
     if code:
         print(maker.err[-3000:], *logs, sep="\n-----\n")
     if code == 0:
@@ -244,10 +273,13 @@ def test_a_wrong_password_or_an_unreachable_host_is_one_clear_line(pg, tmp_path,
     closed = f"postgresql://lrbs:{pg.password}@127.0.0.1:{free_port()}/lrbs"
     cases = [  # the same path for the others, here (no process to spare on a shared machine)
         ("run", closed, "Connection refused"),
-        ("worker", "postgresql://lrbs:secret@no-such-host.invalid/lrbs",
-         "failed to resolve host 'no-such-host.invalid'"),
+        (
+            "worker",
+            "postgresql://lrbs:secret@no-such-host.invalid/lrbs",
+            "failed to resolve host 'no-such-host.invalid'",
+        ),
         ("worker", pg.url(database="nope"), 'database "nope" does not exist'),
-    ]  # fmt: skip
+    ]
     for action, url, says in cases:
         args = ["--dataset", "digits"] if action == "run" else []
         code = main(["autotune", action, "--study", "x", "--trials", "1", "--storage", url, *args])

@@ -225,9 +225,11 @@ def open_storage(url: str | None = None):
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 beat = int(os.environ.get("LRBS_HEARTBEAT_SECONDS") or 30)
                 rdb = optuna.storages.RDBStorage(
-                    url, engine_kwargs=_engine_kwargs(url), heartbeat_interval=beat,
+                    url,
+                    engine_kwargs=_engine_kwargs(url),
+                    heartbeat_interval=beat,
                     grace_period=4 * beat,
-                )  # fmt: skip
+                )
                 _reconnect_with_retries(rdb.engine)  # a restarted database is waited for
                 return rdb
         Path(url).parent.mkdir(parents=True, exist_ok=True)
@@ -385,15 +387,21 @@ def create_study(storage, name: str, setup: Setup, cfg: Config):
 
     require(bool(name.strip()), "the study needs a name")
     mine = settings(setup, cfg)
-    kw = dict(storage=storage, study_name=name, direction="minimize",
-              sampler=make_sampler(cfg.seed, 20), pruner=make_pruner(cfg))  # fmt: skip
+    kw = dict(
+        storage=storage,
+        study_name=name,
+        direction="minimize",
+        sampler=make_sampler(cfg.seed, 20),
+        pruner=make_pruner(cfg),
+    )
     try:  # the storage's unique name decides who made it, when two processes try at once
         study = optuna.create_study(**kw)
         study.set_user_attr(ATTR, mine)
         return study
     except optuna.exceptions.DuplicatedStudyError:
-        study = optuna.load_study(study_name=name, storage=storage, sampler=kw["sampler"],
-                                  pruner=kw["pruner"])  # fmt: skip
+        study = optuna.load_study(
+            study_name=name, storage=storage, sampler=kw["sampler"], pruner=kw["pruner"]
+        )
     theirs, deadline = study.user_attrs.get(ATTR), time.monotonic() + 5
     while theirs is None and time.monotonic() < deadline:  # its maker is storing its settings
         time.sleep(0.2)
@@ -585,8 +593,9 @@ def run_worker(
     lost = 0  # trials cut short by a lost connection: each recorded failed, and one of ours
     while done + lost < n_trials:
         try:
-            study.optimize(tracked, n_trials=n_trials - done - lost, catch=(TrialStopped,),
-                           callbacks=[count])  # fmt: skip
+            study.optimize(
+                tracked, n_trials=n_trials - done - lost, catch=(TrialStopped,), callbacks=[count]
+            )
             break
         except Exception as exc:
             cause = connection_lost(exc)
@@ -597,8 +606,11 @@ def run_worker(
             try:  # the database back (a restart)? A new connection waits for it; then the trial
                 # cut short is failed here if Optuna could not, and the next one starts
                 cut = current[0]
-                running = {t.number for t in study.get_trials(deepcopy=False)
-                           if t.state == TrialState.RUNNING}  # fmt: skip
+                running = {
+                    t.number
+                    for t in study.get_trials(deepcopy=False)
+                    if t.state == TrialState.RUNNING
+                }
                 if cut is not None and cut.number in running:
                     cut.set_user_attr("status", "connection lost")
                     study.tell(cut.number, state=TrialState.FAIL, skip_if_finished=True)
