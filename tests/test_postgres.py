@@ -116,7 +116,7 @@ def worker(tmp, env, url, study, trials) -> Lrbs:
 def make_study(url, name, seconds=1.0):
     """A study as `autotune run --dataset digits --seconds-per-trial S` makes it, made here,
     for the tests of workers alone (one process fewer on a shared machine)."""
-    at.create_study(storage(url), name, DIGITS, at.TuneConfig(seconds=seconds))
+    at.create_study(storage(url), name, DIGITS, at.Config(seconds=seconds))
 
 
 def wait_for(what, timeout=60.0, every=0.2):
@@ -322,7 +322,7 @@ def test_one_name_claimed_at_the_same_moment_in_threads(pg):
             storage = at.open_storage(url)
             gate.wait()
             try:
-                at.create_study(storage, name, DIGITS, at.TuneConfig(seconds=seconds))
+                at.create_study(storage, name, DIGITS, at.Config(seconds=seconds))
                 outcomes[i] = seconds
             except ConfigError as exc:
                 outcomes[i] = str(exc)

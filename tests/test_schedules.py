@@ -316,7 +316,7 @@ def test_preview_streams_the_plan_and_trains_nothing():
     assert result.summary()["steps"] == 2 * math.ceil(4000 / 64)
 
 
-def test_history_bounds_come_from_the_file_the_cli_records_to(tmp_path, capsys):
+def test_history_bounds_come_from_the_file_the_cli_records_to(tmp_path, capsys, monkeypatch):
     """`--bounds history` reads the --db file the command records in (not LRBS_DB), or the
     file --history-db names."""
     db = tmp_path / "other.db"
@@ -335,6 +335,7 @@ def test_history_bounds_come_from_the_file_the_cli_records_to(tmp_path, capsys):
     assert main([*args, "--no-store", "--history-db", str(db)]) == 0
     figures = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert figures["max_lr"] == 2.0
+    monkeypatch.setenv("LRBS_DB", str(tmp_path / "empty.db"))
     assert main(args) == 2  # LRBS_DB holds no range test of digits
     assert "no range test of this dataset and model" in capsys.readouterr().err
 
