@@ -191,6 +191,9 @@ def range_test_chart(
         d["curve"] = d["curve"] + ", seed " + d["seed"].astype(str)
     first = d[d["round"] == d["round"].min()]
     y_dom = _y_window(pd.concat([d.smoothed, d.loss]), head=float(first.smoothed.iloc[:5].max()))
+    d = thin(d, MAX_POINTS, by="curve")  # a long test draws every k-th point (the CSV has all)
+    if band is not None and len(band) > MAX_POINTS:
+        band = band.iloc[:: int(np.ceil(len(band) / MAX_POINTS))]
     x = alt.X("lr:Q", title="learning rate (log)", scale=alt.Scale(type="log"))
     y = alt.Y("loss:Q", title="training loss", scale=alt.Scale(domain=y_dom, clamp=True))
     color = alt.Color(
@@ -245,6 +248,9 @@ def range_test_chart(
     return alt.layer(*layers).properties(height=380)
 
 
+MAX_POINTS = 2000  # per chart layer: Altair refuses more than 5000 rows, and browsers slow down
+
+
 X_AXES = {
     "elapsed": "wall-clock seconds",
     "step": "parameter updates",
@@ -253,11 +259,13 @@ X_AXES = {
 }
 
 
-def thin(d: pd.DataFrame, max_points: int, by: str) -> pd.DataFrame:
+def thin(d: pd.DataFrame, max_points: int, by: str | None) -> pd.DataFrame:
     """Every k-th row of each group (and its last), so a live chart stays cheap to redraw."""
     if len(d) <= max_points:
         return d
     k = int(np.ceil(len(d) / max_points))
+    if by is None:
+        return d.iloc[sorted({*range(0, len(d), k), len(d) - 1})]
     pos = d.groupby(by).cumcount()
     last = pos == d.groupby(by)[by].transform("size") - 1
     return d[(pos % k == 0) | last]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
-from lrbs.charts import band_chart, runs_chart
+from lrbs.charts import MAX_POINTS, band_chart, runs_chart, thin
 
 SEED_SUFFIX = r" seed \d+$"
 
@@ -28,6 +28,7 @@ def sweep_chart(
 def scaling_chart(curves: pd.DataFrame, rule: str, title: str) -> alt.Chart:
     """Validation loss per epoch of one rule's runs B0*k, on the y scale of every rule's curves
     (so the two rules' charts compare at a glance)."""
+    curves = thin(curves, MAX_POINTS, by=None)
     lo, hi = float(curves.val_loss.min()), float(curves.val_loss.max())
     pad = 0.05 * max(hi - lo, 1e-3)
     d = curves[curves.rule == rule].copy()

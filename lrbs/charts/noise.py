@@ -6,12 +6,15 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
+from lrbs.charts import MAX_POINTS, thin
+
 NOISE_COLOR = "#d9480f"
 LOSS_COLOR = "#1971c2"
 
 
 def b_simple_chart(rows: pd.DataFrame, height: int = 300) -> alt.LayerChart:
     """B_simple as measured: the averaged estimate as a line, each raw one as a faint dot."""
+    rows = thin(rows, MAX_POINTS, by=None)
     base = alt.Chart(rows).encode(x=alt.X("step:Q", title="training step"))
     averaged = base.mark_line(color=NOISE_COLOR, strokeWidth=2.5).encode(
         y=alt.Y("b_simple:Q", title="B_simple (averaged)", scale=alt.Scale(type="log")),
@@ -25,6 +28,7 @@ def b_simple_chart(rows: pd.DataFrame, height: int = 300) -> alt.LayerChart:
 
 def measured_loss_chart(rows: pd.DataFrame, height: int = 300) -> alt.Chart:
     """The training loss at each measurement."""
+    rows = thin(rows, MAX_POINTS, by=None)
     return (
         alt.Chart(rows)
         .mark_line(color=LOSS_COLOR)

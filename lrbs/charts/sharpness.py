@@ -6,6 +6,8 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
+from lrbs.charts import MAX_POINTS, thin
+
 
 def _color(runs: list[str]) -> alt.Color:
     return alt.Color("run:N", title="learning rate", sort=runs)
@@ -14,6 +16,7 @@ def _color(runs: list[str]) -> alt.Color:
 def sharpness_chart(rows: pd.DataFrame, height: int = 320) -> alt.LayerChart:
     """lambda_max per measurement, one line per rate, and each rate's limit (2/lr, or the
     momentum/Adam one) as a dashed horizontal rule of the same colour."""
+    rows = thin(rows, MAX_POINTS, by=None)
     runs = list(dict.fromkeys(rows.run))
     base = alt.Chart(rows).encode(x=alt.X("step:Q", title="training step"), color=_color(runs))
     line = base.mark_line(point=True, strokeWidth=2).encode(
@@ -43,6 +46,7 @@ def sharpness_chart(rows: pd.DataFrame, height: int = 320) -> alt.LayerChart:
 
 def loss_chart(events: pd.DataFrame, runs: list[str], height: int = 240) -> alt.Chart:
     """The training loss of each rate against the step (log scale: spikes and slow falls)."""
+    events = thin(events, MAX_POINTS, by=None)
     train = events[(events.kind == "train") & events.loss.notna()].rename(columns={"run_id": "run"})
     return (
         alt.Chart(train)
@@ -59,6 +63,7 @@ def loss_chart(events: pd.DataFrame, runs: list[str], height: int = 240) -> alt.
 
 def ratio_chart(rows: pd.DataFrame, band: float, height: int = 240) -> alt.LayerChart:
     """lambda_max / limit per rate: 1 is the edge of stability, the shaded band +-`band`."""
+    rows = thin(rows, MAX_POINTS, by=None)
     runs = list(dict.fromkeys(rows.run))
     zone = (
         alt.Chart(pd.DataFrame({"lo": [1 - band], "hi": [1 + band]}))
