@@ -77,7 +77,10 @@ def from_url() -> None:
     st.session_state[URL_READ] = True
     for key, text in st.query_params.to_dict().items():
         if key.startswith(JOB_PREFIX):
-            st.session_state.setdefault("_url_jobs", {})[key[len(JOB_PREFIX) :]] = text
+            name = key[len(JOB_PREFIX) :]
+            st.session_state.setdefault("_url_jobs", {})[name] = text
+            if text.isdigit():  # kept in the URL from this first run on
+                remember_job(name, int(text))
             continue
         try:
             value = json.loads(text)

@@ -51,7 +51,7 @@ def test_a_reload_shows_the_same_run_with_its_settings_and_another_tab_stops_it(
     other.get_by_role("button", name="Stop").click()
     page.get_by_text("Suggestions").wait_for(timeout=60_000)  # the first tab sees it end
     no_exception(page)
-    assert "stopped" in page.get_by_text("Round 0").first.inner_text()
+    page.get_by_text("Round 0: stopped").first.wait_for()
     other.context.close()
 
 
