@@ -27,6 +27,7 @@ LONG: dict[str, list[str]] = {
     "bs-schedule": [*SMALL, "--epochs", "300"],
     "schedules": [*SMALL, "--epochs", "300", "--schedules", "constant", "cosine"],
     "noise-scale": [*SMALL, "--steps", "200000"],
+    "sharpness": [*SMALL, "--steps", "100000", "--subset", "500"],
     "autotune": ["run", *SMALL, "--trials", "40", "--workers", "1", "--seconds-per-trial", "4"],
 }
 QUICK = {"gd1d": []}  # no training: nothing to interrupt
