@@ -35,7 +35,7 @@ def test_a_reload_shows_the_same_run_with_its_settings_and_another_tab_stops_it(
     open_page(page, app_url, "lr", "Run range test")
     sidebar_number(page, "Iterations", "100000")
     sidebar_number(page, "Batch size", "32")
-    page.get_by_role("button", name="Run range test").click()
+    page.get_by_role("button", name="Run range test").first.click()
     before = wait_progress(page)
     assert "job.rt_job=" in page.url and "rt_iters=100000" in page.url
     page.reload()
@@ -126,7 +126,7 @@ def test_eight_tabs_on_a_fresh_app_all_finish_and_a_killed_worker_is_reported(br
             pages.append(pg)
         started = time.time()
         for pg in pages:
-            pg.get_by_role("button", name="Run range test").click()
+            pg.get_by_role("button", name="Run range test").first.click()
         for pg in pages:
             pg.get_by_text("Suggestions").wait_for()
             no_exception(pg)
@@ -139,7 +139,7 @@ def test_eight_tabs_on_a_fresh_app_all_finish_and_a_killed_worker_is_reported(br
         # a worker killed mid-job: the job shows as interrupted, with its points
         pg = pages[0]
         sidebar_number(pg, "Iterations", "100000")
-        pg.get_by_role("button", name="Run range test").click()
+        pg.get_by_role("button", name="Run range test").first.click()
         wait_progress(pg)
         time.sleep(1.5)
         with RunStore(db) as store:
