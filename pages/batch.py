@@ -53,10 +53,8 @@ TABLE_COLUMNS = result_columns(
 
 def sweep_inputs() -> bs_sweep.Config | None:
     lr0 = st.session_state.get("chosen_lr", 0.1)
-    grid = "64, 128, 256, full"
-    chosen_batch = st.session_state.get("chosen_batch")  # "use this" from the auto-tune page
-    if chosen_batch and str(chosen_batch) not in grid.split(", "):
-        grid = f"{grid}, {chosen_batch}"
+    # with the batch "use this" on the auto-tune page chose
+    grid = scaling.with_batch("64, 128, 256, full", st.session_state.get("chosen_batch"))
     for key, value in {
         "bs_grid": grid,
         "bs_budget_kind": "seconds",
@@ -245,10 +243,7 @@ def scaling_section() -> None:
 
 
 def add_batch_to_sweep(b: int) -> None:
-    parts = [p.strip() for p in st.session_state.get("bs_grid", "").split(",") if p.strip()]
-    if str(b) not in parts:
-        parts.append(str(b))
-    st.session_state["bs_grid"] = ", ".join(parts)
+    st.session_state["bs_grid"] = scaling.with_batch(st.session_state.get("bs_grid", ""), b)
     st.session_state["bs_mode"] = MODES[0]
 
 

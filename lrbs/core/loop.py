@@ -170,6 +170,22 @@ class Event:
 EVENT_COLUMNS = list(Event.__slots__)
 
 
+HEADLINE = (  # a run's headline figures, as RunResult.headline() gives them
+    "status",
+    "steps",
+    "epochs",
+    "samples",
+    "elapsed",
+    "final_loss",
+    "val_loss",
+    "val_acc",
+    "train_eval_loss",
+    "peak_memory",
+    "message",
+    "gap",
+)
+
+
 @dataclass(frozen=True)
 class RunResult:
     run_id: str
@@ -199,22 +215,7 @@ class RunResult:
         return self.samples / self.elapsed if self.elapsed > 0 else float("nan")
 
     def headline(self) -> dict:
-        keys = (
-            "status",
-            "steps",
-            "epochs",
-            "samples",
-            "elapsed",
-            "final_loss",
-            "val_loss",
-            "val_acc",
-            "train_eval_loss",
-            "peak_memory",
-            "message",
-        )
-        out = {k: getattr(self, k) for k in keys}
-        out["gap"] = self.gap
-        return out
+        return {k: getattr(self, k) for k in HEADLINE}
 
 
 @torch.no_grad()

@@ -138,3 +138,11 @@ def smallest_class_warning(counts: np.ndarray, batch: int, threshold: float = 3.
             "batch or class-balanced sampling."
         )
     return None
+
+
+def with_batch(text: str, batch: int | None) -> str:
+    """A typed list of batch sizes ("64, 128, full") with `batch` added if it is not there."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if batch and str(batch) not in parts:
+        parts.append(str(batch))
+    return ", ".join(parts)

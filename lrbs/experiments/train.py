@@ -9,27 +9,13 @@ import pandas as pd
 
 from lrbs.core.config import check, option
 from lrbs.core.device import describe
-from lrbs.core.loop import EVENT_COLUMNS, Budget, OptimSpec, TrainConfig, train
+from lrbs.core.loop import EVENT_COLUMNS, HEADLINE, Budget, OptimSpec, TrainConfig, train
 from lrbs.core.setup import Setup, load_tensors
 from lrbs.runs import experiment
 from lrbs.runs.experiment import collect
 from lrbs.runs.sink import Sink
 
 KIND = "train"
-HEADLINE = (
-    "status",
-    "steps",
-    "epochs",
-    "samples",
-    "elapsed",
-    "final_loss",
-    "val_loss",
-    "val_acc",
-    "train_eval_loss",
-    "peak_memory",
-    "message",
-    "gap",
-)
 
 
 @dataclass(frozen=True, kw_only=True)
