@@ -39,12 +39,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def app_url():
-    if REASON:
-        pytest.skip(REASON)
+def serve(env: dict | None = None, log=subprocess.DEVNULL) -> tuple[subprocess.Popen, str]:
+    """`streamlit run app.py` on a free localhost port, once it answers its health check."""
     port = free_port()
-    log = open(Path(tempfile.gettempdir()) / f"lrbs-e2e-server-{port}.log", "w")
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -60,21 +57,30 @@ def app_url():
             "127.0.0.1",
         ],
         cwd=ROOT,
+        env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
-    )
+    )  # noqa: E501
     url = f"http://127.0.0.1:{port}"
+    for _ in range(240):
+        try:
+            urllib.request.urlopen(f"{url}/_stcore/health", timeout=2)
+            return proc, url
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError("the app exited before it answered") from None
+            time.sleep(0.5)
+    proc.kill()
+    raise RuntimeError("the app did not come up")
+
+
+@pytest.fixture(scope="session")
+def app_url():
+    if REASON:
+        pytest.skip(REASON)
+    log = open(Path(tempfile.gettempdir()) / "lrbs-e2e-server.log", "w")
+    proc, url = serve(log=log)
     try:
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(f"{url}/_stcore/health", timeout=2)
-                break
-            except OSError:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"the app exited; see {log.name}") from None
-                time.sleep(0.5)
-        else:
-            raise RuntimeError(f"the app did not come up; see {log.name}")
         yield url
     finally:
         proc.terminate()

@@ -177,47 +177,15 @@ def test_the_app_restarted_mid_run_keeps_what_was_written(browser, tmp_path):
     run, with the points written before the kill."""
     import os
     import signal
-    import subprocess
-    import sys
-    import urllib.request
 
-    from browser_helpers import ROOT
-    from conftest import free_port
+    from conftest import serve
 
     from lrbs.runs.store import RunStore
 
     db = tmp_path / "restart.db"
     env = dict(os.environ, LRBS_DB=str(db))
 
-    def serve():
-        port = free_port()
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "streamlit",
-                "run",
-                "app.py",
-                "--server.port",
-                str(port),
-                "--server.headless",
-                "true",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2)
-                return proc, f"http://127.0.0.1:{port}"
-            except OSError:
-                time.sleep(0.5)
-        proc.kill()
-        raise RuntimeError("the app did not come up")
-
-    first, url = serve()
+    first, url = serve(env)
     ctx = browser.new_context(viewport={"width": 1300, "height": 900})
     pg = ctx.new_page()
     pg.set_default_timeout(60_000)
@@ -240,7 +208,7 @@ def test_the_app_restarted_mid_run_keeps_what_was_written(browser, tmp_path):
         assert time.time() < deadline, runs.status.tolist()
         time.sleep(0.2)
     assert runs.points.iloc[0] > 0
-    second, url = serve()
+    second, url = serve(env)
     try:
         ctx = browser.new_context(viewport={"width": 1300, "height": 900})
         pg = ctx.new_page()

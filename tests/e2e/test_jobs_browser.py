@@ -5,12 +5,10 @@ worker's job is shown as interrupted with its points, and eight tabs at once all
 import os
 import signal
 import subprocess
-import sys
 import time
-import urllib.request
 
-from browser_helpers import ROOT, no_exception, open_page, progress_count, settle, sidebar_number
-from conftest import free_port
+from browser_helpers import no_exception, open_page, progress_count, settle, sidebar_number
+from conftest import serve
 
 from lrbs.runs.store import RunStore
 
@@ -71,37 +69,6 @@ def test_a_sidebar_error_and_back_keeps_the_page_settings(page, app_url):
     page.get_by_role("button", name="Run range test").wait_for()
     assert sidebar_value(page, "Iterations") == "345"
     no_exception(page)
-
-
-def serve(env: dict) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            "app.py",
-            "--server.port",
-            str(port),
-            "--server.headless",
-            "true",
-            "--server.address",
-            "127.0.0.1",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # noqa: E501
-    for _ in range(120):
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2)
-            return proc, f"http://127.0.0.1:{port}"
-        except OSError:
-            time.sleep(0.5)
-    proc.kill()
-    raise RuntimeError("the app did not come up")
 
 
 def workers_of(server: subprocess.Popen) -> list[int]:
