@@ -20,6 +20,7 @@ import torch
 
 from lrbs.core.config import check, option
 from lrbs.core.errors import ConfigError, DataUnavailable, LrbsError, require
+from lrbs.core.task import CLASSIFICATION, Compute, Task
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,9 @@ class Arrays:
 
 @dataclass(frozen=True)
 class TensorData:
-    """The same arrays as tensors on one device; minibatches are slices of these."""
+    """The same arrays as tensors on one device; minibatches are slices of these. `task` is
+    what a run on them minimises (cross-entropy and accuracy for the built-in sets) and
+    `compute` how it computes (precision, accumulation)."""
 
     x_train: torch.Tensor
     y_train: torch.Tensor
@@ -104,10 +107,34 @@ class TensorData:
     n_classes: int
     input_shape: tuple[int, ...]
     name: str = ""
+    task: Task = CLASSIFICATION
+    compute: Compute = field(default_factory=Compute)
 
     @property
     def n_train(self) -> int:
         return len(self.y_train)
+
+    @property
+    def n_val(self) -> int:
+        return len(self.y_val)
+
+    @property
+    def device(self) -> torch.device:
+        return self.x_train.device
+
+    def take(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """These training samples as one batch."""
+        idx = idx.to(self.device)
+        return self.x_train[idx], self.y_train[idx]
+
+    def chunks(self, which: str = "val", idx: torch.Tensor | None = None, chunk: int = 8192):
+        """The validation set (or these training samples), in order, a chunk at a time."""
+        if which == "val":
+            x, y = self.x_val, self.y_val
+        else:
+            x, y = (self.x_train, self.y_train) if idx is None else self.take(idx)
+        for i in range(0, len(y), chunk):
+            yield x[i : i + chunk], y[i : i + chunk]
 
     @classmethod
     def from_arrays(cls, a: Arrays, device: torch.device | str = "cpu") -> TensorData:

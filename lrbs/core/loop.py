@@ -1,7 +1,10 @@
 """THE training loop: every experiment in lrbs trains through `train`.
 
-Data sits on the device; a minibatch is a slice of one shuffled index per epoch. The learning
-rate (a torch scheduler) and the batch size (a function of progress) may change at any step.
+Data sits on the device and a minibatch is a slice of one shuffled index per epoch (the fast
+path), or it is streamed from a Dataset in that same order (`lrbs.core.stream`). The loss and
+metric are the data's task (`lrbs.core.task`); precision and gradient accumulation its compute.
+The learning rate (a torch scheduler) and the batch size (a function of progress) may change at
+any step.
 Budgets count steps, epochs, samples or seconds of training (evaluation time is not counted).
 Losses are summed on the device and read every `log_every` steps, so a GPU is not synchronised
 each step. A NaN/inf loss, or one above `divergence_factor` x the best so far (and above the
@@ -26,6 +29,8 @@ from lrbs.core.data import TensorData
 from lrbs.core.device import is_out_of_memory, peak_memory_bytes, release_memory, reset_peak_memory
 from lrbs.core.errors import ConfigError, positive_int, positive_number, require
 from lrbs.core.models import set_generator
+from lrbs.core.stream import MemoryOrder, StreamData, StreamOrder
+from lrbs.core.task import CLASSIFICATION, Compute, Task
 
 log = logging.getLogger(__name__)
 
@@ -219,23 +224,98 @@ class RunResult:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, chunk: int = 8192):
-    """Mean cross-entropy and accuracy over (x, y), in eval mode."""
+def score(
+    model: nn.Module, chunks, task: Task = CLASSIFICATION, compute: Compute | None = None
+) -> tuple[float, float | None]:
+    """Mean loss and mean metric (None without one) over `chunks` of (x, y), in eval mode;
+    summed on the device and read once."""
     was_training = model.training
     model.eval()
-    total, correct = torch.zeros((), device=x.device), torch.zeros((), device=x.device)
-    for i in range(0, len(y), chunk):
-        out = model(x[i : i + chunk])
-        total += nn.functional.cross_entropy(out, y[i : i + chunk], reduction="sum")
-        correct += (out.argmax(1) == y[i : i + chunk]).sum()
+    ctx = compute.autocast if compute is not None and compute.precision != "fp32" else None
+    total, metric, n = 0.0, 0.0, 0
+    for x, y in chunks:
+        if ctx is None:
+            out = model(x)
+            loss = task.loss(out, y)
+        else:
+            with ctx(x.device):
+                out = model(x)
+                loss = task.loss(out, y)
+        total = total + loss.float() * len(y)
+        if task.metric is not None:
+            metric = metric + task.metric(out, y) * len(y)
+        n += len(y)
     model.train(was_training)
-    n = max(1, len(y))
-    return total.item() / n, correct.item() / n
+    n = max(1, n)
+    value = total.item() if isinstance(total, torch.Tensor) else total
+    if task.metric is None:
+        return value / n, None
+    m = metric.item() if isinstance(metric, torch.Tensor) else float(metric)
+    return value / n, m / n
+
+
+def evaluate(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    chunk: int = 8192,
+    task: Task = CLASSIFICATION,
+) -> tuple[float, float | None]:
+    """Mean loss and metric (cross-entropy and accuracy by default) over (x, y), in eval mode."""
+    chunks = ((x[i : i + chunk], y[i : i + chunk]) for i in range(0, len(y), chunk))
+    return score(model, chunks, task)
+
+
+def evaluate_data(
+    model: nn.Module, data: TensorData | StreamData, which: str = "val", idx=None
+) -> tuple[float, float | None]:
+    """Mean loss and metric of `model` on the data's validation set (or these training
+    samples), on either path, in the data's precision."""
+    return score(model, data.chunks(which, idx), data.task, data.compute)
+
+
+def make_step(model: nn.Module, opt: torch.optim.Optimizer, data) -> Callable:
+    """step(x, y) -> the batch's mean loss (a tensor), after one update. fp32 without
+    accumulation is the plain three lines; otherwise the batch is split into
+    `compute.accumulate` micro-batches whose losses are weighted by their share of the batch
+    (so the gradient is the whole batch's mean), under autocast, with a GradScaler for fp16."""
+    loss_fn, compute = data.task.loss, data.compute
+    if compute.plain:
+
+        def plain(x, y):
+            loss = loss_fn(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            return loss
+
+        return plain
+    k, device = compute.accumulate, data.device
+    scaler = compute.scaler(device)
+
+    def accumulated(x, y):
+        opt.zero_grad(set_to_none=True)
+        total, n = None, len(y)
+        for xi, yi in zip(x.tensor_split(k), y.tensor_split(k), strict=True):
+            if len(yi) == 0:
+                continue
+            with compute.autocast(device):
+                part = loss_fn(model(xi), yi).float() * (len(yi) / n)
+            (scaler.scale(part) if scaler is not None else part).backward()
+            total = part.detach() if total is None else total + part.detach()
+        if scaler is not None:
+            scaler.step(opt)
+            scaler.update()
+        else:
+            opt.step()
+        return total
+
+    return accumulated
 
 
 def train(
     model: nn.Module,
-    data: TensorData,
+    data: TensorData | StreamData,
     cfg: TrainConfig,
     *,
     run_id: str = "run",
@@ -250,17 +330,23 @@ def train(
     """Train `model` in place on `data` until the budget is spent, `stop` is set, the loss
     diverges or `stop_rule(event)` returns a status. Returns what happened; never raises for
     divergence or out-of-memory."""
-    device = data.x_train.device
+    device = data.device
     n = data.n_train
     require(n > 0, "the training set is empty")
     if cfg.batch_size > n:
         raise ConfigError(f"batch size {cfg.batch_size} is larger than the training set ({n})")
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     set_generator(model, gen)
-    opt = optimizer or cfg.optim.build(model.parameters())
+    opt = optimizer or data.task.build_optimizer(model.parameters(), cfg.optim)
     sched = lr_scheduler(opt) if lr_scheduler else None
+    step = make_step(model, opt, data)
     n_score = min(cfg.train_eval_size, n)
-    score_idx = torch.randperm(n, generator=gen, device=device)[:n_score]
+    if isinstance(data, StreamData):  # the permutations are drawn on the CPU
+        order_gen = gen if device.type == "cpu" else torch.Generator().manual_seed(cfg.seed)
+        order = StreamOrder(data, order_gen, cfg.batch_size, cfg.seed)
+    else:
+        order_gen, order = gen, MemoryOrder(data, gen)
+    score_idx = torch.randperm(n, generator=order_gen, device=order_gen.device)[:n_score]
 
     events: list[Event] = []
     state = LoopState()
@@ -295,8 +381,8 @@ def train(
 
     def run_eval() -> Event:
         t = time.perf_counter()
-        val_loss, val_acc = evaluate(model, data.x_val, data.y_val)
-        tr_loss, _ = evaluate(model, data.x_train[score_idx], data.y_train[score_idx])
+        val_loss, val_acc = evaluate_data(model, data)
+        tr_loss = evaluate_data(model, data, "train", score_idx)[0] if n_score else None
         state.eval_seconds += time.perf_counter() - t
         state.last_eval_at = state.elapsed()
         ev = make_event("eval", train_eval_loss=tr_loss, val_loss=val_loss, val_acc=val_acc)
@@ -311,7 +397,7 @@ def train(
     loss_sum, pending = torch.zeros((), device=device), 0
     state.batch = cfg.batch_size
     state.t0 = time.perf_counter()
-    perm = torch.randperm(n, generator=gen, device=device)
+    order.shuffle()
     if cfg.eval_at_start:
         run_eval()
     try:
@@ -322,18 +408,15 @@ def train(
                     break
                 if batch_size_at is not None:
                     state.batch = max(1, min(n, int(batch_size_at(progress()))))
-                idx = perm[state.pos : state.pos + state.batch]
-                loss = nn.functional.cross_entropy(model(data.x_train[idx]), data.y_train[idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                x, y = order.take(state.pos, state.batch)
+                loss = step(x, y)
                 # the rate this update used (read after step: hypergradient descent sets it there)
                 state.lr = opt.param_groups[0]["lr"]
                 if sched is not None:
                     sched.step()
                 loss_sum.add_(loss.detach())
                 pending += 1
-                taken = len(idx)
+                taken = len(y)
                 state.step += 1
                 state.pos += taken
                 state.samples += taken
@@ -352,7 +435,7 @@ def train(
                 if epoch_done:
                     state.epoch += 1
                     state.pos = 0
-                    perm = torch.randperm(n, generator=gen, device=device)
+                    order.shuffle()
                     since = state.elapsed() - state.last_eval_at
                     ev = None
                     if cfg.eval_each_epoch and since >= cfg.min_eval_seconds:
@@ -369,6 +452,8 @@ def train(
         status = "oom"
         message = f"out of memory at batch size {state.batch} on {device.type}"
         log.warning(message)
+    finally:
+        order.close()
     if pending and status in ("finished", "stopped"):
         emit(make_event("train", loss=loss_sum.item() / pending))
     last_eval = next((e for e in reversed(events) if e.kind == "eval"), None)
