@@ -50,6 +50,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             out = a.handler(a)
     except LrbsError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        user_lines = getattr(exc, "user_traceback", "")
+        if user_lines:  # the user's own file's lines, never lrbs's
+            print(user_lines.rstrip("\n"), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -14,6 +14,7 @@ import pickle
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -109,6 +110,7 @@ class TensorData:
     name: str = ""
     task: Task = CLASSIFICATION
     compute: Compute = field(default_factory=Compute)
+    workload: Any = None  # the lrbs.core.workload.Workload they came from, if any
 
     @property
     def n_train(self) -> int:
@@ -137,7 +139,9 @@ class TensorData:
             yield x[i : i + chunk], y[i : i + chunk]
 
     @classmethod
-    def from_arrays(cls, a: Arrays, device: torch.device | str = "cpu") -> TensorData:
+    def from_arrays(
+        cls, a: Arrays, device: torch.device | str = "cpu", compute: Compute | None = None
+    ) -> TensorData:
         def put(x: np.ndarray) -> torch.Tensor:
             return torch.from_numpy(np.ascontiguousarray(x)).to(device)
 
@@ -149,6 +153,7 @@ class TensorData:
             a.n_classes,
             a.input_shape,
             a.name,
+            compute=compute or Compute(),
         )
 
 

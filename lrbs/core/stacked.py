@@ -53,6 +53,18 @@ def stackable(model: nn.Module) -> str | None:
     return None
 
 
+def unstackable_data(data) -> str | None:
+    """None if runs on `data` can be stacked; else why not (streamed data, a user's own loss,
+    metric or optimizer, mixed precision or accumulation: the plain loop handles those)."""
+    if not isinstance(data, TensorData):
+        return "the data are streamed from a Dataset"
+    if not data.task.builtin or data.task.optimizer is not None:
+        return "a workload's own loss, metric or optimizer runs one model at a time"
+    if not data.compute.plain:
+        return "mixed precision and gradient accumulation run one model at a time"
+    return None
+
+
 def train_stacked(
     make_model: Callable[[], nn.Module],
     data: TensorData,
@@ -66,10 +78,12 @@ def train_stacked(
     """Train one model per rate in `lrs`, all in one vmapped loop; cfg.optim.lr is ignored."""
     require(len(lrs) > 0, "give at least one learning rate")
     require(cfg.budget.seconds is None, STACKED_BUDGET)
+    why = unstackable_data(data)
+    require(why is None, f"this run cannot be stacked: {why}")
     n = data.n_train
     if cfg.batch_size > n:
         raise ConfigError(f"batch size {cfg.batch_size} is larger than the training set ({n})")
-    device = data.x_train.device
+    device = data.device
     models = [make_model() for _ in lrs]
     why = stackable(models[0])
     require(why is None, f"this model cannot be stacked: {why}")
@@ -79,16 +93,21 @@ def train_stacked(
     base = copy.deepcopy(models[0]).to("meta")
     del models
 
+    task = data.task
+
     def logits_of(p, b, x):
         return functional_call(base, (p, b), (x,))
 
     forward = vmap(logits_of, in_dims=(0, 0, None))
 
+    def loss_of(p, b, x, y):
+        return task.loss(functional_call(base, (p, b), (x,)), y)
+
+    losses_of_models = vmap(loss_of, in_dims=(0, 0, None, None))
+
     def losses_of(x, y) -> torch.Tensor:
         """Each model's mean loss on the batch, [k]."""
-        out = forward(params, buffers, x)  # [k, batch, classes]
-        per = nn.functional.cross_entropy(out.flatten(0, 1), y.repeat(k), reduction="none")
-        return per.view(k, -1).mean(1)
+        return losses_of_models(params, buffers, x, y)
 
     leaves = list(params.values())
     opt = replace(cfg.optim, lr=1.0).build(leaves)
@@ -114,17 +133,22 @@ def train_stacked(
         if on_event is not None:
             on_event(ev)
 
+    metric_of = vmap(task.metric, in_dims=(0, None)) if task.metric is not None else None
+    loss_of_outputs = vmap(task.loss, in_dims=(0, None))
+
     @torch.no_grad()
     def scores(x, y):
         total = torch.zeros(k, device=device)
         correct = torch.zeros(k, device=device)
         for s in range(0, len(y), 8192):
-            out = forward(params, buffers, x[s : s + 8192])  # [k, n, classes]
-            yy = y[s : s + 8192].expand(k, -1)
-            total += nn.functional.cross_entropy(out.transpose(1, 2), yy, reduction="none").sum(1)
-            correct += (out.argmax(2) == yy).sum(1)
+            out = forward(params, buffers, x[s : s + 8192])  # [k, n, ...]
+            yy = y[s : s + 8192]
+            total += loss_of_outputs(out, yy) * len(yy)
+            if metric_of is not None:
+                correct += metric_of(out, yy) * len(yy)
         m = max(1, len(y))
-        return (total / m).tolist(), (correct / m).tolist()
+        acc = (correct / m).tolist() if metric_of is not None else [None] * k
+        return (total / m).tolist(), acc
 
     def run_eval() -> None:
         nonlocal eval_seconds, last_eval

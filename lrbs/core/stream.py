@@ -15,6 +15,7 @@ import logging
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,6 +48,7 @@ class StreamData:
     name: str = "workload"
     collate_fn: Callable | None = None
     workers: int = 0
+    workload: Any = None  # the lrbs.core.workload.Workload they came from, if any
 
     @property
     def n_train(self) -> int:
@@ -238,6 +240,7 @@ def build_data(
     compute: Compute,
     task_of: Callable[[torch.Tensor], Task],
     name: str = "workload",
+    workload: Any = None,
 ) -> TensorData | StreamData:
     """The loop's data from a user's (train, val): on the device when `compute.data_path` is
     "memory", or "auto" and they fit (`memory_budget`), else streamed. `task_of(targets)`
@@ -273,6 +276,7 @@ def build_data(
             name=name,
             task=task,
             compute=compute,
+            workload=workload,
         )
     return StreamData(
         train=train_ds,
@@ -284,4 +288,5 @@ def build_data(
         name=name,
         collate_fn=collate,
         workers=workers,
+        workload=workload,
     )

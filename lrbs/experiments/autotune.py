@@ -444,7 +444,7 @@ def study_names(storage) -> list[str]:
 
 
 def default_study_name(setup: Setup) -> str:
-    return f"{setup.data.name}-{setup.model.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    return f"{setup.data_name}-{setup.model_name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 # ------------------------------------------------------------------ trials
@@ -883,6 +883,8 @@ def prepared_space(setup: Setup, config: Config) -> tuple[SearchSpace, dict | No
     if config.seed_space:
         cap = int(config.cap_mib * 2**20) if config.cap_mib else None
         return seed_space(setup, load_tensors(setup), config.space, cap)
+    if setup.workload is not None:
+        return config.space.fit_to(load_tensors(setup).n_train), None
     return config.space.fit_to(load(setup.data).n_train), None
 
 
@@ -899,8 +901,8 @@ def run(setup: Setup, config: Config, sink: Sink | None = None, stop=None) -> Re
     info = {
         "study": name,
         "storage": safe_url(url),
-        "dataset": setup.data.name,
-        "model": setup.model.name,
+        "dataset": setup.data_name,
+        "model": setup.model_name,
         "lr_min": space.lr_min,
         "lr_max": space.lr_max,
         "batches": list(space.batches),
@@ -945,8 +947,8 @@ def study_result(storage_url: str | None, name: str) -> Result:
     info = {
         "study": name,
         "storage": safe_url(url),
-        "dataset": setup.data.name,
-        "model": setup.model.name,
+        "dataset": setup.data_name,
+        "model": setup.model_name,
         "lr_min": space.lr_min,
         "lr_max": space.lr_max,
         "batches": list(space.batches),

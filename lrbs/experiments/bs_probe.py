@@ -19,6 +19,7 @@ from lrbs.core.data import TensorData
 from lrbs.core.device import is_out_of_memory, release_memory
 from lrbs.core.errors import ConfigError, positive_int
 from lrbs.core.setup import Setup, load_tensors
+from lrbs.core.stream import StreamData
 from lrbs.runs import experiment
 from lrbs.runs.experiment import collect
 from lrbs.runs.sink import Sink
@@ -39,6 +40,13 @@ class Config:
         1, low=0, high=8, help="optimizer buffers per parameter: SGD 0, momentum 1, Adam 2"
     )
 
+    target_batch: int | None = option(
+        None,
+        low=1,
+        help="a batch to reach: the largest micro-batch that fits and the gradient "
+        "accumulation steps it needs",
+    )
+
     def __post_init__(self) -> None:
         check(self)
 
@@ -47,7 +55,13 @@ class Config:
         return int(self.cap_mib * 2**20) if self.cap_mib else None
 
 
-def step_memory_bytes(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optim_states: int = 1):
+def step_memory_bytes(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    optim_states: int = 1,
+    loss_fn=nn.functional.cross_entropy,
+):
     """Memory one training step needs at this batch: the tensors autograd saves for the
     backward pass (measured), the batch itself, and parameters, gradients and `optim_states`
     optimizer buffers per parameter."""
@@ -59,7 +73,7 @@ def step_memory_bytes(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optim_
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss = nn.functional.cross_entropy(model(x), y)
+        loss = loss_fn(model(x), y)
     loss.backward()
     model.zero_grad(set_to_none=True)
     params = sum(p.numel() * p.element_size() for p in model.parameters())
@@ -68,17 +82,21 @@ def step_memory_bytes(model: nn.Module, x: torch.Tensor, y: torch.Tensor, optim_
 
 
 def make_fits(
-    model: nn.Module, data: TensorData, cap_bytes: int | None = None, optim_states: int = 1
+    model: nn.Module,
+    data: TensorData | StreamData,
+    cap_bytes: int | None = None,
+    optim_states: int = 1,
 ) -> Callable[[int], bool]:
     """fits(B): on a GPU, a real training step at batch B (out-of-memory caught, memory
     released); on the CPU, the measured step memory against `cap_bytes`."""
-    device = data.x_train.device
+    device = data.device
 
     def fits(batch: int) -> bool:
         idx = torch.arange(batch, device=device) % data.n_train
-        x, y = data.x_train[idx], data.y_train[idx]
+        x, y = data.take(idx)
         try:
-            need = step_memory_bytes(model, x, y, optim_states)
+            with data.compute.autocast(device):
+                need = step_memory_bytes(model, x, y, optim_states, data.task.loss)
         except Exception as exc:
             if not is_out_of_memory(exc):
                 raise
@@ -178,9 +196,13 @@ def run(
     rows, sink = collect(sink)
     data = load_tensors(setup)
     n = data.n_train
-    sink.emit("info", {"n_train": n, "device": data.x_train.device.type})
-    if config.cap_bytes is None and data.x_train.device.type == "cpu":
+    sink.emit("info", {"n_train": n, "device": data.device.type})
+    if config.cap_bytes is None and data.device.type == "cpu":
         log.warning("no memory cap on the CPU: the probe stops at the training set size")
+    if config.target_batch is not None and config.target_batch > n:
+        raise ConfigError(
+            f"target batch {config.target_batch} is larger than the training set ({n})"
+        )
     fits = make_fits(setup.fresh_model(data), data, config.cap_bytes, config.optim_states)
     total = expected_tries(n)
 
@@ -228,22 +250,47 @@ class Result(experiment.Result):
             return (
                 f"Largest batch that fits: **{largest:,}** (limited by memory). With a 10 % "
                 f"margin, rounded down to a power of two: **{safe:,}**."
-            )
+            ) + self.accumulation_text()
         n = self.n_train
         limit = f"the training set size ({n:,})" if n else "the training set size"
         return (
             f"Largest batch that fits: **{largest:,}** (limited by {limit}, not by memory): "
             f"the whole training set fits, so **{safe:,}** is safe as it is."
+        ) + self.accumulation_text()
+
+    def accumulation_text(self) -> str:
+        acc = self.accumulation()
+        if acc is None:
+            return ""
+        micro, steps = acc
+        if steps == 1:
+            return f" The target batch {self.config.target_batch:,} fits as it is."
+        return (
+            f" To train at batch {self.config.target_batch:,}: micro-batches of **{micro:,}**, "
+            f"**{steps}** accumulation steps (--accumulate {steps})."
         )
 
+    def accumulation(self) -> tuple[int, int] | None:
+        """(micro-batch, accumulation steps) reaching the config's target batch: the fewest
+        steps whose equal micro-batches fit in the safe batch; None without a target."""
+        target = self.config.target_batch
+        if target is None or self.safe < 1:
+            return None
+        steps = math.ceil(target / self.safe)
+        return math.ceil(target / steps), steps
+
     def summary(self) -> dict:
-        return {
+        out = {
             "status": self.status,
             "largest": self.largest,
             "safe": self.safe,
             "memory_limited": self.memory_limited,
             "tried": len(self.tried()),
         }
+        acc = self.accumulation()
+        if acc is not None:
+            out.update(target_batch=self.config.target_batch, micro_batch=acc[0], accumulate=acc[1])
+        return out
 
     def tables(self) -> dict[str, pd.DataFrame]:
         return {"tried": self.tried()}

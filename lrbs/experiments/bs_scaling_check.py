@@ -68,7 +68,7 @@ def run(
     after each epoch; all points on "events", a "runs" row as each run ends."""
     rows, sink = collect(sink)
     data = load_tensors(setup)
-    sink.emit("info", {"dataset": setup.data.name, "model": setup.model.name})
+    sink.emit("info", {"dataset": setup.data_name, "model": setup.model_name})
     planned = {run_name(rule, k): (rule, k, b, lr) for rule, k, b, lr in config.plan(data.n_train)}
 
     def prepare(name: str) -> Planned:

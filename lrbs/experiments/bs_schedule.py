@@ -270,7 +270,7 @@ def run(
     rows, sink = collect(sink)
     data = load_tensors(setup)
     config.fits(data.n_train)
-    sink.emit("info", {"n_train": data.n_train, "dataset": setup.data.name})
+    sink.emit("info", {"n_train": data.n_train, "dataset": setup.data_name})
     results = run_series(
         config.regimes, lambda name: plan_run(name, config, setup, data, sink), data, sink, stop
     )

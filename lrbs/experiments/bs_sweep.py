@@ -129,7 +129,7 @@ def run(
     data = load_tensors(setup)
     n = data.n_train
     planned = config.runs(n)
-    sink.emit("info", {"dataset": setup.data.name, "model": setup.model.name, "n_train": n})
+    sink.emit("info", {"dataset": setup.data_name, "model": setup.model_name, "n_train": n})
 
     def prepare(name: str) -> Planned:
         batch, lr, seed = planned[name]

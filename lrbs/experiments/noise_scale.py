@@ -34,6 +34,7 @@ from lrbs.core.data import TensorData
 from lrbs.core.errors import ConfigError, LrbsError, require
 from lrbs.core.loop import Budget, Event, OptimSpec, RunResult, TrainConfig
 from lrbs.core.setup import Setup, load_tensors
+from lrbs.core.stream import StreamData
 from lrbs.runs import experiment
 from lrbs.runs.experiment import collect
 from lrbs.runs.series import Planned, run_series
@@ -125,10 +126,12 @@ class Config:
                 raise ConfigError(f"the {name} ({b}) is larger than the training set ({n_train})")
 
 
-def grad_sq_norm(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+def grad_sq_norm(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss=nn.functional.cross_entropy
+) -> float:
     """|grad of the mean loss over (x, y)|^2, leaving no gradients behind."""
     model.zero_grad(set_to_none=True)
-    nn.functional.cross_entropy(model(x), y).backward()
+    loss(model(x), y).backward()
     squares = [p.grad.pow(2).sum() for p in model.parameters() if p.grad is not None]
     total = float(torch.stack(squares).sum())  # one host read, not one per parameter
     model.zero_grad(set_to_none=True)
@@ -147,19 +150,19 @@ class NoiseMeter:
     (debiased) of |G|^2 and tr(Sigma) and their ratio, and the time it spent. Each
     measurement goes to the sink's "rows" channel at once."""
 
-    def __init__(self, model: nn.Module, data: TensorData, cfg: Config, sink: Sink) -> None:
+    def __init__(
+        self, model: nn.Module, data: TensorData | StreamData, cfg: Config, sink: Sink
+    ) -> None:
         self.model, self.data, self.cfg, self.sink = model, data, cfg, sink
-        self.gen = torch.Generator(device=data.x_train.device).manual_seed(cfg.seed + 7919)
+        self.gen = torch.Generator(device=data.device).manual_seed(cfg.seed + 7919)
         self.g2 = self.trace = 0.0
         self.n = 0
         self.last = 0  # step of the last measurement
         self.seconds = 0.0
 
     def _batch(self, b: int):
-        idx = torch.randint(
-            0, self.data.n_train, (b,), generator=self.gen, device=self.data.x_train.device
-        )
-        return self.data.x_train[idx], self.data.y_train[idx]
+        idx = torch.randint(0, self.data.n_train, (b,), generator=self.gen, device=self.data.device)
+        return self.data.take(idx)  # on either path: in memory or streamed
 
     def observe(self, ev: Event) -> None:
         """The training loop calls this at each train event (as its `stop_rule`: it never
@@ -169,8 +172,9 @@ class NoiseMeter:
         self.last = ev.step
         t = time.perf_counter()
         cfg = self.cfg
-        small = grad_sq_norm(self.model, *self._batch(cfg.batch_small))
-        big = grad_sq_norm(self.model, *self._batch(cfg.batch_big))
+        loss = self.data.task.loss
+        small = grad_sq_norm(self.model, *self._batch(cfg.batch_small), loss)
+        big = grad_sq_norm(self.model, *self._batch(cfg.batch_big), loss)
         g2, trace = unbiased(small, big, cfg.batch_small, cfg.batch_big)
         self.n += 1
         self.g2 = cfg.beta * self.g2 + (1 - cfg.beta) * g2
@@ -238,8 +242,8 @@ def run(
             columns = {
                 "phase": "measure",
                 "n_train": data.n_train,
-                "dataset": setup.data.name,
-                "model": setup.model.name,
+                "dataset": setup.data_name,
+                "model": setup.model_name,
             }
             return Planned(meter.model, tc, {"stop_rule": meter.observe}, columns)
         b = int(name.removeprefix("B="))

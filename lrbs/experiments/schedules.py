@@ -407,7 +407,7 @@ def resolve_bounds(setup: Setup, data: TensorData, cfg: Config, sink: Sink) -> R
 
         path = cfg.history_db or recording_path(sink) or default_path()
         with RunStore(path) as store:
-            found = bounds_from_history(store, setup.data.name, setup.model.name)
+            found = bounds_from_history(store, setup.data_name, setup.model_name)
         require(
             found is not None,
             f"no range test of this dataset and model in the history ({path}): run "
@@ -471,8 +471,8 @@ def run(
             "base_lr": bounds.base_lr,
             "max_lr": bounds.max_lr,
             "n_train": data.n_train,
-            "dataset": setup.data.name,
-            "model": setup.model.name,
+            "dataset": setup.data_name,
+            "model": setup.model_name,
         },
     )
     if config.preview:

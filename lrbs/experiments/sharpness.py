@@ -35,6 +35,7 @@ from lrbs.core.device import describe
 from lrbs.core.errors import positive_number, require
 from lrbs.core.loop import EVENT_COLUMNS, Budget, Event, OptimSpec, TrainConfig
 from lrbs.core.setup import Setup, load_tensors
+from lrbs.core.stream import StreamData
 from lrbs.experiments.sweeps import SweptOptim
 from lrbs.runs import experiment
 from lrbs.runs.experiment import collect
@@ -47,6 +48,7 @@ EDGE_BAND = 0.2  # "at the edge of stability": settled within +-20 % of the limi
 SHARPENING = 0.5  # "progressive sharpening": the sharpness rose by more than 50 %
 CATAPULT_DROP = 0.8  # after an early loss spike the sharpness fell below 80 % of lambda_0
 MEASURE_DEFAULT = 2000  # the measurement batch: the whole subset up to this many samples
+MAX_STREAMED_VAL = 8192  # validation samples read into memory from streamed data
 DIVERGENCE_FACTOR = 100.0  # a catapult's spike is no divergence: only a 100x rise ends a run
 ROW_COLUMNS = [
     "run",
@@ -120,8 +122,16 @@ class Meter:
     the preconditioned sharpness lambda_max(P^-1 H), P = (1 - beta1^t) diag(sqrt(v_hat) + eps),
     as the symmetric D H D with D = P^-1/2."""
 
-    def __init__(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, iterations: int) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        iterations: int,
+        loss: Callable = nn.functional.cross_entropy,
+    ) -> None:
         self.model, self.x, self.y, self.iterations = model, x, y, iterations
+        self.loss = loss
         self.names = [n for n, p in model.named_parameters() if p.requires_grad]
         params = dict(model.named_parameters())
         gen = torch.Generator(device="cpu").manual_seed(0)
@@ -159,7 +169,7 @@ class Meter:
             with torch.enable_grad():
                 # one forward and one backward with its graph kept; each product is then one
                 # more backward through it: H u = d(g . u)/d theta
-                loss_t = nn.functional.cross_entropy(model(self.x), self.y)
+                loss_t = self.loss(model(self.x), self.y)
                 grads = torch.autograd.grad(loss_t, wrt, create_graph=True)
                 flat_g = torch.cat([g.reshape(-1) for g in grads])
 
@@ -251,8 +261,30 @@ def run_name(lr: float) -> str:
     return f"lr={lr:g}"
 
 
-def subset_of(data: TensorData, n: int) -> TensorData:
-    return replace(data, x_train=data.x_train[:n], y_train=data.y_train[:n])
+def subset_of(data: TensorData | StreamData, n: int) -> TensorData:
+    """The first n training samples in memory (full-batch GD on them); streamed data are read
+    into memory: those n and up to `MAX_STREAMED_VAL` validation samples."""
+    if isinstance(data, TensorData):
+        return replace(data, x_train=data.x_train[:n], y_train=data.y_train[:n])
+    x, y = data.take(torch.arange(n))
+    xs, ys = [], []
+    for xv, yv in data.chunks("val"):
+        xs.append(xv)
+        ys.append(yv)
+        if sum(len(v) for v in ys) >= MAX_STREAMED_VAL:
+            break
+    return TensorData(
+        x_train=x,
+        y_train=y,
+        x_val=torch.cat(xs)[:MAX_STREAMED_VAL],
+        y_val=torch.cat(ys)[:MAX_STREAMED_VAL],
+        n_classes=data.n_classes,
+        input_shape=data.input_shape,
+        name=data.name,
+        task=data.task,
+        compute=data.compute,
+        workload=data.workload,
+    )
 
 
 def run(
@@ -272,9 +304,9 @@ def run(
     sink.emit(
         "info",
         {
-            "dataset": setup.data.name,
-            "model": setup.model.name,
-            "device": describe(data.x_train.device).name,
+            "dataset": setup.data_name,
+            "model": setup.model_name,
+            "device": describe(data.device).name,
             "subset": n,
             "measure_size": m,
             "batch_size": min(config.batch_size or n, n),
@@ -287,8 +319,8 @@ def run(
         lr = by_name[name]
         tc = config.train_config(lr, n)
         model = setup.fresh_model(data, config.seed)
-        opt = tc.optim.build(model.parameters())
-        meter = Meter(model, x_m, y_m, config.iterations)
+        opt = data.task.build_optimizer(model.parameters(), tc.optim)
+        meter = Meter(model, x_m, y_m, config.iterations, data.task.loss)
         meter.optimizer = opt
         limit = config.limit(lr)
 

@@ -8,6 +8,7 @@ Also the shared helpers of sweeps: grids (`check_grid`, `refine`, `add_decade`),
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -22,10 +23,13 @@ from lrbs.core.data import Arrays, DataSpec, TensorData, load
 from lrbs.core.errors import ConfigError, positive_number, require
 from lrbs.core.loop import EVENT_COLUMNS, Budget, Event, OptimSpec, RunResult, TrainConfig, train
 from lrbs.core.setup import Setup, load_tensors
+from lrbs.core.stream import StreamData
 from lrbs.runs import experiment
 from lrbs.runs.experiment import collect
 from lrbs.runs.series import Planned, run_row, run_series
 from lrbs.runs.sink import Sink
+
+log = logging.getLogger(__name__)
 
 KIND = "lr-sweep"
 STACKED = ("auto", "yes", "no")
@@ -66,8 +70,11 @@ def keep_arrays(spec: DataSpec, arrays: Arrays) -> None:
             _ARRAYS.popitem(last=False)
 
 
-def load_data(setup: Setup) -> TensorData:
-    """The setup's data on its device, from the arrays kept (see `keep_arrays`) or loaded."""
+def load_data(setup: Setup) -> TensorData | StreamData:
+    """The setup's data on its device, from the arrays kept (see `keep_arrays`) or loaded; a
+    workload's, as it gives them."""
+    if setup.workload is not None:
+        return load_tensors(setup)
     with _ARRAYS_LOCK:
         arrays = _ARRAYS.get(setup.data)
     if arrays is None:
@@ -148,9 +155,16 @@ def run(
             f"batch size {config.batch_size} is larger than the training set ({data.n_train})"
         )
     by_name = {run_label(lr): lr for lr in config.lrs}
+    from lrbs.core.stacked import unstackable_data
+
     stacked = {"yes": True, "no": False}.get(config.stacked)
     if stacked is None:
         stacked = should_stack(setup, data, config)
+    note = ""
+    why = unstackable_data(data)
+    if stacked and why is not None:
+        stacked, note = False, f"ran one rate at a time, not stacked: {why}"
+        log.info(note)
     if stacked:
         _run_stacked(setup, data, config, sink, stop)
     else:
@@ -165,7 +179,7 @@ def run(
 
         run_series(list(by_name), prepare, data, sink, stop)
     stopped = stop is not None and stop.is_set()
-    return Result(config, rows.rows, "stopped" if stopped else "finished")
+    return Result(config, rows.rows, "stopped" if stopped else "finished", note)
 
 
 def _run_stacked(
@@ -198,10 +212,11 @@ def should_stack(setup: Setup, data: TensorData, config: Config) -> bool:
     it), the model can be stacked, and there is more than one rate. On a CPU a small model's
     step is compute-bound: 8 stacked rates measured 1.4x faster than 8 runs in a row, 2 rates
     slower (bench/RESULTS.md), so the CPU keeps the sequential path unless asked."""
-    from lrbs.core.stacked import stackable
+    from lrbs.core.stacked import stackable, unstackable_data
 
     return (
-        data.x_train.device.type == "cuda"
+        data.device.type == "cuda"
+        and unstackable_data(data) is None
         and config.budget.seconds is None
         and len(config.lrs) > 1
         and stackable(setup.fresh_model(data, config.seed)) is None

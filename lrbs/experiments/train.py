@@ -44,8 +44,8 @@ def run(
     "events" as it comes, then the run's headline figures as one "result" row."""
     rows, sink = collect(sink)
     data = load_tensors(setup)
-    device = describe(data.x_train.device).name
-    sink.emit("info", {"dataset": setup.data.name, "model": setup.model.name, "device": device})
+    device = describe(data.device).name
+    sink.emit("info", {"dataset": setup.data_name, "model": setup.model_name, "device": device})
     tc = config.train_config()
 
     def on_event(e) -> None:

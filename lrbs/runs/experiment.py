@@ -24,6 +24,7 @@ import pandas as pd
 from lrbs.core.config import from_dict
 from lrbs.core.device import is_out_of_memory, release_memory
 from lrbs.core.errors import LrbsError
+from lrbs.core.workload import as_workload_error
 from lrbs.runs.sink import Rows, Sink, tee
 
 STOPPED = ("stopped", "interrupted")
@@ -119,6 +120,8 @@ def execute(
         if is_out_of_memory(exc):  # one clear line, on every device, for every view
             release_memory()
             exc = LrbsError("out of memory: try a smaller batch size or model")
+        else:  # raised inside a user's workload: their file and line, their traceback
+            exc = as_workload_error(exc, getattr(setup, "workload", None)) or exc
         if recorder is not None:
             recorder.finish("error", {"error": str(exc)})
         if isinstance(exc, LrbsError):

@@ -521,8 +521,8 @@ def setup_meta(setup: Any) -> dict:
     if setup is None:
         return {}
     return {
-        "dataset": setup.data.name,
-        "model": setup.model.name,
+        "dataset": setup.data_name,
+        "model": setup.model_name,
         "seed": setup.seed,
         "device": str(setup.torch_device()),
     }
