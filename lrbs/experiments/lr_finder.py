@@ -32,14 +32,16 @@ from torch import nn
 from lrbs.core.config import check, option
 from lrbs.core.data import TensorData
 from lrbs.core.errors import ConfigError, positive_int, positive_number, require
-from lrbs.core.loop import Budget, Event, OptimSpec, TrainConfig, train
+from lrbs.core.loop import Budget, Event, OptimSpec, TrainConfig, evaluate_data, train
 from lrbs.core.setup import Setup
+from lrbs.core.stream import StreamData
 from lrbs.experiments.sweeps import SweptOptim, load_data
 from lrbs.runs import experiment
 from lrbs.runs.experiment import collect
 from lrbs.runs.sink import Sink
 
 MODES = ("exp", "linear")
+FOLLOW = ("train", "val")
 
 
 @dataclass(frozen=True)
@@ -56,8 +58,10 @@ class RangeTestConfig:
     stop_factor: float | None = 4.0  # None: run all iterations
     seed: int = 0
     weight_decay: float = 0.0
+    follow: str = "train"  # "val": the validation loss after each step (torch-lr-finder)
 
     def __post_init__(self) -> None:
+        require(self.follow in FOLLOW, f"follow must be 'train' or 'val', got {self.follow!r}")
         positive_number("minimum learning rate", self.lr_min)
         positive_number("maximum learning rate", self.lr_max)
         require(self.lr_max <= 1e6, f"maximum learning rate {self.lr_max:g} is absurd (limit 1e6)")
@@ -320,11 +324,15 @@ class _Snapshot:
 
 
 def _save(model: nn.Module, optimizer: torch.optim.Optimizer | None) -> _Snapshot:
+    """Weights and buffers (BatchNorm's running statistics), the optimizer's state and
+    groups, torch's RNGs (CPU and CUDA) and the train/eval mode."""
+    extra = {"cuda": torch.cuda.get_rng_state_all()} if torch.cuda.is_initialized() else {}
     return _Snapshot(
         copy.deepcopy(model.state_dict()),
         copy.deepcopy(optimizer.state_dict()) if optimizer is not None else None,
         torch.random.get_rng_state(),
         model.training,
+        extra,
     )
 
 
@@ -333,12 +341,14 @@ def _restore(snap: _Snapshot, model: nn.Module, optimizer: torch.optim.Optimizer
     if optimizer is not None and snap.optimizer is not None:
         optimizer.load_state_dict(snap.optimizer)
     torch.random.set_rng_state(snap.rng)
+    if "cuda" in snap.extra:
+        torch.cuda.set_rng_state_all(snap.extra["cuda"])
     model.train(snap.training)
 
 
 def range_test(
     model: nn.Module,
-    data: TensorData,
+    data: TensorData | StreamData,
     cfg: RangeTestConfig,
     *,
     optimizer: torch.optim.Optimizer | None = None,
@@ -347,8 +357,12 @@ def range_test(
     round: int = 0,
     rules: tuple[SuggestionRule, ...] = SUGGESTIONS,
 ) -> RangeTestResult:
-    """Run the test on `model` (and `optimizer`, if given: its state is restored too).
-    `on_point` receives {"round", "seed", "iteration", "lr", "loss", "smoothed"} per step."""
+    """Run the test on `model` (and `optimizer`, if given: its state is restored too; else the
+    data's task builds one, a workload's own included). Every parameter group's rate follows
+    the ramp times its ratio to the first group's, so a head at a tenth of the body's rate
+    stays at a tenth. The loss followed is each step's training batch, or with
+    `cfg.follow == "val"` the whole validation set after each step. `on_point` receives
+    {"round", "seed", "iteration", "lr", "loss", "smoothed"} per step, lr the first group's."""
     if cfg.batch_size > data.n_train:
         raise ConfigError(
             f"batch size {cfg.batch_size} is larger than the training set ({data.n_train})"
@@ -361,6 +375,8 @@ def range_test(
 
     def on_event(ev: Event) -> None:
         x, i = ev.loss, len(losses)
+        if cfg.follow == "val" and math.isfinite(x):
+            x = evaluate_data(model, data)[0]
         s = ema(x)
         losses.append(x)
         smoothed.append(s)
@@ -393,9 +409,11 @@ def range_test(
         eval_at_end=False,
         divergence_factor=None,
     )
-    if optimizer is not None:
+    if optimizer is not None:  # the ramp's start, each group keeping its ratio to the first
+        first = optimizer.param_groups[0]["lr"] or 1.0
         for group in optimizer.param_groups:
-            group["lr"] = cfg.lr_min
+            group["lr"] = cfg.lr_min * group["lr"] / first
+            group.pop("initial_lr", None)  # a previous scheduler's; LambdaLR sets its own
 
     def schedule(opt: torch.optim.Optimizer) -> torch.optim.lr_scheduler.LambdaLR:
         return torch.optim.lr_scheduler.LambdaLR(opt, lambda i: cfg.lr_at(i) / cfg.lr_min)
@@ -528,6 +546,12 @@ class Config:
     stop_factor: float | None = option(
         4.0, help="stop when the smoothed loss passes k x its best; 0: never", label="stop factor"
     )
+    follow: str = option(
+        "train",
+        choices=FOLLOW,
+        help="the loss followed: each step's training batch, or the whole validation set "
+        "after each step (torch-lr-finder's val_loader: slower, less noisy)",
+    )
     seeds: int = option(1, low=1, high=32, help="repeat with this many seeds")
     zoom: tuple[tuple[float, float], ...] = option(
         (), help="a finer round over [LO, HI] after the first; repeatable"
@@ -554,6 +578,7 @@ class Config:
             debias=self.debias,
             stop_factor=self.stop_factor,
             weight_decay=self.optim.weight_decay,
+            follow=self.follow,
         )
 
     def rounds(self) -> list[RangeTestConfig]:
@@ -666,6 +691,16 @@ class Result(experiment.Result):
             return points
         # whole numbers, also when read back from the history (where they may come as floats)
         return points.astype({"round": int, "seed": int, "iteration": int})
+
+    def curve(self) -> pd.DataFrame:
+        """The curve: lr, loss and smoothed loss per iteration, every round and seed."""
+        return self.points()
+
+    def chart(self):
+        """The page's chart of the finished test (Altair): curves, suggestions, seed band."""
+        from lrbs.charts import range_test_chart
+
+        return range_test_chart(self.points(), self.suggestion_frame(), band=self.band())
 
     def suggestion_frame(self) -> pd.DataFrame:
         """The last round's suggestions (the median over seeds)."""
