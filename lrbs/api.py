@@ -74,9 +74,7 @@ def make_setup(
     else:
         if train is None:
             raise ConfigError("give the training data: a Dataset, a DataLoader or (x, y)")
-        workload = Workload.of(
-            model, train, val=val, loss=loss, optimizer=optimizer, metric=metric
-        )
+        workload = Workload.of(model, train, val=val, loss=loss, optimizer=optimizer, metric=metric)
     return Setup(seed=seed, device=device, compute=compute, workload=workload)
 
 

@@ -134,16 +134,21 @@ class Workload:
             raise WorkloadError(
                 f"data() in {self.where()} must return (train, val), got {describe(parts)}"
             )
-        with self.user_code("data()"):
-            return build_data(
-                parts[0],
-                parts[1],
-                device=device,
-                compute=compute,
-                task_of=self.task_of,
-                name=self.name,
-                workload=self,
-            )
+        try:
+            with self.user_code("data()"):
+                return build_data(
+                    parts[0],
+                    parts[1],
+                    device=device,
+                    compute=compute,
+                    task_of=self.task_of,
+                    name=self.name,
+                    workload=self,
+                )
+        except WorkloadError:
+            raise
+        except LrbsError as exc:  # the shape of what data() gave
+            raise WorkloadError(f"data() of {self.where()}: {exc}") from None
 
     def task_of(self, targets: torch.Tensor) -> Task:
         loss = None
@@ -332,12 +337,18 @@ def workload_folder() -> Path | None:
 
 
 def list_workloads(folder: str | os.PathLike | None) -> list[Path]:
-    """The workload files (*.py, not _private ones) in `folder`, sorted by name."""
+    """The workload files (*.py, not _private ones) in `folder`, sorted by name; a link that
+    leads out of the folder is not listed."""
     if folder is None or not Path(folder).is_dir():
         return []
-    return sorted(
-        p.resolve() for p in Path(folder).glob("*.py") if p.is_file() and not p.name.startswith("_")
-    )
+    root = Path(folder).resolve()
+    found = []
+    for p in Path(folder).glob("*.py"):
+        target = p.resolve()
+        if p.name.startswith("_") or not target.is_file() or target.parent != root:
+            continue
+        found.append(target)
+    return sorted(found)
 
 
 def is_listed(path: str | os.PathLike, folder: str | os.PathLike | None) -> bool:

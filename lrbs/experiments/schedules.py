@@ -521,9 +521,8 @@ def summary_table(events: pd.DataFrame, statuses: dict[str, str]) -> tuple[pd.Da
     if ok.empty:
         return df, "No schedule finished its budget."
     win = ok.loc[ok.val_loss.astype(float).idxmin()]
-    verdict = (
-        f"Lowest final validation loss: **{win.schedule}** at {win.val_loss:.4f} "
-        f"(accuracy {win.val_acc:.3f})"
+    verdict = f"Lowest final validation loss: **{win.schedule}** at {win.val_loss:.4f}" + (
+        f" (accuracy {win.val_acc:.3f})" if pd.notna(win.val_acc) else ""
     )
     const = df[(df.schedule == "constant") & df.val_loss.notna()]
     if win.schedule != "constant" and not const.empty:
