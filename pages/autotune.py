@@ -16,6 +16,7 @@ from lrbs import charts
 from lrbs.core.errors import LrbsError
 from lrbs.core.setup import load_tensors
 from lrbs.experiments import autotune as at
+from pages.common import chosen
 from pages.common.job import experiment
 from pages.common.live import csv_download, result_columns, show_error
 from pages.common.range_test import latest_range_test
@@ -53,7 +54,20 @@ DEFAULTS = {
 }
 
 
+def with_chosen_batch(b: int) -> str:
+    """The default batch list with the chosen batch in it."""
+    text = st.session_state.get("at_batches", DEFAULTS["at_batches"])
+    try:
+        values = set(parse_ints(text, "batch sizes"))
+    except LrbsError:
+        return text
+    return ", ".join(str(v) for v in sorted(values | {int(b)}))
+
+
 def inputs() -> at.Config | None:
+    chosen.seed("at_lr_min", "lr", DEFAULTS["at_lr_min"], lambda lr: chosen.lr_range(lr)[0])
+    chosen.seed("at_lr_max", "lr", DEFAULTS["at_lr_max"], lambda lr: chosen.lr_range(lr)[1])
+    chosen.seed("at_batches", "batch", DEFAULTS["at_batches"], with_chosen_batch)
     for key, value in DEFAULTS.items():
         default(key, value)
     with st.sidebar:
@@ -71,6 +85,11 @@ def inputs() -> at.Config | None:
         lo = c1.number_input("Lowest lr", format="%.2e", step=None, key="at_lr_min")
         hi = c2.number_input("Highest lr", format="%.2e", step=None, key="at_lr_max")
         batches = st.text_input("Batch sizes", key="at_batches")
+        if chosen.note("lr", "at_lr_min"):
+            chosen.caption(("lr", "at_lr_min"), ("batch", "at_batches"))
+            st.caption("The lr range: a decade centred on the chosen rate, unless changed.")
+        else:
+            chosen.caption(("batch", "at_batches"))
         optimizers = st.multiselect(
             "Optimizers",
             list(OPTIMIZER_TITLES),
@@ -207,13 +226,11 @@ def draw(snap, running: bool) -> None:
 
 
 def use_best(best: at.Best, study: str) -> None:
-    st.session_state["chosen_lr"] = best.lr
-    st.session_state["chosen_lr_source"] = f"auto-tune study {study}"
-    st.session_state["chosen_batch"] = best.batch_size
-    st.session_state.update(ls_lr=best.lr, ls_batch=best.batch_size)
+    chosen.use("lr", best.lr, f"auto-tune study {study}")
+    chosen.use("batch", best.batch_size, f"auto-tune study {study}")
     st.session_state["at_used"] = (
-        f"lr {best.lr:.4g} and batch {best.batch_size} now fill the LR sweep's 'add it' button, "
-        "the batch-size page's base rate and the LR schedules page."
+        f"lr {best.lr:.4g} and batch {best.batch_size} are now the defaults of every page's "
+        "learning rate and batch size (ranges centred on them)."
     )
 
 

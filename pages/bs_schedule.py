@@ -14,6 +14,7 @@ from lrbs.charts.schedules import per_epoch_chart
 from lrbs.core.errors import LrbsError
 from lrbs.core.loop import OptimSpec
 from lrbs.experiments import bs_schedule as bss
+from pages.common import chosen
 from pages.common.job import finished
 from pages.common.live import downloads, live_chart, results_table, show_error
 from pages.common.sidebar import optimizer_inputs, parse_ints, require_setup
@@ -35,13 +36,13 @@ N = arrays.n_train
 
 
 def inputs() -> bss.Config | None:
+    chosen.seed("bq_lr", "lr", 0.1)
+    chosen.seed("bq_batch", "batch", 128)
     for key, value in {
         "bq_regimes": list(bss.REGIMES),
         "bq_epochs": 15,
         "bq_milestones": "5, 10",
         "bq_factor": 5.0,
-        "bq_lr": 0.1,
-        "bq_batch": 128,
         "bq_patience": 2,
         "bq_hybrid": 1,
         "bq_optimizer": "momentum",
@@ -60,6 +61,7 @@ def inputs() -> bss.Config | None:
         factor = st.number_input("Factor f", step=0.5, key="bq_factor")
         lr = st.number_input("Initial learning rate", format="%.4g", step=None, key="bq_lr")
         batch = st.number_input("Initial batch size", min_value=0, step=16, key="bq_batch")
+        chosen.caption(("lr", "bq_lr"), ("batch", "bq_batch"))
         opt, momentum = optimizer_inputs("bq", "momentum")
         with st.expander("Hybrid and plateau"):
             hybrid = st.number_input(

@@ -16,6 +16,7 @@ from lrbs.core.errors import LrbsError
 from lrbs.core.loop import OptimSpec
 from lrbs.core.setup import load_tensors
 from lrbs.experiments import schedules as sch
+from pages.common import chosen
 from pages.common.job import finished
 from pages.common.live import csv_download, downloads, live_chart, results_table, show_error
 from pages.common.range_test import latest_range_test
@@ -122,12 +123,21 @@ def bounds_panel(cfg: sch.Config | None) -> None:
 # ------------------------------------------------------------------ inputs
 
 
+def seed_from_chosen() -> None:
+    """The chosen lr is the constant rate and the centre of the bounds (a decade wide)."""
+    chosen.seed("ls_lr", "lr", DEFAULTS["ls_lr"])
+    chosen.seed("ls_base", "lr", DEFAULTS["ls_base"], lambda lr: chosen.lr_range(lr)[0])
+    chosen.seed("ls_max", "lr", DEFAULTS["ls_max"], lambda lr: chosen.lr_range(lr)[1])
+    chosen.seed("ls_batch", "batch", DEFAULTS["ls_batch"])
+
+
 def inputs() -> sch.Config | None:
+    seed_from_chosen()
     for key, value in DEFAULTS.items():
         default(key, value)
     with st.sidebar:
         st.subheader("Schedules")
-        chosen = st.multiselect(
+        picked = st.multiselect(
             "Schedules",
             list(sch.SCHEDULES),
             key="ls_schedules",
@@ -136,12 +146,16 @@ def inputs() -> sch.Config | None:
         c1, c2 = st.columns(2)
         epochs = c1.number_input("Epochs", min_value=0, step=5, key="ls_epochs")
         batch = c2.number_input("Batch size", min_value=0, step=16, key="ls_batch")
+        chosen.caption(("batch", "ls_batch"))
         opt, momentum = optimizer_inputs("ls")
         st.markdown("**Rates** (fill them from the range test on the page)")
         lr = st.number_input("Constant rate / start of decays", format="%.4g", key="ls_lr")
         c1, c2 = st.columns(2)
         base = c1.number_input("Lower bound", format="%.4g", key="ls_base")
         top = c2.number_input("Upper bound", format="%.4g", key="ls_max")
+        if chosen.note("lr", "ls_lr"):
+            chosen.caption(("lr", "ls_lr"))
+            st.caption("The bounds: a decade centred on it, unless changed.")
         with st.expander("Schedule settings"):
             step_epochs = st.number_input("Step: every k epochs", key="ls_step_epochs")
             gamma = st.number_input("Step and plateau: factor γ", format="%.3g", key="ls_gamma")
@@ -179,7 +193,7 @@ def inputs() -> sch.Config | None:
         return None
     try:
         cfg = sch.Config(
-            schedules=tuple(chosen),
+            schedules=tuple(picked),
             epochs=int(epochs),
             batch_size=int(batch),
             optim=OptimSpec(name=opt, lr=float(lr), momentum=momentum),

@@ -267,6 +267,13 @@ def refine(best: float, points: int = 5) -> tuple[float, ...]:
     return tuple(float(f"{best * 10**e:.3g}") for e in np.linspace(-0.5, 0.5, points))
 
 
+def around(centre: float, decades: float = 1.0, points: int = 5) -> tuple[float, ...]:
+    """An exponential grid of `points` rates, `decades` either side of `centre`."""
+    positive_number("learning rate", centre)
+    exps = np.linspace(-decades, decades, points)
+    return check_grid(tuple(float(f"{centre * 10**e:.3g}") for e in exps))
+
+
 def add_decade(lrs: tuple[float, ...], above: bool = True) -> tuple[float, ...]:
     grid = check_grid(tuple(lrs))
     new = grid[-1] * 10 if above else grid[0] / 10
