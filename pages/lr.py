@@ -216,6 +216,7 @@ RESULT_COLUMNS = result_columns(
         "lr": st.column_config.NumberColumn(format="%g"),
         "epochs": st.column_config.NumberColumn(format="%.1f"),
         "best": st.column_config.CheckboxColumn("best"),
+        "val_loss_std": st.column_config.NumberColumn("val loss std", format="%.4f"),
     }
 )
 
@@ -224,10 +225,13 @@ def draw_sweep(snap, running: bool, n_rates: int | None = None) -> None:
     runs = snap.rows.get("runs", [])
     if running:
         of = f" of {n_rates}" if n_rates else ""
-        st.progress(snap.progress, text=f"Sweep: {len(runs)}{of} rates done")
-    chart = lr_charts.sweep_curves(events_frame(snap), runs, st.session_state.get("sw_x"))
-    if chart is not None:
-        live_chart(st, chart, running)
+        st.progress(snap.progress, text=f"Sweep: {len(runs)}{of} runs done")
+    events, x = events_frame(snap), st.session_state.get("sw_x")
+    c1, c2 = st.columns(2)
+    for cell, y in ((c1, "val_loss"), (c2, "loss")):
+        chart = lr_charts.sweep_curves(events, runs, x, y)
+        if chart is not None:
+            live_chart(cell, chart, running)
     show_error(snap)
 
 
@@ -251,7 +255,7 @@ def sweep_section() -> None:
             help="Five rates a decade either side of it: ×0.1, ×0.3, ×1, ×3, ×10",
         )
     st.radio("x axis", list(X_AXES), key="sw_x", horizontal=True, format_func=X_AXES.get)
-    draw = partial(draw_sweep, n_rates=len(cfg.lrs) if cfg is not None else None)
+    draw = partial(draw_sweep, n_rates=len(cfg.runs()) if cfg is not None else None)
     result = experiment("sw_job", sweeps, setup, cfg, draw, label="Run sweep")
     if st.session_state.get("sw_job") is None:
         st.info(
@@ -263,6 +267,13 @@ def sweep_section() -> None:
     table = result.table()
     st.subheader("Results")
     st.dataframe(table, hide_index=True, width="stretch", column_config=RESULT_COLUMNS)
+    verdict = result.verdict()
+    if verdict:
+        st.markdown(verdict)
+    st.caption(
+        "The best is the lowest validation loss (the left chart) among the rates whose every "
+        "run finished its budget; a diverged or stopped run is never the best."
+    )
     best = result.best_lr()
     c1, c2, c3 = st.columns(3)
     c1.button("Add a decade above", on_click=add_decade, key="sw_decade")

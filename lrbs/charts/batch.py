@@ -6,23 +6,14 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
-from lrbs.charts import MAX_POINTS, band_chart, runs_chart, thin
-
-SEED_SUFFIX = r" seed \d+$"
+from lrbs.charts import MAX_POINTS, repeats_chart, thin
 
 
 def sweep_chart(
     events: pd.DataFrame, diverged: list[str], x: str, y: str, title: str
 ) -> alt.LayerChart:
-    """The sweep's curves of `y`: one per run, or, when batch sizes were repeated with several
-    seeds, the seeds' mean inside their min-max band per batch size."""
-    repeated = events.run_id.str.contains(" seed ").any()
-    if repeated:
-        rows = events.assign(batch=events.run_id.str.replace(SEED_SUFFIX, "", regex=True))
-        return band_chart(
-            rows, x=x, y=y, group="batch", title=title + " (seeds: mean and min-max band)"
-        )
-    return runs_chart(events, x=x, y=y, title=title, diverged=diverged)
+    """The sweep's curves of `y`: one per run, or the seeds' mean and band per batch size."""
+    return repeats_chart(events, x, y, title, diverged)
 
 
 def scaling_chart(curves: pd.DataFrame, rule: str, title: str) -> alt.Chart:

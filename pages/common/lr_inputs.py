@@ -82,6 +82,7 @@ def sweep_widgets(why_not_stacked: str | None, on_gpu: bool) -> dict:
         "sw_grid": "0.001, 0.01, 0.1, 1",
         "sw_budget_kind": "seconds",
         "sw_budget": 5.0,
+        "sw_repeats": 1,
     }.items():
         default(key, value)
     chosen.seed("sw_batch", "batch", 128)
@@ -98,6 +99,14 @@ def sweep_widgets(why_not_stacked: str | None, on_gpu: bool) -> dict:
         w["batch"] = st.number_input("Batch size", min_value=1, step=16, key="sw_batch")
         chosen.caption(("batch", "sw_batch"))
         w["optimizer"], w["momentum"] = optimizer_inputs("sw")
+        w["repeats"] = st.number_input(
+            "Repeats (seeds per rate)",
+            min_value=1,
+            max_value=10,
+            key="sw_repeats",
+            help="Each rate trains with seed, seed+1, ...: the table gives the mean and its "
+            "spread, and the verdict says whether the runner-up is within noise of the best.",
+        )
         default("sw_stacked", on_gpu)
         w["stacked"] = st.checkbox(
             "Train every rate at once (torch.func)",
@@ -157,6 +166,7 @@ def sweep_config(setup: Setup, arrays: Arrays) -> sweeps.Config | None:
             batch_size=int(w["batch"]),
             optim=SweptOptim(w["optimizer"], momentum=w["momentum"]),
             seed=setup.seed,
+            repeats=int(w["repeats"]),
             stacked="yes" if w["kind"] != "seconds" and w["stacked"] else "no",
         )
     except LrbsError as exc:
