@@ -80,7 +80,8 @@ class Difference:
 
 def difference(a: Iterable[float | None], b: Iterable[float | None]) -> Difference:
     sa, sb = spread(a), spread(b)
-    noise = Z * math.sqrt(sa.std**2 / sa.n + sb.std**2 / sb.n) if sa.n > 1 and sb.n > 1 else math.nan
+    judged = sa.n > 1 and sb.n > 1
+    noise = Z * math.sqrt(sa.std**2 / sa.n + sb.std**2 / sb.n) if judged else math.nan
     return Difference(sa.mean - sb.mean, noise, sa, sb)
 
 

@@ -1,8 +1,9 @@
 """The learning-rate sweep: one run per rate of a grid, each from the same initial weights and
 with the same budget, so that only the rate differs, each repeated over seeds if asked (seed,
 seed+1, ...); the best (lowest mean validation loss among the rates whose every run finished
-its budget) is marked, and the verdict says whether the runner-up is within noise of it. On a budget in steps, epochs or samples the rates can
-also train all at once, stacked with `torch.func` (lrbs.core.stacked).
+its budget) is marked, and the verdict says whether the runner-up is within noise of it. On a
+budget in steps, epochs or samples the rates can also train all at once, stacked with
+`torch.func` (lrbs.core.stacked).
 
 Also the shared helpers of sweeps: grids (`check_grid`, `refine`, `add_decade`), and
 `run_named`, the older series runner (being replaced by lrbs.runs.series.run_series)."""
