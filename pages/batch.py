@@ -192,7 +192,7 @@ def sweep_section() -> None:
 def scaling_inputs() -> bs_scaling_check.Config | None:
     chosen.seed("sc_b0", "batch", 8)
     chosen.seed("sc_lr0", "lr", 0.001)
-    for key, value in {"sc_k": 4, "sc_epochs": 2.0}.items():
+    for key, value in {"sc_k": 4, "sc_epochs": 2.0, "sc_repeats": 1}.items():
         default(key, value)
     with st.sidebar:
         st.subheader("Scaling-rule check")
@@ -202,6 +202,14 @@ def scaling_inputs() -> bs_scaling_check.Config | None:
         k = st.number_input("K (batches B₀·1 … B₀·K)", min_value=2, max_value=32, key="sc_k")
         epochs = st.number_input("Epochs per run", min_value=0.0, step=1.0, key="sc_epochs")
         opt, momentum = optimizer_inputs("sc")
+        repeats = st.number_input(
+            "Repeats (seeds per run)",
+            min_value=1,
+            max_value=10,
+            key="sc_repeats",
+            help="With repeats the verdict says whether the gaps between batch sizes are more "
+            "than reseeding moves one curve.",
+        )
     try:
         cfg = bs_scaling_check.Config(
             base_batch=int(b0),
@@ -209,6 +217,7 @@ def scaling_inputs() -> bs_scaling_check.Config | None:
             k_max=int(k),
             epochs=float(epochs),
             seed=setup.seed,
+            repeats=int(repeats),
         )
         cfg.plan(N)
         return cfg
@@ -238,7 +247,8 @@ def scaling_section() -> None:
 
     result = experiment("sc_job", bs_scaling_check, setup, cfg, draw, label="Run the check")
     if st.session_state.get("sc_job") is None:
-        st.info(f"Runs 2 × K trainings of {cfg.epochs if cfg else '?'} epochs each.")
+        times = f"2 × K × {cfg.repeats}" if cfg and cfg.repeats > 1 else "2 × K"
+        st.info(f"Runs {times} trainings of {cfg.epochs if cfg else '?'} epochs each.")
     curves = result.curves() if result is not None else None
     if curves is None or curves.empty:
         return
