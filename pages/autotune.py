@@ -8,8 +8,6 @@ arrive, see which parameter mattered, take the best. Workers on several machines
 study through a database.
 """
 
-import os
-
 import streamlit as st
 
 from lrbs import charts
@@ -41,7 +39,7 @@ N = arrays.n_train
 
 DEFAULTS = {
     "at_trials": 20,
-    "at_workers": min(2, os.cpu_count() or 1),
+    "at_workers": min(2, at.cores()),
     "at_budget_kind": "seconds",
     "at_budget": 5.0,
     "at_lr_min": 1e-3,
@@ -76,6 +74,8 @@ def inputs() -> at.Config | None:
         c1, c2 = st.columns(2)
         trials = c1.number_input("Trials", min_value=0, step=5, key="at_trials")
         workers = c2.number_input("Worker processes", min_value=0, step=1, key="at_workers")
+        if warning := at.workers_warning(int(workers)):
+            st.warning(warning)
         kind = st.radio(
             "Budget per trial", ["seconds", "epochs"], key="at_budget_kind", horizontal=True
         )
@@ -252,6 +252,7 @@ def finished(result: at.Result) -> None:
         band = result.band_text()
         if band:
             st.caption(band)
+        st.caption(result.noise_text())
         st.button("Use this", type="primary", on_click=use_best, args=(best, name), key="at_use")
         used = st.session_state.pop("at_used", None)
         if used:
