@@ -134,6 +134,13 @@ def inputs() -> at.Config | None:
             storage=storage.strip() or None,
         )
         cfg.check_data(N)
+        dropped = [b for b in space.batches if b > N]
+        if dropped:
+            st.warning(
+                f"Batch size{'s' * (len(dropped) > 1)} {', '.join(map(str, dropped))} "
+                f"{'are' if len(dropped) > 1 else 'is'} larger than the training set "
+                f"({N:,} samples): the study leaves {'them' if len(dropped) > 1 else 'it'} out."
+            )
         return cfg
     except LrbsError as exc:
         st.error(str(exc))

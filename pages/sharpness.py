@@ -66,6 +66,8 @@ def inputs() -> sh.Config | None:
         iterations = st.number_input(
             "Power-iteration steps", min_value=0, step=5, key="sh_iterations"
         )
+    if subset > N:
+        st.caption(f"The training set has {N:,} samples: the subset is capped to {N:,}.")
     try:
         return sh.Config(
             lrs=parse_floats(lrs, "learning rates"),

@@ -160,6 +160,11 @@ def sweep_config(setup: Setup, arrays: Arrays) -> sweeps.Config | None:
     try:
         amount = w["amount"]
         amount = int(amount) if w["kind"] == "steps" and amount == int(amount) else amount
+        if int(w["batch"]) > arrays.n_train:
+            raise LrbsError(
+                f"Batch size {int(w['batch'])} is larger than the training set "
+                f"({arrays.n_train:,})."
+            )
         return sweeps.Config(
             lrs=parse_floats(w["text"], "learning rates"),
             budget=Budget(**{w["kind"]: amount}),
