@@ -8,14 +8,13 @@ arrive, see which parameter mattered, take the best. Workers on several machines
 study through a database.
 """
 
-import os
-
 import streamlit as st
 
 from lrbs import charts
 from lrbs.core.errors import LrbsError
 from lrbs.core.setup import load_tensors
 from lrbs.experiments import autotune as at
+from pages.common import chosen
 from pages.common.job import experiment
 from pages.common.live import csv_download, result_columns, show_error
 from pages.common.range_test import latest_range_test
@@ -40,7 +39,7 @@ N = arrays.n_train
 
 DEFAULTS = {
     "at_trials": 20,
-    "at_workers": min(2, os.cpu_count() or 1),
+    "at_workers": min(2, at.cores()),
     "at_budget_kind": "seconds",
     "at_budget": 5.0,
     "at_lr_min": 1e-3,
@@ -53,7 +52,20 @@ DEFAULTS = {
 }
 
 
+def with_chosen_batch(b: int) -> str:
+    """The default batch list with the chosen batch in it."""
+    text = st.session_state.get("at_batches", DEFAULTS["at_batches"])
+    try:
+        values = set(parse_ints(text, "batch sizes"))
+    except LrbsError:
+        return text
+    return ", ".join(str(v) for v in sorted(values | {int(b)}))
+
+
 def inputs() -> at.Config | None:
+    chosen.seed("at_lr_min", "lr", DEFAULTS["at_lr_min"], lambda lr: chosen.lr_range(lr)[0])
+    chosen.seed("at_lr_max", "lr", DEFAULTS["at_lr_max"], lambda lr: chosen.lr_range(lr)[1])
+    chosen.seed("at_batches", "batch", DEFAULTS["at_batches"], with_chosen_batch)
     for key, value in DEFAULTS.items():
         default(key, value)
     with st.sidebar:
@@ -62,6 +74,8 @@ def inputs() -> at.Config | None:
         c1, c2 = st.columns(2)
         trials = c1.number_input("Trials", min_value=0, step=5, key="at_trials")
         workers = c2.number_input("Worker processes", min_value=0, step=1, key="at_workers")
+        if warning := at.workers_warning(int(workers)):
+            st.warning(warning)
         kind = st.radio(
             "Budget per trial", ["seconds", "epochs"], key="at_budget_kind", horizontal=True
         )
@@ -71,6 +85,11 @@ def inputs() -> at.Config | None:
         lo = c1.number_input("Lowest lr", format="%.2e", step=None, key="at_lr_min")
         hi = c2.number_input("Highest lr", format="%.2e", step=None, key="at_lr_max")
         batches = st.text_input("Batch sizes", key="at_batches")
+        if chosen.note("lr", "at_lr_min"):
+            chosen.caption(("lr", "at_lr_min"), ("batch", "at_batches"))
+            st.caption("The lr range: a decade centred on the chosen rate, unless changed.")
+        else:
+            chosen.caption(("batch", "at_batches"))
         optimizers = st.multiselect(
             "Optimizers",
             list(OPTIMIZER_TITLES),
@@ -115,6 +134,13 @@ def inputs() -> at.Config | None:
             storage=storage.strip() or None,
         )
         cfg.check_data(N)
+        dropped = [b for b in space.batches if b > N]
+        if dropped:
+            st.warning(
+                f"Batch size{'s' * (len(dropped) > 1)} {', '.join(map(str, dropped))} "
+                f"{'are' if len(dropped) > 1 else 'is'} larger than the training set "
+                f"({N:,} samples): the study leaves {'them' if len(dropped) > 1 else 'it'} out."
+            )
         return cfg
     except LrbsError as exc:
         st.error(str(exc))
@@ -207,13 +233,11 @@ def draw(snap, running: bool) -> None:
 
 
 def use_best(best: at.Best, study: str) -> None:
-    st.session_state["chosen_lr"] = best.lr
-    st.session_state["chosen_lr_source"] = f"auto-tune study {study}"
-    st.session_state["chosen_batch"] = best.batch_size
-    st.session_state.update(ls_lr=best.lr, ls_batch=best.batch_size)
+    chosen.use("lr", best.lr, f"auto-tune study {study}")
+    chosen.use("batch", best.batch_size, f"auto-tune study {study}")
     st.session_state["at_used"] = (
-        f"lr {best.lr:.4g} and batch {best.batch_size} now fill the LR sweep's 'add it' button, "
-        "the batch-size page's base rate and the LR schedules page."
+        f"lr {best.lr:.4g} and batch {best.batch_size} are now the defaults of every page's "
+        "learning rate and batch size (ranges centred on them)."
     )
 
 
@@ -235,6 +259,7 @@ def finished(result: at.Result) -> None:
         band = result.band_text()
         if band:
             st.caption(band)
+        st.caption(result.noise_text())
         st.button("Use this", type="primary", on_click=use_best, args=(best, name), key="at_use")
         used = st.session_state.pop("at_used", None)
         if used:

@@ -14,6 +14,7 @@ from lrbs.charts.batch import scaling_chart, sweep_chart
 from lrbs.core.errors import LrbsError
 from lrbs.core.loop import Budget, OptimSpec
 from lrbs.experiments import bs_probe, bs_scaling_check, bs_sweep, scaling
+from pages.common import chosen
 from pages.common.job import experiment
 from pages.common.live import (
     csv_download,
@@ -52,14 +53,12 @@ TABLE_COLUMNS = result_columns(
 
 
 def sweep_inputs() -> bs_sweep.Config | None:
-    lr0 = st.session_state.get("chosen_lr", 0.1)
-    # with the batch "use this" on the auto-tune page chose
-    grid = scaling.with_batch("64, 128, 256, full", st.session_state.get("chosen_batch"))
+    chosen.seed("bs_lr", "lr", 0.1, lambda lr: float(f"{lr:.3g}"))
+    grid = st.session_state.get("bs_grid", "64, 128, 256, full")
+    chosen.seed("bs_grid", "batch", grid, lambda b: scaling.with_batch(grid, b))
     for key, value in {
-        "bs_grid": grid,
         "bs_budget_kind": "seconds",
         "bs_budget": 5.0,
-        "bs_lr": float(f"{lr0:.3g}"),
         "bs_rule": "fixed",
         "bs_warmup": 0.0,
         "bs_repeats": 1,
@@ -68,6 +67,7 @@ def sweep_inputs() -> bs_sweep.Config | None:
     with st.sidebar:
         st.subheader("Batch-size sweep")
         text = st.text_input("Batch sizes ('full' = the whole training set)", key="bs_grid")
+        chosen.caption(("batch", None))
         kind = st.radio(
             "Budget per batch size",
             ["seconds", "epochs", "updates"],
@@ -80,6 +80,7 @@ def sweep_inputs() -> bs_sweep.Config | None:
         lr = st.number_input(
             "Learning rate (of the smallest batch)", format="%.4g", step=None, key="bs_lr"
         )
+        chosen.caption(("lr", "bs_lr"))
         rule = st.selectbox(
             "Learning-rate scaling",
             list(scaling.RULES),
@@ -176,6 +177,12 @@ def sweep_section() -> None:
     verdict = result.verdict()
     if verdict:
         st.success(verdict)
+    best = result.best()
+    if best is not None:
+        b = int(best["batch"])
+        if st.button(f"Use batch {b} on the other pages", key="bs_use"):
+            chosen.use("batch", b, "the batch-size sweep")
+            st.success(f"Batch size {b} will be the default on the other pages.")
     downloads("batch_sweep", "bs", result.events(), table)
 
 
@@ -183,15 +190,26 @@ def sweep_section() -> None:
 
 
 def scaling_inputs() -> bs_scaling_check.Config | None:
-    for key, value in {"sc_b0": 8, "sc_lr0": 0.001, "sc_k": 4, "sc_epochs": 2.0}.items():
+    chosen.seed("sc_b0", "batch", 8)
+    chosen.seed("sc_lr0", "lr", 0.001)
+    for key, value in {"sc_k": 4, "sc_epochs": 2.0, "sc_repeats": 1}.items():
         default(key, value)
     with st.sidebar:
         st.subheader("Scaling-rule check")
         b0 = st.number_input("Base batch B₀", min_value=1, step=1, key="sc_b0")
         lr0 = st.number_input("Base learning rate lr₀", format="%.4g", step=None, key="sc_lr0")
+        chosen.caption(("batch", "sc_b0"), ("lr", "sc_lr0"))
         k = st.number_input("K (batches B₀·1 … B₀·K)", min_value=2, max_value=32, key="sc_k")
         epochs = st.number_input("Epochs per run", min_value=0.0, step=1.0, key="sc_epochs")
         opt, momentum = optimizer_inputs("sc")
+        repeats = st.number_input(
+            "Repeats (seeds per run)",
+            min_value=1,
+            max_value=10,
+            key="sc_repeats",
+            help="With repeats the verdict says whether the gaps between batch sizes are more "
+            "than reseeding moves one curve.",
+        )
     try:
         cfg = bs_scaling_check.Config(
             base_batch=int(b0),
@@ -199,6 +217,7 @@ def scaling_inputs() -> bs_scaling_check.Config | None:
             k_max=int(k),
             epochs=float(epochs),
             seed=setup.seed,
+            repeats=int(repeats),
         )
         cfg.plan(N)
         return cfg
@@ -228,7 +247,8 @@ def scaling_section() -> None:
 
     result = experiment("sc_job", bs_scaling_check, setup, cfg, draw, label="Run the check")
     if st.session_state.get("sc_job") is None:
-        st.info(f"Runs 2 × K trainings of {cfg.epochs if cfg else '?'} epochs each.")
+        times = f"2 × K × {cfg.repeats}" if cfg and cfg.repeats > 1 else "2 × K"
+        st.info(f"Runs {times} trainings of {cfg.epochs if cfg else '?'} epochs each.")
     curves = result.curves() if result is not None else None
     if curves is None or curves.empty:
         return

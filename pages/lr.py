@@ -18,6 +18,7 @@ from lrbs.core.errors import LrbsError
 from lrbs.experiments import lr_finder, sweeps
 from lrbs.runs.experiment import rebuild
 from lrbs.runs.store import record_config
+from pages.common import chosen
 from pages.common.history import offer_stored
 from pages.common.job import attach, experiment, start
 from pages.common.live import (
@@ -46,8 +47,7 @@ sweeps.keep_arrays(setup.data, arrays)  # the experiments train on the data load
 
 
 def use_lr(lr: float, source: str) -> None:
-    st.session_state["chosen_lr"] = float(lr)
-    st.session_state["chosen_lr_source"] = source
+    chosen.use("lr", lr, source)
 
 
 # ============================================================================ range test
@@ -162,7 +162,7 @@ def finished_view(result: lr_finder.Result) -> None:
     pick = c1.selectbox("Carry a suggestion to the other pages", sugg.title.tolist(), key="rt_pick")
     if c2.button("Use this learning rate", key="rt_use", disabled=sugg.empty):
         lr = float(sugg.loc[sugg.title == pick, "lr"].iloc[0])
-        use_lr(lr, f"range test ({pick})")
+        use_lr(lr, f"the range test ({pick})")
         st.success(f"Learning rate {lr:.3g} will be the default on the other pages.")
 
     st.subheader("Zoom in")
@@ -216,6 +216,7 @@ RESULT_COLUMNS = result_columns(
         "lr": st.column_config.NumberColumn(format="%g"),
         "epochs": st.column_config.NumberColumn(format="%.1f"),
         "best": st.column_config.CheckboxColumn("best"),
+        "val_loss_std": st.column_config.NumberColumn("val loss std", format="%.4f"),
     }
 )
 
@@ -224,10 +225,13 @@ def draw_sweep(snap, running: bool, n_rates: int | None = None) -> None:
     runs = snap.rows.get("runs", [])
     if running:
         of = f" of {n_rates}" if n_rates else ""
-        st.progress(snap.progress, text=f"Sweep: {len(runs)}{of} rates done")
-    chart = lr_charts.sweep_curves(events_frame(snap), runs, st.session_state.get("sw_x"))
-    if chart is not None:
-        live_chart(st, chart, running)
+        st.progress(snap.progress, text=f"Sweep: {len(runs)}{of} runs done")
+    events, x = events_frame(snap), st.session_state.get("sw_x")
+    c1, c2 = st.columns(2)
+    for cell, y in ((c1, "val_loss"), (c2, "loss")):
+        chart = lr_charts.sweep_curves(events, runs, x, y)
+        if chart is not None:
+            live_chart(cell, chart, running)
     show_error(snap)
 
 
@@ -238,13 +242,20 @@ def sweep_section() -> None:
         "Then refine around the best decade."
     )
     cfg = sweep_config(setup, arrays)
-    chosen_lr = st.session_state.get("chosen_lr")
-    if chosen_lr:
-        c1, c2 = st.columns([4, 2])
-        c1.caption(f"From the {st.session_state.get('chosen_lr_source')}: lr = {chosen_lr:.3g}")
-        c2.button("Add it to the grid", on_click=add_lr, args=(chosen_lr,), key="sw_add_chosen")
+    found = chosen.chosen("lr")
+    if found is not None:
+        c1, c2, c3 = st.columns([4, 2, 2])
+        chosen.caption(("lr", None), target=c1)
+        c2.button("Add it to the grid", on_click=add_lr, args=(found[0],), key="sw_add_chosen")
+        c3.button(
+            "Centre the grid on it",
+            on_click=set_grid,
+            args=(sweeps.around(found[0]),),
+            key="sw_centre_chosen",
+            help="Five rates a decade either side of it: ×0.1, ×0.3, ×1, ×3, ×10",
+        )
     st.radio("x axis", list(X_AXES), key="sw_x", horizontal=True, format_func=X_AXES.get)
-    draw = partial(draw_sweep, n_rates=len(cfg.lrs) if cfg is not None else None)
+    draw = partial(draw_sweep, n_rates=len(cfg.runs()) if cfg is not None else None)
     result = experiment("sw_job", sweeps, setup, cfg, draw, label="Run sweep")
     if st.session_state.get("sw_job") is None:
         st.info(
@@ -256,6 +267,13 @@ def sweep_section() -> None:
     table = result.table()
     st.subheader("Results")
     st.dataframe(table, hide_index=True, width="stretch", column_config=RESULT_COLUMNS)
+    verdict = result.verdict()
+    if verdict:
+        st.markdown(verdict)
+    st.caption(
+        "The best is the lowest validation loss (the left chart) among the rates whose every "
+        "run finished its budget; a diverged or stopped run is never the best."
+    )
     best = result.best_lr()
     c1, c2, c3 = st.columns(3)
     c1.button("Add a decade above", on_click=add_decade, key="sw_decade")
@@ -267,7 +285,7 @@ def sweep_section() -> None:
             key="sw_refine",
         )
         if c3.button(f"Use {best:g} on the other pages", key="sw_use"):
-            use_lr(best, "learning-rate sweep")
+            use_lr(best, "the learning-rate sweep")
             st.success(f"Learning rate {best:g} will be the default on the other pages.")
     downloads("lr_sweep", "sw", result.curves(), table)
 

@@ -15,6 +15,7 @@ from lrbs.charts import noise as charts
 from lrbs.core.errors import LrbsError
 from lrbs.core.loop import OptimSpec
 from lrbs.experiments import noise_scale as ns
+from pages.common import chosen
 from pages.common.job import experiment
 from pages.common.live import csv_download, live_chart, show_error
 from pages.common.sidebar import optimizer_inputs, parse_ints, require_setup
@@ -36,13 +37,13 @@ N = arrays.n_train
 
 
 def inputs() -> ns.Config | None:
+    chosen.seed("ns_batch", "batch", 128)
+    chosen.seed("ns_lr", "lr", 0.1)
     for key, value in {
         "ns_small": 32,
         "ns_big": 512,
         "ns_every": 40,
         "ns_steps": 1000,
-        "ns_batch": 128,
-        "ns_lr": 0.1,
         "ns_beta": 0.8,
     }.items():
         default(key, value)
@@ -50,6 +51,7 @@ def inputs() -> ns.Config | None:
         st.subheader("Noise-scale measurement")
         batch = st.number_input("Training batch", min_value=0, step=16, key="ns_batch")
         lr = st.number_input("Learning rate", format="%.4g", step=None, key="ns_lr")
+        chosen.caption(("batch", "ns_batch"), ("lr", "ns_lr"))
         opt, momentum = optimizer_inputs("ns")
         steps = st.number_input("Training steps", min_value=0, step=100, key="ns_steps")
         c1, c2 = st.columns(2)

@@ -16,6 +16,7 @@ from lrbs.core.errors import LrbsError
 from lrbs.core.loop import OptimSpec
 from lrbs.core.setup import load_tensors
 from lrbs.experiments import schedules as sch
+from pages.common import chosen
 from pages.common.job import finished
 from pages.common.live import csv_download, downloads, live_chart, results_table, show_error
 from pages.common.range_test import latest_range_test
@@ -56,6 +57,7 @@ DEFAULTS = {
     "ls_div": 25.0,
     "ls_patience": 2,
     "ls_beta": "",
+    "ls_repeats": 1,
 }
 
 
@@ -122,12 +124,21 @@ def bounds_panel(cfg: sch.Config | None) -> None:
 # ------------------------------------------------------------------ inputs
 
 
+def seed_from_chosen() -> None:
+    """The chosen lr is the constant rate and the centre of the bounds (a decade wide)."""
+    chosen.seed("ls_lr", "lr", DEFAULTS["ls_lr"])
+    chosen.seed("ls_base", "lr", DEFAULTS["ls_base"], lambda lr: chosen.lr_range(lr)[0])
+    chosen.seed("ls_max", "lr", DEFAULTS["ls_max"], lambda lr: chosen.lr_range(lr)[1])
+    chosen.seed("ls_batch", "batch", DEFAULTS["ls_batch"])
+
+
 def inputs() -> sch.Config | None:
+    seed_from_chosen()
     for key, value in DEFAULTS.items():
         default(key, value)
     with st.sidebar:
         st.subheader("Schedules")
-        chosen = st.multiselect(
+        picked = st.multiselect(
             "Schedules",
             list(sch.SCHEDULES),
             key="ls_schedules",
@@ -136,12 +147,24 @@ def inputs() -> sch.Config | None:
         c1, c2 = st.columns(2)
         epochs = c1.number_input("Epochs", min_value=0, step=5, key="ls_epochs")
         batch = c2.number_input("Batch size", min_value=0, step=16, key="ls_batch")
+        chosen.caption(("batch", "ls_batch"))
         opt, momentum = optimizer_inputs("ls")
+        repeats = st.number_input(
+            "Repeats (seeds per schedule)",
+            min_value=1,
+            max_value=10,
+            key="ls_repeats",
+            help="Each schedule trains with seed, seed+1, ...: the table gives the mean and "
+            "its spread, and the verdict says whether a gap is within the noise.",
+        )
         st.markdown("**Rates** (fill them from the range test on the page)")
         lr = st.number_input("Constant rate / start of decays", format="%.4g", key="ls_lr")
         c1, c2 = st.columns(2)
         base = c1.number_input("Lower bound", format="%.4g", key="ls_base")
         top = c2.number_input("Upper bound", format="%.4g", key="ls_max")
+        if chosen.note("lr", "ls_lr"):
+            chosen.caption(("lr", "ls_lr"))
+            st.caption("The bounds: a decade centred on it, unless changed.")
         with st.expander("Schedule settings"):
             step_epochs = st.number_input("Step: every k epochs", key="ls_step_epochs")
             gamma = st.number_input("Step and plateau: factor γ", format="%.3g", key="ls_gamma")
@@ -179,7 +202,7 @@ def inputs() -> sch.Config | None:
         return None
     try:
         cfg = sch.Config(
-            schedules=tuple(chosen),
+            schedules=tuple(picked),
             epochs=int(epochs),
             batch_size=int(batch),
             optim=OptimSpec(name=opt, lr=float(lr), momentum=momentum),
@@ -199,6 +222,7 @@ def inputs() -> sch.Config | None:
             patience=int(patience),
             hd_beta=beta,
             seed=setup.seed,
+            repeats=int(repeats),
         )
         cfg.fits(N)
         return cfg
@@ -251,13 +275,15 @@ def draw(snap, running: bool) -> None:
     train_rows = events[events.kind == "train"]
     evals = events[events.kind == "eval"]
     c1, c2 = st.columns(2)
-    val = charts.runs_chart(evals, x=x, y="val_loss", title="Validation loss", domain=domain)
+    val = charts.repeats_chart(evals, x, "val_loss", "Validation loss", domain=domain)
     live_chart(c1, val, running)
-    train = charts.runs_chart(
-        train_rows, x=x, y="loss", title="Training loss", diverged=diverged, domain=domain
-    )
+    train = charts.repeats_chart(train_rows, x, "loss", "Training loss", diverged, domain)
     live_chart(c2, train, running)
     title = "Learning rate each schedule used (hypergradient descent's is learned)"
+    if cfg is not None and cfg.repeats > 1:  # the first seed's: the same rates for every seed
+        first = train_rows[train_rows.run_id.str.endswith(f" seed {cfg.seed}")]
+        train_rows = first.assign(run_id=first.run_id.str.replace(r" seed \d+$", "", regex=True))
+        title += f", seed {cfg.seed}"
     used = charts.runs_chart(train_rows, x=x, y="lr", title=title, log_y=True, domain=domain)
     live_chart(st, used, running)
     show_error(snap)
@@ -289,6 +315,7 @@ results_table(
         "lr_min": st.column_config.NumberColumn("lr min", format="%.3g"),
         "lr_max": st.column_config.NumberColumn("lr max", format="%.3g"),
         "lr_final": st.column_config.NumberColumn("lr at end", format="%.3g"),
+        "val_loss_std": st.column_config.NumberColumn("val loss std", format="%.4f"),
     },
 )
 st.markdown(result.verdict())

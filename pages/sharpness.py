@@ -14,6 +14,7 @@ from lrbs.charts import sharpness as charts
 from lrbs.core.errors import LrbsError
 from lrbs.experiments import sharpness as sh
 from lrbs.experiments.sweeps import SweptOptim
+from pages.common import chosen
 from pages.common.job import experiment
 from pages.common.live import csv_download, events_frame, live_chart, results_table, show_error
 from pages.common.range_test import latest_range_test
@@ -40,8 +41,8 @@ N = arrays.n_train
 
 
 def inputs() -> sh.Config | None:
+    chosen.seed("sh_lrs", "lr", "0.05, 0.1, 0.2", lambda c: f"{c / 2:.3g}, {c:.3g}, {2 * c:.3g}")
     for key, value in {
-        "sh_lrs": "0.05, 0.1, 0.2",
         "sh_subset": min(2000, N),
         "sh_batch": 0,
         "sh_steps": 300,
@@ -52,6 +53,9 @@ def inputs() -> sh.Config | None:
     with st.sidebar:
         st.subheader("Sharpness")
         lrs = st.text_input("Learning rates", key="sh_lrs", help="comma-separated")
+        if chosen.note("lr"):
+            chosen.caption(("lr", "sh_lrs"))
+            st.caption("The rates: half, once and twice it, unless changed.")
         opt, momentum = optimizer_inputs("sh")
         subset = st.number_input(
             "Training samples (subset)", min_value=0, step=500, key="sh_subset"
@@ -62,6 +66,8 @@ def inputs() -> sh.Config | None:
         iterations = st.number_input(
             "Power-iteration steps", min_value=0, step=5, key="sh_iterations"
         )
+    if subset > N:
+        st.caption(f"The training set has {N:,} samples: the subset is capped to {N:,}.")
     try:
         return sh.Config(
             lrs=parse_floats(lrs, "learning rates"),

@@ -216,6 +216,39 @@ def test_near_best_is_the_band_within_tolerance():
     assert at.best(trials).trial == 0
 
 
+def test_the_best_s_noise_is_its_repeats_spread_or_a_note():
+    import pandas as pd
+
+    def result(values, lrs):
+        trials = pd.DataFrame(
+            {
+                "trial": range(len(values)),
+                "state": "complete",
+                "value": values,
+                "lr": lrs,
+                "batch_size": 32,
+                "optimizer": "sgd",
+                "warmup_epochs": 0.0,
+            }
+        )
+        return at.Result(None, {"trials": trials.to_dict("records")})
+
+    # the best settings (lr 0.1) ran twice: 1.0 and 1.2, mean 1.1, std 0.1414
+    assert (
+        "ran 2 times here: validation loss 1.1000 ± 0.1414 (2 seeds)"
+        in result([1.0, 1.2, 1.5], [0.1, 0.1, 0.3]).noise_text()
+    )
+    assert "Each setting ran once" in result([1.0, 1.5], [0.1, 0.3]).noise_text()
+
+
+def test_more_workers_than_cores_is_a_warning_and_more_than_32_is_refused():
+    assert at.workers_warning(2, 2) is None
+    text = at.workers_warning(64, 2)
+    assert "64 worker processes on 2 CPU cores" in text and "take turns" in text
+    with pytest.raises(ConfigError, match="workers must be at most 32"):
+        at.Config(workers=64)
+
+
 def test_configs_are_keyword_only_and_the_default_budget_is_explicit():
     with pytest.raises(TypeError):
         at.SearchSpace(1e-3, 1.0)  # type: ignore[misc]

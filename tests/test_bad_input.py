@@ -13,11 +13,12 @@ from lrbs.cli import main
 from lrbs.core import data as data_mod
 from lrbs.core.data import DataSpec, load, read_csv_dataset
 from lrbs.core.device import pick_device
-from lrbs.core.errors import ConfigError
+from lrbs.core.errors import ConfigError, LrbsError
 from lrbs.core.loop import Budget, OptimSpec, TrainConfig
-from lrbs.core.models import ModelSpec
+from lrbs.core.models import ModelSpec, build_model
+from lrbs.core.setup import Setup
+from lrbs.experiments import autotune, bs_probe, gd1d, noise_scale, scaling, sweeps
 from lrbs.experiments import bs_schedule as bss
-from lrbs.experiments import gd1d, noise_scale, scaling
 from lrbs.experiments import schedules as sch
 from lrbs.experiments.lr_finder import Config as RangeTest
 from lrbs.experiments.sweeps import Config as LRSweep
@@ -354,6 +355,78 @@ CASES = [
         ["gd1d", "--steps", "0"],
     ),
     Case(
+        "memory cap zero",
+        "memory cap must be at least",
+        lambda p: bs_probe.Config(cap_mib=0),
+        ["bs-probe", "--cap-mib", "0"],
+    ),
+    Case(
+        "memory cap NaN",
+        "must be a finite number",
+        lambda p: bs_probe.Config(cap_mib=NAN),
+        ["bs-probe", "--cap-mib", "nan"],
+    ),
+    Case(
+        "dataset size too small",
+        "dataset size must be a whole number of at least 20",
+        lambda p: DataSpec("mnist1d", size=5),
+        ["train", "--dataset-size", "5", "--steps", "1"],
+    ),
+    Case(
+        "dataset size NaN",
+        "dataset size must be a whole number",
+        lambda p: DataSpec("mnist1d", size=NAN),
+        None,  # the CLI's --dataset-size takes whole numbers only (argparse says so)
+    ),
+    Case(
+        "repeats zero",
+        "repeats must be at least 1",
+        lambda p: LRSweep(repeats=0),
+        ["lr-sweep", "--repeats", "0", "--steps", "1"],
+    ),
+    Case(
+        "repeats above 10",
+        "repeats must be at most 10",
+        lambda p: sch.Config(repeats=11),
+        ["schedules", "--repeats", "11"],
+    ),
+    Case(
+        "workers above 32",
+        "workers must be at most 32",
+        lambda p: autotune.Config(workers=64),
+        ["autotune", "run", "--workers", "64"],
+        ("pages/autotune.py", [("number", "at_workers", 64)]),
+    ),
+    Case(
+        "data folder missing",
+        "MNIST files not found",
+        lambda p: load(DataSpec("mnist", root=str(p.parent / "no-such-folder"))),
+        ["train", "--dataset", "mnist", "--data-root", "/no/such/folder", "--steps", "1"],
+        extra={"error": LrbsError},
+    ),
+    Case(
+        "data folder is a file",
+        "MNIST files not found",
+        lambda p: load(DataSpec("mnist", root=str(p))),
+        ["train", "--dataset", "mnist", "--data-root", "{csv}", "--steps", "1"],
+        extra={"error": LrbsError},
+    ),
+    Case(
+        "model too large for memory",
+        "GiB, more than the",
+        lambda p: build_model(ModelSpec(hidden=(200_000, 200_000)), (40,), 10),
+        ["train", "--hidden", "200000", "200000", "--steps", "1"],
+        ("pages/home.py", [("text", "s_hidden", "200000, 200000")]),
+        extra={"error": LrbsError},
+    ),
+    Case(
+        "sweep batch larger than the data",
+        "larger than the training set",
+        lambda p: sweeps.run(Setup(data=DataSpec("digits")), LRSweep(batch_size=99999)),
+        ["lr-sweep", "--dataset", "digits", "--batch-size", "99999", "--steps", "1"],
+        ("pages/lr.py", [("mode", None, 1), ("number", "sw_batch", 99999)]),
+    ),
+    Case(
         "GD curvature zero",
         "curvature must be greater than 0",
         lambda p: gd1d.Config(curvature=0),
@@ -382,7 +455,8 @@ def test_the_catalogue_is_big_enough():
 def test_api(case, csv_file, monkeypatch):
     if "limit_mb" in case.extra:
         monkeypatch.setattr(data_mod, "MAX_CSV_MB", case.extra["limit_mb"])
-    with pytest.raises(ConfigError, match=case.message.replace("(", r"\(")):
+    error = case.extra.get("error", ConfigError)
+    with pytest.raises(error, match=case.message.replace("(", r"\(")):
         case.api(csv_file(case))
 
 

@@ -1,5 +1,6 @@
 import math
 import threading
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -302,6 +303,35 @@ def test_agreement_on_made_up_curves():
     a = bs_scaling_check.agreement(curves).set_index("rule")
     assert a.loc["linear", "mean_spread"] == pytest.approx(0.05)
     assert a.loc["fixed", "mean_spread"] == pytest.approx(0.45)
+
+
+def test_agreement_averages_the_seeds_and_measures_their_noise():
+    # two seeds of each (rule, k) at epoch 1: the mean curves are those of the test above
+    curves = pd.DataFrame(
+        {
+            "rule": ["linear"] * 4 + ["fixed"] * 4,
+            "k": [1, 1, 2, 2] * 2,
+            "seed": [0, 1] * 4,
+            "epoch": [1] * 8,
+            "val_loss": [0.9, 1.1, 1.0, 1.2, 0.9, 1.1, 1.4, 1.6],
+        }
+    )
+    a = bs_scaling_check.agreement(curves).set_index("rule")
+    assert a.loc["linear", "mean_spread"] == pytest.approx(0.1)  # 1.1 - 1.0
+    assert a.loc["fixed", "mean_spread"] == pytest.approx(0.5)  # 1.5 - 1.0
+    assert a.loc["linear", "seed_noise"] == pytest.approx(0.2 / 2**0.5)  # std of (x, x + 0.2)
+
+
+def test_scaling_check_repeats_say_what_is_within_noise(on_blobs):
+    cfg = bs_scaling_check.Config(
+        base_batch=16, optim=OptimSpec("sgd", 0.01), k_max=2, epochs=1, repeats=2, seed=4
+    )
+    result = bs_scaling_check.run(SETUP, cfg)
+    assert [r["run"] for r in result.rows["runs"]][:2] == ["linear k=1 seed 4", "linear k=1 seed 5"]
+    assert set(result.curves().seed) == {4, 5}
+    assert "Over 2 seeds one curve moves by" in result.verdict()
+    single = bs_scaling_check.run(SETUP, replace(cfg, repeats=1))
+    assert "one seed: run repeats to judge" in single.verdict()
 
 
 def test_scaling_check_bad_input():

@@ -133,8 +133,45 @@ def test_summary_and_verdict():
     table, verdict = result.table(), result.verdict()
     assert table.set_index("regime").loc["decay", "updates_vs_decay"] == 1.0
     assert "updates instead of" in verdict
-    assert ("reproduces the paper's claim" in verdict) or ("does not reproduce" in verdict)
+    assert "not judged: one seed: run repeats to judge" in verdict
     assert table.set_index("regime").loc["grow", "updates_vs_decay"] < 1
+    assert "seconds_vs_decay" not in table  # wall-clock times of regimes run in turn
+    assert bss.TIMES_NOTE in result.notes()
+
+
+def runs_rows(grow, decay, grow_steps=48, decay_steps=480):
+    rows = [
+        {
+            "run": f"{r} seed {i}",
+            "regime": r,
+            "seed": i,
+            "status": "finished",
+            "val_loss": v,
+            "steps": steps,
+            "seconds": 1.0,
+        }
+        for r, losses, steps in (("decay", decay, decay_steps), ("grow", grow, grow_steps))
+        for i, v in enumerate(losses)
+    ]
+    return rows
+
+
+@pytest.mark.parametrize(
+    "grow, decay, grow_steps, expected",
+    [
+        # gap 0.003; noise 2 * sqrt(0.01²/2 + 0.01²/2) = 0.02: within noise, fewer updates
+        ([0.503, 0.493], [0.50, 0.49], 48, "reproduces the paper's claim"),
+        ([0.70, 0.71], [0.50, 0.51], 48, "does not reproduce"),  # gap 0.2 >> noise 0.014
+        ([0.30, 0.31], [0.50, 0.51], 48, "better than the claim"),
+        ([0.503, 0.493], [0.50, 0.49], 480, "did not save updates"),
+    ],
+)
+def test_the_claim_is_judged_against_the_noise_over_seeds(grow, decay, grow_steps, expected):
+    table, verdict = bss.summary_table(runs_rows(grow, decay, grow_steps))
+    assert expected in verdict
+    row = table.set_index("regime").loc["grow"]
+    assert row.repeats == 2 and row.val_loss == pytest.approx(sum(grow) / 2)
+    assert row.val_loss_std == pytest.approx(abs(grow[0] - grow[1]) / 2**0.5)
 
 
 @pytest.mark.parametrize(

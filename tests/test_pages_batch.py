@@ -84,13 +84,15 @@ def test_sweep_zero_budget():
 def test_scaling_check_reports_agreement():
     at = batch_page("Scaling-rule check")
     at.number_input(key="sc_epochs").set_value(1.0)
-    at.number_input(key="sc_k").set_value(2).run()
+    at.number_input(key="sc_k").set_value(2)
+    at.number_input(key="sc_repeats").set_value(2).run()
     at.button(key="sc_job_run").click().run()
     wait(at, "sc_job")
     agree = at.dataframe[-1].value
-    assert set(agree.rule) == {"linear", "fixed"}
-    assert any("Under the linear rule" in m.value for m in at.markdown)
-    assert len(charts(at)) == 2
+    assert set(agree.rule) == {"linear", "fixed"} and agree.seed_noise.notna().all()
+    verdict = next(m.value for m in at.markdown if "Under the linear rule" in m.value)
+    assert "Over 2 seeds" in verdict
+    assert len(charts(at)) == 2 and "2 seeds" in charts(at)[0].proto.spec
 
 
 def test_probe_and_add_to_sweep():

@@ -109,6 +109,23 @@ def test_sweep_runs_and_refines():
     assert isinstance(table, pd.DataFrame)
 
 
+def test_sweep_repeats_show_the_spread_both_losses_and_a_verdict_on_the_noise():
+    at = lr_page()
+    at.radio(key="lr_mode").set_value("Sweep at a fixed budget").run()
+    at.text_input(key="sw_grid").set_value("0.01, 0.1")
+    at.radio(key="sw_budget_kind").set_value("steps").run()
+    at.number_input(key="sw_budget").set_value(20.0)
+    at.number_input(key="sw_repeats").set_value(2).run()
+    at.button(key="sw_job_run").click().run()
+    wait(at, "sw_job")
+    table = at.dataframe[0].value
+    assert list(table.repeats) == [2, 2] and table.val_loss_std.notna().all()
+    specs = [c.proto.spec for c in charts(at)]
+    assert len(specs) == 2 and "Validation loss" in specs[0] and "band" in specs[0]
+    verdict = next(m.value for m in at.markdown if m.value.startswith("Best: lr"))
+    assert "±" in verdict and "noise" in verdict
+
+
 def test_stacked_sweep_gives_the_sequential_table():
     at = lr_page()
     at.radio(key="lr_mode").set_value("Sweep at a fixed budget").run()

@@ -67,3 +67,20 @@ def test_a_cli_run_is_offered_by_the_page(tmp_path, capsys):
     assert table.updates.tolist() == [r["updates"] for r in figures["regimes"]]
     assert any(figures["verdict"] in m.value for m in at.markdown)
     assert len(charts(at)) == 5  # drawn from the stored points
+
+
+def test_repeats_judge_the_claim_against_the_noise():
+    at = open_page("pages/bs_schedule.py")
+    at.selectbox(key="s_dataset").set_value("digits").run()
+    at.multiselect(key="bq_regimes").set_value(["decay", "grow"])
+    at.number_input(key="bq_epochs").set_value(2)
+    at.text_input(key="bq_milestones").set_value("1")
+    at.number_input(key="bq_repeats").set_value(2).run()
+    at.button(key="bq_job_run").click().run()
+    wait(at, "bq_job")
+    table = at.dataframe[-1].value
+    assert list(table.repeats) == [2, 2] and "val_loss_std" in table
+    verdict = next(m.value for m in at.markdown if "Verdict" in m.value)
+    assert "±" in verdict and "2 seeds" in verdict
+    assert any("Times are not compared" in c.value for c in at.caption)
+    assert "band" in charts(at)[0].proto.spec

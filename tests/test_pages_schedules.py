@@ -69,3 +69,19 @@ def test_a_cli_run_is_offered_by_the_page(tmp_path, capsys):
     assert table.to_dict(orient="records") == figures["schedules"]
     assert any("Lowest final validation loss" in m.value for m in at.markdown)
     assert len(charts(at)) == 4  # plan, validation loss, training loss, lr used
+
+
+def test_repeats_show_the_spread_and_bands():
+    at = open_page("pages/schedules.py")
+    at.selectbox(key="s_dataset").set_value("digits").run()
+    at.multiselect(key="ls_schedules").set_value(["constant", "cosine"])
+    at.number_input(key="ls_epochs").set_value(1)
+    at.number_input(key="ls_repeats").set_value(2).run()
+    at.button(key="ls_job_run").click().run()
+    wait(at, "ls_job")
+    table = at.dataframe[-1].value
+    assert list(table.repeats) == [2, 2] and table.val_loss_std.notna().all()
+    specs = [c.proto.spec for c in charts(at)]
+    assert "band" in specs[1] and "seed 0" in specs[3]  # val loss; the lr chart's title
+    verdict = next(m.value for m in at.markdown if "Lowest final" in m.value)
+    assert "2 seeds" in verdict and "noise" in verdict

@@ -352,3 +352,23 @@ def test_the_cli_json_keys(capsys):
 @pytest.fixture(scope="module")
 def mnist1d_small():
     return load_tensors(Setup())
+
+
+def test_repeats_give_each_schedule_its_mean_and_spread_and_judge_the_gap(mnist1d_small):
+    cfg = config(schedules=("constant", "cosine"), epochs=1, batch_size=256, repeats=2, seed=5)
+    result = sch.run(Setup(), cfg)
+    assert [r["run"] for r in result.runs()] == [
+        "constant seed 5",
+        "constant seed 6",
+        "cosine seed 5",
+        "cosine seed 6",
+    ]
+    assert {r["seed"] for r in result.runs()} == {5, 6}
+    table = result.table().set_index("schedule")
+    assert list(table.index) == ["constant", "cosine"] and set(table.repeats) == {2}
+    per_run = sch.run_table(result.events(), {r["run"]: r["status"] for r in result.runs()})
+    const = per_run[per_run.schedule.str.startswith("constant")].val_loss.astype(float)
+    assert table.loc["constant", "val_loss"] == pytest.approx(const.mean())
+    assert table.loc["constant", "val_loss_std"] == pytest.approx(const.std())
+    verdict = result.verdict()
+    assert "± " in verdict and "2 seeds" in verdict and "noise" in verdict

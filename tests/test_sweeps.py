@@ -259,3 +259,32 @@ def test_tables_for_csv():
     assert list(tables) == ["curves", "table"]  # the first is what --out writes
     assert set(tables["curves"].run_id) == {"lr=0.1"}
     assert isinstance(tables["table"], pd.DataFrame) and len(tables["table"]) == 1
+
+
+def test_repeats_give_each_rate_its_mean_and_spread_and_a_verdict_on_the_noise():
+    cfg = Config(lrs=(0.05, 0.1), budget=Budget(steps=15), batch_size=16, repeats=2, seed=3)
+    result = run(SETUP, cfg)
+    runs = result.run_table()
+    assert list(runs.run) == ["lr=0.05 seed 3", "lr=0.05 seed 4", "lr=0.1 seed 3", "lr=0.1 seed 4"]
+    table = result.table()
+    assert list(table.repeats) == [2, 2]
+    one = runs[runs.lr == 0.1].val_loss
+    row = table.set_index("lr").loc[0.1]
+    assert row.val_loss == pytest.approx(one.mean())
+    assert row.val_loss_std == pytest.approx(one.std())
+    text = result.verdict()
+    assert text.startswith(f"Best: lr {result.best_lr():g}")
+    assert "±" in text and ("within noise" in text or "beyond the noise" in text)
+    single = run(SETUP, Config(lrs=(0.05, 0.1), budget=Budget(steps=15), batch_size=16))
+    assert "one seed: run repeats to judge" in single.verdict()
+
+
+def test_a_stopped_or_unfinished_rate_is_never_the_best():
+    table = pd.DataFrame(
+        {
+            "lr": [0.01, 0.1, 1.0],
+            "status": ["finished", "stopped", "finished/stopped"],
+            "val_loss": [0.9, 0.1, 0.2],
+        }
+    )
+    assert sweeps.mark_best(table).best.tolist() == [True, False, False]

@@ -397,6 +397,27 @@ def band_chart(
     return alt.layer(band, line).properties(height=340, title=title)
 
 
+SEED_SUFFIX = r" seed \d+$"  # the run names of repeats: "lr=0.1 seed 3", "B=64 seed 1"
+
+
+def repeats_chart(
+    events: pd.DataFrame,
+    x: str,
+    y: str,
+    title: str,
+    diverged: list[str] | None = None,
+    domain: list[str] | None = None,
+) -> alt.LayerChart:
+    """The curves of `y`: one per run, or, when settings were repeated over seeds (run names
+    ending in " seed N"), the seeds' mean inside their min-max band per setting."""
+    if events.run_id.astype(str).str.contains(SEED_SUFFIX, regex=True).any():
+        rows = events.assign(setting=events.run_id.str.replace(SEED_SUFFIX, "", regex=True))
+        return band_chart(
+            rows, x=x, y=y, group="setting", title=title + " (seeds: mean and min-max band)"
+        )
+    return runs_chart(events, x=x, y=y, title=title, diverged=diverged, domain=domain)
+
+
 def lr_plan_chart(plan: pd.DataFrame, domain: list[str] | None = None) -> alt.Chart:
     """The rate each schedule will use, per epoch, before any training (log scale)."""
     d = plan[plan.lr > 0]

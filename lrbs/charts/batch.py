@@ -6,43 +6,46 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
-from lrbs.charts import MAX_POINTS, band_chart, runs_chart, thin
-
-SEED_SUFFIX = r" seed \d+$"
+from lrbs.charts import MAX_POINTS, repeats_chart, thin
+from lrbs.core.spread import band
 
 
 def sweep_chart(
     events: pd.DataFrame, diverged: list[str], x: str, y: str, title: str
 ) -> alt.LayerChart:
-    """The sweep's curves of `y`: one per run, or, when batch sizes were repeated with several
-    seeds, the seeds' mean inside their min-max band per batch size."""
-    repeated = events.run_id.str.contains(" seed ").any()
-    if repeated:
-        rows = events.assign(batch=events.run_id.str.replace(SEED_SUFFIX, "", regex=True))
-        return band_chart(
-            rows, x=x, y=y, group="batch", title=title + " (seeds: mean and min-max band)"
-        )
-    return runs_chart(events, x=x, y=y, title=title, diverged=diverged)
+    """The sweep's curves of `y`: one per run, or the seeds' mean and band per batch size."""
+    return repeats_chart(events, x, y, title, diverged)
 
 
-def scaling_chart(curves: pd.DataFrame, rule: str, title: str) -> alt.Chart:
+def scaling_chart(curves: pd.DataFrame, rule: str, title: str) -> alt.Chart | alt.LayerChart:
     """Validation loss per epoch of one rule's runs B0*k, on the y scale of every rule's curves
-    (so the two rules' charts compare at a glance)."""
+    (so the two rules' charts compare at a glance); with several seeds, their mean inside a
+    band of ± one standard deviation."""
     curves = thin(curves, MAX_POINTS, by=None)
     lo, hi = float(curves.val_loss.min()), float(curves.val_loss.max())
     pad = 0.05 * max(hi - lo, 1e-3)
     d = curves[curves.rule == rule].copy()
+    seeds = d.seed.nunique() if "seed" in d else 1
+    d = band(d, ["k", "batch", "lr", "epoch"], "val_loss").rename(columns={"mean": "val_loss"})
     d["run"] = "B₀×" + d.k.astype(str)
-    return (
+    y_scale = alt.Scale(domain=[lo - pad, hi + pad], clamp=True)
+    color = alt.Color("run:N", title=None, sort=None, scale=alt.Scale(scheme="viridis"))
+    line = (
         alt.Chart(d)
         .mark_line(point=True)
         .encode(
             x=alt.X("epoch:Q", title="epoch"),
-            y=alt.Y(
-                "val_loss:Q", title="validation loss", scale=alt.Scale(domain=[lo - pad, hi + pad])
-            ),
-            color=alt.Color("run:N", title=None, sort=None, scale=alt.Scale(scheme="viridis")),
+            y=alt.Y("val_loss:Q", title="validation loss", scale=y_scale),
+            color=color,
             tooltip=["run:N", "lr:Q", "batch:Q", alt.Tooltip("val_loss:Q", format=".4f")],
         )
-        .properties(title=title, height=300)
     )
+    if seeds < 2:
+        return line.properties(title=title, height=300)
+    area = (
+        alt.Chart(d)
+        .mark_area(opacity=0.2)
+        .encode(x="epoch:Q", y=alt.Y("lo:Q", scale=y_scale), y2="hi:Q", color=color)
+    )
+    title += f" (mean ± std over {seeds} seeds)"
+    return alt.layer(area, line).properties(title=title, height=300)

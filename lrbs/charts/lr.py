@@ -6,7 +6,7 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
-from lrbs.charts import range_test_chart, runs_chart
+from lrbs.charts import range_test_chart, repeats_chart
 
 ZOOM = "zoom"  # the name of the brush's selection, as the page reads it back
 
@@ -27,12 +27,14 @@ def range_test_zoom(
 
 
 def sweep_curves(
-    events: pd.DataFrame, runs: list[dict], x: str = "elapsed"
+    events: pd.DataFrame, runs: list[dict], x: str = "elapsed", y: str = "loss"
 ) -> alt.LayerChart | alt.Chart | None:
-    """The training loss of every rate against `x`, diverged rates marked; None before the
-    first training point."""
-    train_rows = events[events.kind == "train"]
-    if train_rows.empty:
+    """The training loss (y="loss") or the validation loss (y="val_loss", what the best is
+    picked by) of every rate against `x`, diverged rates marked, repeats as a band; None
+    before the first point."""
+    kind, title = ("train", "Training loss") if y == "loss" else ("eval", "Validation loss")
+    rows = events[(events.kind == kind) & events[y].notna()]
+    if rows.empty:
         return None
     diverged = [r["run"] for r in runs if r.get("status") == "diverged"]
-    return runs_chart(train_rows, x=x, y="loss", title="Training loss", diverged=diverged)
+    return repeats_chart(rows, x, y, title, diverged)

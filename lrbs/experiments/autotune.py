@@ -39,6 +39,7 @@ from lrbs.core.data import load
 from lrbs.core.errors import ConfigError, positive_int, positive_number, require
 from lrbs.core.loop import OPTIMIZERS, Budget, OptimSpec, TrainConfig, train
 from lrbs.core.setup import Setup, load_tensors
+from lrbs.core.spread import spread
 from lrbs.runs import experiment
 from lrbs.runs.experiment import collect
 from lrbs.runs.sink import Sink
@@ -53,6 +54,7 @@ PRUNERS = ("median", "hyperband", "none")
 # "final" would rank it below a slow learner that never got as far.
 OBJECTIVES = ("best", "final")
 DEFAULT_SECONDS = 10.0  # a trial's budget when neither seconds nor epochs are given
+MAX_WORKERS = 32  # worker processes on one machine: each imports torch (~300 MB)
 POLL_SECONDS = 1.0  # how often a running study is read for finished trials
 
 
@@ -162,7 +164,13 @@ class Config:
     )
     seed: int = option(0, help="seed of the sampler")
     trials: int = option(20, low=1, help="trials to run")
-    workers: int = option(2, low=1, help="worker processes on this machine")
+    workers: int = option(
+        2,
+        low=1,
+        high=MAX_WORKERS,
+        help="worker processes on this machine (more than its "
+        "cores take turns on them: allowed, with a warning)",
+    )
     study: str = option("", help="study name (default: dataset-model-time)")
     storage: str | None = option(None, help="Optuna URL or journal file")
     seed_space: bool = option(
@@ -877,6 +885,26 @@ class _Watch:
         return len(ended)
 
 
+def cores() -> int:
+    """The CPU cores this process may use."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def workers_warning(workers: int, n_cores: int | None = None) -> str | None:
+    """What more worker processes than cores mean, or None when they fit."""
+    n_cores = cores() if n_cores is None else n_cores
+    if workers <= n_cores:
+        return None
+    return (
+        f"{workers} worker processes on {n_cores} CPU core{'s' * (n_cores != 1)}: they take "
+        f"turns, so at most {n_cores} train at once, each trial is slower, and a budget in "
+        "seconds buys each trial less training than it would alone (the scores then compare "
+        f"less well). {n_cores} worker{'s' * (n_cores != 1)} finish the same trials as soon."
+    )
+
+
 def prepared_space(setup: Setup, config: Config) -> tuple[SearchSpace, dict | None]:
     """The space the study searches: seeded by a range test and the memory probe when asked,
     else the configured one without batches above the training set."""
@@ -893,6 +921,8 @@ def run(setup: Setup, config: Config, sink: Sink | None = None, stop=None) -> Re
     processes here, and stream each trial as it ends. A stop asks every worker to end its
     current trial and take no new one; what ended is kept."""
     rows, sink = collect(sink)
+    if warning := workers_warning(config.workers):
+        log.warning(warning)
     name = config.study.strip() or default_study_name(setup)
     url = config.storage or default_storage()
     storage = open_storage(url)
@@ -999,6 +1029,34 @@ class Result(experiment.Result):
             f"{near.batch_size.max():,}, lr/B {near.lr_over_batch.min():.2g} to "
             f"{near.lr_over_batch.max():.2g}. A band rather than a point: the rate and the "
             "batch trade off through the noise scale lr/B."
+        )
+
+    def noise_text(self) -> str:
+        """How far the best's score can be trusted: the spread of the trials that ran its very
+        settings (a repeat), else a note that one score per setting carries the noise of a
+        reseeded, re-timed run."""
+        b = self.best()
+        if b is None:
+            return ""
+        done = self.trials()
+        done = done[(done.state == "complete") & done.value.notna()]
+        same = done[
+            (done.lr == b.lr)
+            & (done.batch_size == b.batch_size)
+            & (done.optimizer == b.optimizer)
+            & (done.warmup_epochs == b.warmup_epochs)
+        ]
+        if len(same) > 1:
+            return (
+                f"The best settings ran {len(same)} times here: validation loss "
+                f"{spread(same.value).text()}; trials closer than that are within noise."
+            )
+        return (
+            "Each setting ran once: the same settings trained again (another study, another "
+            "seed, another load on the machine under a time budget) score differently, e.g. "
+            "1.09 in one study and 1.16 in the next. That is noise, not a better setting: "
+            "trials whose scores differ by less than it are ties. To measure it, repeat the "
+            "best with the LR sweep's repeats (seeds per rate)."
         )
 
     def counts(self) -> dict[str, int]:

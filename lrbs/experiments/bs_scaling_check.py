@@ -12,6 +12,7 @@ from lrbs.core.config import check, option
 from lrbs.core.errors import ConfigError, positive_number
 from lrbs.core.loop import EVENT_COLUMNS, Budget, OptimSpec, TrainConfig
 from lrbs.core.setup import Setup, load_tensors
+from lrbs.core.spread import ONE_SEED
 from lrbs.experiments.scaling import scaled_lr
 from lrbs.runs import experiment
 from lrbs.runs.experiment import collect
@@ -20,7 +21,7 @@ from lrbs.runs.sink import Sink
 
 KIND = "bs-scaling-check"
 RULES = ("linear", "fixed")
-CURVE_COLUMNS = ["rule", "k", "batch", "lr", "epoch", "val_loss", "val_acc", "status"]
+CURVE_COLUMNS = ["rule", "k", "seed", "batch", "lr", "epoch", "val_loss", "val_acc", "status"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -31,7 +32,8 @@ class Config:
     optim: OptimSpec = option(factory=lambda: OptimSpec("sgd", 0.001))
     k_max: int = option(4, low=2, high=32, label="K", help="batches B0*1 .. B0*K")
     epochs: float = option(2.0, help="epochs per run")
-    seed: int = option(0, help="seed of every run (same initial weights)")
+    seed: int = option(0, help="seed of every run (same initial weights; the first repeat)")
+    repeats: int = option(1, low=1, high=10, help="seeds per run: seed, seed+1, ...")
 
     def __post_init__(self) -> None:
         check(self)  # K from 2 (two batch sizes to compare) to 32
@@ -54,8 +56,8 @@ class Config:
         return out
 
 
-def run_name(rule: str, k: int) -> str:
-    return f"{rule} k={k}"
+def run_name(rule: str, k: int, seed: int | None = None) -> str:
+    return f"{rule} k={k}" + ("" if seed is None else f" seed {seed}")
 
 
 def run(
@@ -69,21 +71,26 @@ def run(
     rows, sink = collect(sink)
     data = load_tensors(setup)
     sink.emit("info", {"dataset": setup.data_name, "model": setup.model_name})
-    planned = {run_name(rule, k): (rule, k, b, lr) for rule, k, b, lr in config.plan(data.n_train)}
+    seeds = range(config.seed, config.seed + config.repeats)
+    planned = {
+        run_name(rule, k, s if config.repeats > 1 else None): (rule, k, b, lr, s)
+        for rule, k, b, lr in config.plan(data.n_train)
+        for s in seeds
+    }
 
     def prepare(name: str) -> Planned:
-        rule, k, b, lr = planned[name]
+        rule, k, b, lr, seed = planned[name]
         tc = TrainConfig(
             batch_size=b,
             budget=Budget(epochs=config.epochs),
             optim=replace(config.optim, lr=lr),
-            seed=config.seed,
+            seed=seed,
             eval_at_start=True,
         )
         return Planned(
-            model=setup.fresh_model(data, config.seed),
+            model=setup.fresh_model(data, seed),
             config=tc,
-            columns={"rule": rule, "k": k, "batch": b, "lr": lr},
+            columns={"rule": rule, "k": k, "batch": b, "lr": lr, "seed": seed},
         )
 
     run_series(list(planned), prepare, data, sink, stop)
@@ -99,13 +106,14 @@ class Result(experiment.Result):
         ev = events[events.kind == "eval"]
         if ev.empty:
             return pd.DataFrame(columns=CURVE_COLUMNS)
-        parts = ev.run_id.str.extract(r"^(\w+) k=(\d+)$")
+        parts = ev.run_id.str.extract(r"^(\w+) k=(\d+)(?: seed (\d+))?$")
         runs = self.frame("runs", ["run", "status"])
         status = dict(zip(runs.run, runs.status, strict=True))
         out = pd.DataFrame(
             {
                 "rule": parts[0],
                 "k": parts[1].astype(int),
+                "seed": parts[2].fillna(self.config.seed).astype(int),
                 "batch": ev.batch_size.astype(int),
                 "lr": ev.lr,
                 "epoch": ev.epoch,
@@ -126,12 +134,28 @@ class Result(experiment.Result):
             return None
         lin, fix = by.loc["linear"], by.loc["fixed"]
         verdict = "agree" if lin.relative_spread < 0.5 * fix.relative_spread else "do not agree"
-        return (
+        text = (
             f"Under the linear rule the curves differ by **{lin.mean_spread:.4f}** on average "
             f"({lin.relative_spread:.2%} of the loss); at a fixed rate by "
             f"**{fix.mean_spread:.4f}** ({fix.relative_spread:.2%}). Both charts share one y "
             "scale; curves that agree lie on top of each other. On this data the linear "
             f"rule's curves **{verdict}** better than the fixed rate's."
+        )
+        noise = float(self.agreement().seed_noise.mean())
+        if pd.isna(noise):
+            return text + f" ({ONE_SEED}: whether these gaps exceed reseeding is not judged.)"
+        within = [
+            r for r in ("linear", "fixed") if by.loc[r].mean_spread <= 2 * noise
+        ]  # within twice the seed-to-seed spread of one curve
+        if not within:
+            said = "both rules' gaps between batch sizes are beyond the noise"
+        elif len(within) == 1:
+            said = f"only the {within[0]} rule's gaps are within noise"
+        else:
+            said = "both rules' gaps are within noise: this data cannot tell them apart"
+        return text + (
+            f" Over {self.config.repeats} seeds one curve moves by {noise:.4f} (std) when "
+            f"only the seed changes: {said}."
         )
 
     def summary(self) -> dict:
@@ -157,8 +181,18 @@ class Result(experiment.Result):
 
 def agreement(curves: pd.DataFrame) -> pd.DataFrame:
     """How closely the curves of one rule lie on each other: per rule, the mean over epochs of
-    the spread (max - min) of validation loss across k, absolute and relative to the mean."""
+    the spread (max - min) of validation loss across k (of the seeds' mean curves), absolute
+    and relative to the mean; and `seed_noise`, the mean standard deviation of one curve over
+    its seeds (NaN with one seed)."""
     out = []
+    curves = curves.copy()
+    if "seed" not in curves:
+        curves["seed"] = 0
+    keys = ["rule", "k", "epoch"]
+    seeds = curves.groupby(keys, sort=False).val_loss
+    noise = seeds.std().reset_index().rename(columns={"val_loss": "std"})
+    noise = noise[noise.epoch > 0]
+    curves = seeds.mean().reset_index()
     for rule, d in curves.groupby("rule", sort=False):
         # whole epochs after the start (at epoch 0 every run has the same weights)
         per_epoch = d[(d.epoch == d.epoch.round()) & (d.epoch > 0)].groupby("epoch").val_loss
@@ -171,6 +205,7 @@ def agreement(curves: pd.DataFrame) -> pd.DataFrame:
                 "relative_spread": float((spread / per_epoch.mean()).mean()),
                 "final_val_loss_min": float(final.val_loss.min()),
                 "final_val_loss_max": float(final.val_loss.max()),
+                "seed_noise": float(noise[noise.rule == rule]["std"].mean()),
             }
         )
     return pd.DataFrame(
@@ -181,5 +216,6 @@ def agreement(curves: pd.DataFrame) -> pd.DataFrame:
             "relative_spread",
             "final_val_loss_min",
             "final_val_loss_max",
+            "seed_noise",
         ],
     )

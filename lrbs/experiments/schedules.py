@@ -25,6 +25,7 @@ from lrbs.core.data import TensorData
 from lrbs.core.errors import ConfigError, require
 from lrbs.core.loop import EVENT_COLUMNS, Budget, OptimSpec, TrainConfig
 from lrbs.core.setup import Setup, load_tensors
+from lrbs.core.spread import difference, spread
 from lrbs.runs import experiment
 from lrbs.runs.experiment import collect
 from lrbs.runs.series import Planned, run_series
@@ -112,7 +113,8 @@ class Config:
         label="the hypergradient rate beta",
         help="HD's hypergradient rate (default: Baydin et al.'s, 1e-3 for SGD, 1e-7 for Adam)",
     )
-    seed: int = option(0, help="seed of every schedule's batches")
+    seed: int = option(0, help="seed of every schedule's weights and batches (first repeat)")
+    repeats: int = option(1, low=1, high=10, help="seeds per schedule: seed, seed+1, ...")
     log_every: int = option(5, low=1, help="updates between training points")
 
     def __post_init__(self) -> None:
@@ -420,9 +422,20 @@ def resolve_bounds(setup: Setup, data: TensorData, cfg: Config, sink: Sink) -> R
 # ------------------------------------------------------------------ training them
 
 
-def plan_run(name: str, cfg: Config, setup: Setup, data: TensorData) -> Planned:
-    """One schedule's run: fresh weights, its optimizer, its scheduler or hooks."""
-    model = setup.fresh_model(data)
+def run_names(cfg: Config) -> dict[str, tuple[str, int]]:
+    """Every run by name: (schedule, seed), schedule by schedule, repeats inside
+    ("cosine seed 1")."""
+    seeds = range(cfg.seed, cfg.seed + cfg.repeats)
+    return {
+        (n if cfg.repeats == 1 else f"{n} seed {s}"): (n, s) for n in cfg.schedules for s in seeds
+    }
+
+
+def plan_run(run: str, cfg: Config, setup: Setup, data: TensorData) -> Planned:
+    """One run of a schedule ("cosine" or "cosine seed 1"): fresh weights of its seed, its
+    optimizer, its scheduler or hooks."""
+    name, seed = run_names(cfg).get(run, (run, cfg.seed))
+    model = setup.fresh_model(data, seed)
     opt = cfg.optim.build(model.parameters())
     extra: dict = {"optimizer": opt}
     per_update = build_scheduler(name, cfg, opt, steps_per_epoch(data.n_train, cfg.batch_size))
@@ -444,11 +457,11 @@ def plan_run(name: str, cfg: Config, setup: Setup, data: TensorData) -> Planned:
         batch_size=cfg.batch_size,
         budget=Budget(epochs=cfg.epochs),
         optim=cfg.optim,
-        seed=cfg.seed,
+        seed=seed,
         log_every=cfg.log_every,
         eval_at_start=True,
     )
-    return Planned(model, tc, extra, {"schedule": name})
+    return Planned(model, tc, extra, {"schedule": name, "seed": seed})
 
 
 def run(
@@ -481,7 +494,7 @@ def run(
         sink.progress(1.0, "planned")
         return Result(config, rows.rows)
     results = run_series(
-        used.schedules, lambda name: plan_run(name, used, setup, data), data, sink, stop
+        list(run_names(used)), lambda name: plan_run(name, used, setup, data), data, sink, stop
     )
     stopped = (stop is not None and stop.is_set()) or any(
         r.status == "stopped" for r in results.values()
@@ -489,10 +502,9 @@ def run(
     return Result(config, rows.rows, "stopped" if stopped else "finished")
 
 
-def summary_table(events: pd.DataFrame, statuses: dict[str, str]) -> tuple[pd.DataFrame, str]:
-    """One row per schedule, from its events (the curves' CSV) and how it ended: final and
-    best validation loss, accuracy, the rates it used; and a sentence naming the winner
-    (markdown)."""
+def run_table(events: pd.DataFrame, statuses: dict[str, str]) -> pd.DataFrame:
+    """One row per run, from its events (the curves' CSV) and how it ended: final and best
+    validation loss, accuracy, the rates it used."""
     rows = []
     for name, status in statuses.items():
         ev = events[events.run_id == name]
@@ -516,17 +528,41 @@ def summary_table(events: pd.DataFrame, statuses: dict[str, str]) -> tuple[pd.Da
                 "seconds": float(ev.elapsed.max()) if len(ev) else 0.0,
             }
         )
-    df = pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
-    ok = df[(df.status == "finished") & df.val_loss.notna()]
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+
+def summary_table(events: pd.DataFrame, statuses: dict[str, str]) -> tuple[pd.DataFrame, str]:
+    """One row per schedule (means over its seeds, the spread of the final validation loss
+    when repeated), and a sentence naming the winner (markdown) and whether the runner-up
+    and the constant rate are within noise of it."""
+    per_run = run_table(events, statuses)
+    per_run["run"] = per_run.schedule
+    per_run["schedule"] = per_run.schedule.str.replace(r" seed \d+$", "", regex=True)
+    numbers = [c for c in SUMMARY_COLUMNS if c not in ("schedule", "status")]
+    per_run[numbers] = per_run[numbers].apply(pd.to_numeric, errors="coerce")
+    by = per_run.groupby("schedule", sort=False)
+    df = by[numbers].mean().reset_index()
+    df.insert(1, "status", by.status.agg(lambda s: "/".join(dict.fromkeys(s))).values)
+    df.insert(2, "repeats", by.size().values)
+    if not df.empty and df.repeats.max() > 1:
+        df["val_loss_std"] = by.val_loss.std().values
+    losses = {k: g.val_loss.tolist() for k, g in by}
+    ok = df[(df.status == "finished") & df.val_loss.notna()].sort_values("val_loss")
     if ok.empty:
         return df, "No schedule finished its budget."
-    win = ok.loc[ok.val_loss.astype(float).idxmin()]
-    verdict = f"Lowest final validation loss: **{win.schedule}** at {win.val_loss:.4f}" + (
-        f" (accuracy {win.val_acc:.3f})" if pd.notna(win.val_acc) else ""
+    win = ok.iloc[0]
+    verdict = f"Lowest final validation loss: **{win.schedule}** at " + (
+        f"{spread(losses[win.schedule]).text()}"
+        + (f" (accuracy {win.val_acc:.3f})" if pd.notna(win.val_acc) else "")
     )
-    const = df[(df.schedule == "constant") & df.val_loss.notna()]
-    if win.schedule != "constant" and not const.empty:
-        verdict += f", against {const.val_loss.iloc[0]:.4f} for the constant rate"
+    if len(ok) > 1:
+        second = ok.schedule.iloc[1]
+        gap = difference(losses[second], losses[win.schedule])
+        verdict += f"; the runner-up, {second}, differs by {gap.text()}"
+    if win.schedule != "constant" and "constant" in losses and len(ok) > 1:
+        if ok.schedule.iloc[1] != "constant":
+            gap = difference(losses["constant"], losses[win.schedule])
+            verdict += f"; the constant rate by {gap.text()}"
     bad = df[df.status != "finished"]
     if not bad.empty:
         verdict += ". Did not finish: " + ", ".join(

@@ -1,7 +1,9 @@
 """The learning-rate sweep: one run per rate of a grid, each from the same initial weights and
-with the same budget, so that only the rate differs; the best (lowest validation loss among
-the runs that did not diverge) is marked. On a budget in steps, epochs or samples the rates can
-also train all at once, stacked with `torch.func` (lrbs.core.stacked).
+with the same budget, so that only the rate differs, each repeated over seeds if asked (seed,
+seed+1, ...); the best (lowest mean validation loss among the rates whose every run finished
+its budget) is marked, and the verdict says whether the runner-up is within noise of it. On a
+budget in steps, epochs or samples the rates can also train all at once, stacked with
+`torch.func` (lrbs.core.stacked).
 
 Also the shared helpers of sweeps: grids (`check_grid`, `refine`, `add_decade`), and
 `run_named`, the older series runner (being replaced by lrbs.runs.series.run_series)."""
@@ -23,6 +25,7 @@ from lrbs.core.data import Arrays, DataSpec, TensorData, load
 from lrbs.core.errors import ConfigError, positive_number, require
 from lrbs.core.loop import EVENT_COLUMNS, Budget, Event, OptimSpec, RunResult, TrainConfig, train
 from lrbs.core.setup import Setup, load_tensors
+from lrbs.core.spread import difference, spread
 from lrbs.core.stream import StreamData
 from lrbs.runs import experiment
 from lrbs.runs.experiment import collect
@@ -36,6 +39,7 @@ STACKED = ("auto", "yes", "no")
 MAX_RATES = 12
 TABLE_COLUMNS = [
     "lr",
+    "repeats",
     "status",
     "message",
     "train_loss",
@@ -104,7 +108,8 @@ class Config:
     budget: Budget = option(factory=lambda: Budget(seconds=5), help="the budget of every rate")
     batch_size: int = option(128, help="batch size")
     optim: SweptOptim = option(factory=SweptOptim, help="the optimizer (its rate is swept)")
-    seed: int = option(0, help="seed of the initial weights and the batches")
+    seed: int = option(0, help="seed of the initial weights and the batches (of the first repeat)")
+    repeats: int = option(1, low=1, high=10, help="seeds per rate: seed, seed+1, ...")
     stacked: str = option(
         "auto",
         choices=STACKED,
@@ -124,19 +129,31 @@ class Config:
 
             require(self.budget.seconds is None, STACKED_BUDGET)
 
-    def train_config(self, lr: float) -> TrainConfig:
+    @property
+    def seeds(self) -> tuple[int, ...]:
+        return tuple(range(self.seed, self.seed + self.repeats))
+
+    def runs(self) -> dict[str, tuple[float, int]]:
+        """Every run by name: (lr, seed), rate by rate, repeats inside."""
+        return {
+            run_label(lr, seed if self.repeats > 1 else None): (lr, seed)
+            for lr in self.lrs
+            for seed in self.seeds
+        }
+
+    def train_config(self, lr: float, seed: int | None = None) -> TrainConfig:
         return TrainConfig(
             batch_size=self.batch_size,
             budget=self.budget,
             optim=OptimSpec(self.optim.name, lr, self.optim.momentum, self.optim.weight_decay),
-            seed=self.seed,
+            seed=self.seed if seed is None else seed,
             log_every=10,
             min_eval_seconds=0.25,  # short epochs: evaluate a few times a second, not each one
         )
 
 
-def run_label(lr: float) -> str:
-    return f"lr={lr:g}"
+def run_label(lr: float, seed: int | None = None) -> str:
+    return f"lr={lr:g}" + ("" if seed is None else f" seed {seed}")
 
 
 def run(
@@ -154,7 +171,7 @@ def run(
         raise ConfigError(
             f"batch size {config.batch_size} is larger than the training set ({data.n_train})"
         )
-    by_name = {run_label(lr): lr for lr in config.lrs}
+    by_name = config.runs()
     from lrbs.core.stacked import unstackable_data
 
     stacked = {"yes": True, "no": False}.get(config.stacked)
@@ -166,15 +183,18 @@ def run(
         stacked, note = False, f"ran one rate at a time, not stacked: {why}"
         log.info(note)
     if stacked:
-        _run_stacked(setup, data, config, sink, stop)
+        for i, seed in enumerate(config.seeds):
+            if stop is not None and stop.is_set():
+                break
+            _run_stacked(setup, data, config, sink, stop, seed, i)
     else:
 
         def prepare(name: str) -> Planned:
-            lr = by_name[name]
+            lr, seed = by_name[name]
             return Planned(
-                model=setup.fresh_model(data, config.seed),
-                config=config.train_config(lr),
-                columns={"lr": lr},
+                model=setup.fresh_model(data, seed),
+                config=config.train_config(lr, seed),
+                columns={"lr": lr, "seed": seed},
             )
 
         run_series(list(by_name), prepare, data, sink, stop)
@@ -183,28 +203,37 @@ def run(
 
 
 def _run_stacked(
-    setup: Setup, data: TensorData, config: Config, sink: Sink, stop: threading.Event | None
+    setup: Setup,
+    data: TensorData,
+    config: Config,
+    sink: Sink,
+    stop: threading.Event | None,
+    seed: int,
+    repeat: int = 0,
 ) -> None:
-    """Every rate at once: the same rows as the sequential path (events, then a "runs" row
-    per rate); the progress is the budget spent, which every rate shares."""
+    """Every rate at once (one seed): the same rows as the sequential path (events, then a
+    "runs" row per rate); the progress is the budget spent, which every rate shares."""
     from lrbs.core.stacked import train_stacked
+
+    n = config.repeats
 
     def on_event(e: Event) -> None:
         sink.emit("events", e.as_dict())
-        sink.progress(config.budget.fraction(e), "stacked")
+        sink.progress((repeat + config.budget.fraction(e)) / n, "stacked")
 
+    names = [run_label(lr, seed if n > 1 else None) for lr in config.lrs]
     results = train_stacked(
-        lambda: setup.fresh_model(data, config.seed),
+        lambda: setup.fresh_model(data, seed),
         data,
-        config.train_config(config.lrs[0]),
+        config.train_config(config.lrs[0], seed),
         config.lrs,
-        run_ids=[run_label(lr) for lr in config.lrs],
+        run_ids=names,
         on_event=on_event,
         stop=stop,
     )
-    for lr, r in zip(config.lrs, results, strict=True):
-        sink.emit("runs", run_row(run_label(lr), r) | {"lr": lr})
-    sink.progress(1.0, "stacked")
+    for name, lr, r in zip(names, config.lrs, results, strict=True):
+        sink.emit("runs", run_row(name, r) | {"lr": lr, "seed": seed})
+    sink.progress((repeat + 1) / n, "stacked")
 
 
 def should_stack(setup: Setup, data: TensorData, config: Config) -> bool:
@@ -225,18 +254,32 @@ def should_stack(setup: Setup, data: TensorData, config: Config) -> bool:
 
 @dataclass(frozen=True)
 class Result(experiment.Result):
-    def table(self) -> pd.DataFrame:
-        """One row per rate that ran, in rate order, with the best marked."""
+    def run_table(self) -> pd.DataFrame:
+        """One row per run (rate and seed), in rate order."""
         runs = self.frame("runs")
         if runs.empty:
+            return pd.DataFrame(columns=[*TABLE_COLUMNS, "seed"])
+        if "seed" not in runs:  # a record from before repeats
+            runs["seed"] = self.config.seed
+        return runs.sort_values(["lr", "seed"], ignore_index=True)
+
+    def table(self) -> pd.DataFrame:
+        """One row per rate that ran, in rate order: means over its seeds (with the spread of
+        the validation loss when repeated), the best marked."""
+        runs = self.run_table()
+        if runs.empty:
             return pd.DataFrame(columns=[*TABLE_COLUMNS, "best"])
-        table = runs.reindex(columns=TABLE_COLUMNS).sort_values("lr", ignore_index=True)
+        table = per_rate(runs)
         if table.steps.notna().all():  # whole numbers, also when read back from the history
-            table["steps"] = table.steps.astype(int)
+            table["steps"] = table.steps.round().astype(int)
         return mark_best(table)
 
     def best_lr(self) -> float | None:
         return best_lr(self.table())
+
+    def verdict(self) -> str | None:
+        """The best rate, and whether the runner-up is within noise of it."""
+        return verdict(self.run_table(), self.table())
 
     def curves(self) -> pd.DataFrame:
         return self.frame("events", EVENT_COLUMNS)
@@ -247,6 +290,7 @@ class Result(experiment.Result):
             "message": self.message,
             "budget": self.config.budget.describe(),
             "best_lr": self.best_lr(),
+            "verdict": self.verdict(),
             "runs": self.table().to_dict(orient="records"),
         }
 
@@ -258,12 +302,33 @@ class Result(experiment.Result):
         return table.to_string(index=False) if not table.empty else self.status
 
 
+def per_rate(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs' rows (one per rate and seed) as one row per rate: the mean of every figure,
+    every status met ("finished/stopped"), the first message, and with several seeds the
+    standard deviation of the validation loss."""
+    numbers = ["train_loss", "val_loss", "val_acc", "epochs", "steps", "seconds"]
+    runs = runs.reindex(columns=["lr", "seed", "status", "message", *numbers])
+    runs[numbers] = runs[numbers].apply(pd.to_numeric, errors="coerce")
+    runs["message"] = runs.message.fillna("")
+    by = runs.groupby("lr", sort=True)
+    out = by[numbers].mean()
+    out["status"] = by.status.agg(lambda s: "/".join(dict.fromkeys(s)))
+    out["message"] = by.message.agg(lambda s: next((m for m in s if m), ""))
+    out["repeats"] = by.size()
+    if out.repeats.max() > 1:
+        out["val_loss_std"] = by.val_loss.std()
+    out = out.reset_index()
+    extra = ["val_loss_std"] if "val_loss_std" in out else []
+    return out[[*TABLE_COLUMNS, *extra]]
+
+
 def mark_best(df: pd.DataFrame) -> pd.DataFrame:
-    """Flag the run with the lowest validation loss among those that did not diverge."""
+    """Flag the rate with the lowest validation loss among those whose every run finished its
+    budget: a diverged, stopped or unfinished run is never the best."""
     df = df.copy()
     if df.empty:
         return df
-    ok = df[(df.status != "diverged") & df.val_loss.notna()]
+    ok = df[(df.status == "finished") & df.val_loss.notna()]
     df["best"] = False
     if not ok.empty:
         df.loc[ok.val_loss.astype(float).idxmin(), "best"] = True
@@ -276,10 +341,33 @@ def best_lr(table: pd.DataFrame) -> float | None:
     return float(table.loc[table.best, "lr"].iloc[0])
 
 
+def verdict(runs: pd.DataFrame, table: pd.DataFrame) -> str | None:
+    """'Best: lr 0.1 (val loss 0.41 ± 0.01 over 3 seeds); the runner-up lr 0.3 differs by
+    +0.003 ± 0.02: within noise.' One seed: the verdict says repeats are needed to judge."""
+    best = best_lr(table)
+    if best is None:
+        return None
+    ok = table[(table.status == "finished") & table.val_loss.notna()].sort_values("val_loss")
+    losses = {lr: g.val_loss.tolist() for lr, g in runs.groupby("lr")}
+    text = f"Best: lr {best:g}, validation loss {spread(losses[best]).text()}"
+    if len(ok) < 2:
+        return text + "."
+    second = float(ok.lr.iloc[1])
+    diff = difference(losses[second], losses[best])
+    return text + f"; the runner-up, lr {second:g}, differs by {diff.text()}."
+
+
 def refine(best: float, points: int = 5) -> tuple[float, ...]:
     """The decade around `best`, on an exponential grid: best x 10^(-1/2 .. +1/2)."""
     positive_number("learning rate", best)
     return tuple(float(f"{best * 10**e:.3g}") for e in np.linspace(-0.5, 0.5, points))
+
+
+def around(centre: float, decades: float = 1.0, points: int = 5) -> tuple[float, ...]:
+    """An exponential grid of `points` rates, `decades` either side of `centre`."""
+    positive_number("learning rate", centre)
+    exps = np.linspace(-decades, decades, points)
+    return check_grid(tuple(float(f"{centre * 10**e:.3g}") for e in exps))
 
 
 def add_decade(lrs: tuple[float, ...], above: bool = True) -> tuple[float, ...]:

@@ -11,13 +11,14 @@ from lrbs.core.setup import Setup
 from lrbs.core.stacked import stackable
 from lrbs.experiments import lr_finder, sweeps
 from lrbs.experiments.sweeps import SweptOptim
+from pages.common import chosen
 from pages.common.sidebar import optimizer_inputs, parse_floats
 from pages.common.state import default
 
 
 def range_test_widgets() -> dict:
+    chosen.seed("rt_batch", "batch", 64)
     for key, value in {
-        "rt_batch": 64,
         "rt_min": 1e-7,
         "rt_max": 10.0,
         "rt_iters": 100,
@@ -33,6 +34,7 @@ def range_test_widgets() -> dict:
         st.subheader("Range test")
         w["optimizer"], w["momentum"] = optimizer_inputs("rt")
         w["batch"] = st.number_input("Batch size", min_value=1, step=16, key="rt_batch")
+        chosen.caption(("batch", "rt_batch"))
         c1, c2 = st.columns(2)
         w["lo"] = c1.number_input("Min lr", format="%.1e", step=None, key="rt_min")
         w["hi"] = c2.number_input("Max lr", format="%.1e", step=None, key="rt_max")
@@ -80,9 +82,10 @@ def sweep_widgets(why_not_stacked: str | None, on_gpu: bool) -> dict:
         "sw_grid": "0.001, 0.01, 0.1, 1",
         "sw_budget_kind": "seconds",
         "sw_budget": 5.0,
-        "sw_batch": 128,
+        "sw_repeats": 1,
     }.items():
         default(key, value)
+    chosen.seed("sw_batch", "batch", 128)
     w: dict = {}
     with st.sidebar:
         st.subheader("Sweep")
@@ -94,7 +97,16 @@ def sweep_widgets(why_not_stacked: str | None, on_gpu: bool) -> dict:
             f"{w['kind'].capitalize()} per rate", min_value=0.0, step=1.0, key="sw_budget"
         )
         w["batch"] = st.number_input("Batch size", min_value=1, step=16, key="sw_batch")
+        chosen.caption(("batch", "sw_batch"))
         w["optimizer"], w["momentum"] = optimizer_inputs("sw")
+        w["repeats"] = st.number_input(
+            "Repeats (seeds per rate)",
+            min_value=1,
+            max_value=10,
+            key="sw_repeats",
+            help="Each rate trains with seed, seed+1, ...: the table gives the mean and its "
+            "spread, and the verdict says whether the runner-up is within noise of the best.",
+        )
         default("sw_stacked", on_gpu)
         w["stacked"] = st.checkbox(
             "Train every rate at once (torch.func)",
@@ -148,12 +160,18 @@ def sweep_config(setup: Setup, arrays: Arrays) -> sweeps.Config | None:
     try:
         amount = w["amount"]
         amount = int(amount) if w["kind"] == "steps" and amount == int(amount) else amount
+        if int(w["batch"]) > arrays.n_train:
+            raise LrbsError(
+                f"Batch size {int(w['batch'])} is larger than the training set "
+                f"({arrays.n_train:,})."
+            )
         return sweeps.Config(
             lrs=parse_floats(w["text"], "learning rates"),
             budget=Budget(**{w["kind"]: amount}),
             batch_size=int(w["batch"]),
             optim=SweptOptim(w["optimizer"], momentum=w["momentum"]),
             seed=setup.seed,
+            repeats=int(w["repeats"]),
             stacked="yes" if w["kind"] != "seconds" and w["stacked"] else "no",
         )
     except LrbsError as exc:
