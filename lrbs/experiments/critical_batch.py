@@ -59,21 +59,23 @@ def power_batches(lo: int, hi: int) -> tuple[int, ...]:
 
 def _vertex(x: np.ndarray, y: np.ndarray, i: int) -> float:
     """The minimum of the parabola through the best point and its two neighbours (log rate),
-    kept between the neighbours; the grid point itself at an edge or on a flat/odd shape."""
+    kept within half a grid step of the best (nearer a neighbour, that neighbour would have
+    been the best); the grid point itself at an edge or on a flat/odd shape."""
     if i == 0 or i == len(x) - 1 or not np.all(np.isfinite(y[i - 1 : i + 2])):
         return float(x[i])
     a, b, _ = np.polyfit(x[i - 1 : i + 2], y[i - 1 : i + 2], 2)
     if a <= 0:
         return float(x[i])
-    return float(np.clip(-b / (2 * a), x[i - 1], x[i + 1]))
+    return float(np.clip(-b / (2 * a), (x[i - 1] + x[i]) / 2, (x[i] + x[i + 1]) / 2))
 
 
 def ridge(cells: pd.DataFrame) -> pd.DataFrame:
     """Per batch, from cells with columns batch, lr, seed, loss (NaN: diverged): the best grid
     rate (lowest mean loss over seeds), `lr_opt` interpolated on the log grid, the band
     [band_lo, band_hi] of neighbouring rates whose mean loss is within noise of the best
-    (NOISE_SIGMAS standard errors of the difference; one seed has no spread, so its band is
-    the best rate alone), and `edge` ("low"/"high") when the best is at the grid's end."""
+    (NOISE_SIGMAS standard errors of the difference), widened half-way to the next rate (the
+    grid's resolution: one seed has no spread, so its band is that alone), and `edge`
+    ("low"/"high") when the best is at the grid's end."""
     out = []
     for batch, g in cells.groupby("batch", sort=True):
         stats = (
@@ -99,6 +101,9 @@ def ridge(cells: pd.DataFrame) -> pd.DataFrame:
         while hi < len(x) - 1 and within[hi + 1]:
             hi += 1
         edge = "low" if i == 0 else "high" if i == len(x) - 1 else ""
+        # the band reaches half-way to the first rate outside it: the grid's resolution
+        band_lo = x[lo] if lo == 0 else (x[lo - 1] + x[lo]) / 2
+        band_hi = x[hi] if hi == len(x) - 1 else (x[hi] + x[hi + 1]) / 2
         out.append(
             {
                 "batch": int(batch),
@@ -107,8 +112,8 @@ def ridge(cells: pd.DataFrame) -> pd.DataFrame:
                 "lr_opt": float(10 ** _vertex(x, mean, i)),
                 "loss_best": float(mean[i]),
                 "loss_sem": float(sem[i]),
-                "band_lo": float(stats.lr[lo]),
-                "band_hi": float(stats.lr[hi]),
+                "band_lo": float(10**band_lo),
+                "band_hi": float(10**band_hi),
                 "edge": edge,
                 "seeds": int(stats["size"].max()),
                 "grid_step": float(np.median(np.diff(x))) if len(x) > 1 else math.nan,
@@ -216,21 +221,33 @@ def bootstrap_alpha(
     cells: pd.DataFrame, fit: AlphaFit, draws: int = 200, seed: int = 0
 ) -> tuple[float, float] | None:
     """A 95 % percentile interval for alpha by resampling the seeds (with replacement): each
-    draw rebuilds the ridge from the resampled seeds' losses and refits over the same batches.
-    None with fewer than two seeds."""
+    draw finds each batch's best rate again from the resampled seeds' mean losses and refits
+    over the same batches. None with fewer than two seeds."""
     seeds = np.sort(cells.seed.unique())
     if len(seeds) < 2:
         return None
-    rng = np.random.default_rng(seed)
     part = cells[(cells.batch >= fit.b_first) & (cells.batch <= fit.b_last)]
+    grids = []  # per batch: log10 B, log10 rates, losses [rates, seeds] (NaN: diverged)
+    for b, g in part.groupby("batch", sort=True):
+        table = g.pivot_table(index="lr", columns="seed", values="loss", dropna=False)
+        table = table.reindex(columns=seeds)
+        grids.append((math.log10(b), np.log10(table.index.to_numpy(float)), table.to_numpy(float)))
+    rng = np.random.default_rng(seed)
     alphas = []
     for _ in range(draws):
-        pick = rng.choice(seeds, size=len(seeds), replace=True)
-        sample = pd.concat([part[part.seed == s].assign(seed=k) for k, s in enumerate(pick)])
-        r = usable(ridge(sample))
-        if len(r) >= 2:
-            x, y = np.log10(r.batch.to_numpy(float)), np.log10(r.lr_opt.to_numpy(float))
-            alphas.append(_line(x, y)[0])
+        pick = rng.integers(0, len(seeds), len(seeds))
+        xs, ys = [], []
+        for lb, x, losses in grids:
+            sample = losses[:, pick]
+            mean = np.where(np.isnan(sample).any(1), np.inf, np.nanmean(sample, 1))
+            if not np.isfinite(mean).any():
+                continue
+            i = int(np.argmin(mean))
+            if 0 < i < len(x) - 1:
+                xs.append(lb)
+                ys.append(_vertex(x, mean, i))
+        if len(xs) >= 2:
+            alphas.append(_line(np.array(xs), np.array(ys))[0])
     if len(alphas) < draws // 2:
         return None
     return float(np.percentile(alphas, 2.5)), float(np.percentile(alphas, 97.5))

@@ -370,7 +370,7 @@ def create_map_study(storage, name: str, setup: Setup, config: Config, cells: li
 
     require(bool(name.strip()), "the study needs a name")
     mine = map_settings(setup, config, cells)
-    sampler = optuna.samplers.GridSampler({"cell": list(range(len(cells)))}, seed=0)
+    sampler = cell_sampler(len(cells))
     try:
         study = optuna.create_study(storage=storage, study_name=name, sampler=sampler)
         study.set_user_attr(MAP_ATTR, mine)
@@ -386,6 +386,19 @@ def create_map_study(storage, name: str, setup: Setup, config: Config, cells: li
             f"a study named {name!r} already exists with other settings: pick another name"
         )
     return study
+
+
+def cell_sampler(n_cells: int):
+    """Optuna's grid sampler over the cells' indices (trial k < n_cells runs cell k). Its
+    after_trial, which stops an `optimize` loop once the grid is done, is left out: the
+    workers ask and tell, and stop by themselves."""
+    import optuna
+
+    class CellSampler(optuna.samplers.GridSampler):
+        def after_trial(self, study, trial, state, values) -> None:
+            pass
+
+    return CellSampler({"cell": list(range(n_cells))}, seed=0)
 
 
 def _claimed(study, exclude: int) -> set[int]:
@@ -414,8 +427,7 @@ def run_cells(storage, name: str, max_cells: int, *, stop: threading.Event | Non
     setup = from_dict(Setup, attrs["setup"])
     config = from_dict(Config, attrs["config"])
     cells = attrs["cells"]
-    sampler = optuna.samplers.GridSampler({"cell": list(range(len(cells)))}, seed=0)
-    study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+    study = optuna.load_study(study_name=name, storage=storage, sampler=cell_sampler(len(cells)))
     data = load_data(setup)
     done = 0
     while done < max_cells and not (stop is not None and stop.is_set()):
@@ -587,8 +599,12 @@ class Result(experiment.Result):
             return fit
         c = self.cells()
         boot = cb.bootstrap_alpha(c.assign(loss=pd.to_numeric(c.loss, errors="coerce")), fit)
-        if boot is not None:
-            fit = replace(fit, lo=boot[0], hi=boot[1], method="bootstrap over seeds, 95 %")
+        if boot is not None:  # the wider of the two: a few seeds make a narrow bootstrap
+            lo = boot[0] if not math.isfinite(fit.lo) else min(fit.lo, boot[0])
+            hi = boot[1] if not math.isfinite(fit.hi) else max(fit.hi, boot[1])
+            fit = replace(
+                fit, lo=lo, hi=hi, method="95 %, the wider of regression and seed bootstrap"
+            )
         return fit
 
     @cached_property
