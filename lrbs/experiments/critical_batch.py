@@ -239,7 +239,7 @@ def bootstrap_alpha(
         xs, ys = [], []
         for lb, x, losses in grids:
             sample = losses[:, pick]
-            mean = np.where(np.isnan(sample).any(1), np.inf, np.nanmean(sample, 1))
+            mean = np.where(np.isnan(sample).any(1), np.inf, sample.mean(1))
             if not np.isfinite(mean).any():
                 continue
             i = int(np.argmin(mean))

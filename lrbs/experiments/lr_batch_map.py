@@ -585,6 +585,29 @@ class Result(experiment.Result):
     def curves(self) -> pd.DataFrame:
         return self.frame("curves", CURVE_COLUMNS)
 
+    @property
+    def value_name(self) -> str:
+        """What the map's `loss` column holds."""
+        if self.config.budget == "target":
+            return "updates to target"
+        return "val loss" if self.config.metric == "val" else "train loss"
+
+    def cell_means(self) -> pd.DataFrame:
+        """Per (batch, rate): the mean and sd of the map's value over seeds, the seeds run,
+        and how many diverged (or never reached the target); the map's picture."""
+        cols = ["batch", "lr", "mean", "sd", "seeds", "diverged"]
+        c = self.cells()
+        if c.empty:
+            return pd.DataFrame(columns=cols)
+        c = c.assign(loss=pd.to_numeric(c.loss, errors="coerce"))
+        g = c.groupby(["batch", "lr"])
+        out = (
+            g.loss.agg(mean="mean", sd="std")
+            .join(g.size().rename("seeds"))
+            .join(g.loss.apply(lambda v: int(v.isna().sum())).rename("diverged"))
+        )
+        return out.reset_index().reindex(columns=cols)
+
     @cached_property
     def ridge(self) -> pd.DataFrame:
         c = self.cells()
