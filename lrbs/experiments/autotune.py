@@ -566,6 +566,10 @@ def run_worker(
     if threads:
         torch.set_num_threads(threads)
     storage = open_storage(storage_url)
+    from lrbs.experiments import lr_batch_map
+
+    if lr_batch_map.is_map_study(storage, name):  # a map's grid: its cells, each once
+        return lr_batch_map.run_cells(storage, name, n_trials, stop=stop)
     study, setup, cfg = load_study(storage, name, seed_offset=worker, n_trials=n_trials)
     data = load_tensors(setup)
     fn = objective(setup, data, cfg, stop)

@@ -16,6 +16,7 @@ ORDER = (
     "lr",
     "schedules",
     "batch",
+    "lr_batch_map",
     "bs_schedule",
     "noise",
     "autotune",

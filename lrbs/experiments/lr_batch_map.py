@@ -1,0 +1,847 @@
+"""The learning-rate x batch-size map: which scaling rule holds, and where the critical batch is.
+
+A grid of cells, each a (batch size, learning rate, seed): batch sizes are powers of two (or a
+given list), and each batch gets its own log-spaced rates centred where the scaling rules point
+from a base rate at a base batch. Every cell trains from the seed's initial weights at an equal
+budget (equal updates, equal epochs, or until a target loss), so only the rate and the batch
+differ. From the cells (lrbs.experiments.critical_batch):
+- the ridge (the best rate per batch, with the band of rates within noise of it over seeds);
+- the exponent alpha of lr_opt ~ B^alpha where a power law holds, with its interval, beside the
+  rules' 1 (linear) and 0.5 (square root), and the batch where the ridge bends away;
+- McCandlish et al.'s eps_opt(B) = eps_max / (1 + B_noise / B) fitted to the ridge;
+- steps-to-target S(B) at each batch's fastest rate, fitted by S = S_min (1 + B_noise / B):
+  B_crit, beside B_simple measured by the noise meter on the same model.
+
+Cells run in this process (the rates of one batch and seed stacked with torch.func where that
+pays), or as an Optuna study with a grid sampler on the auto-tune storage, shared by worker
+processes: `python -m lrbs autotune worker --study NAME --storage URL` on any machine runs
+cells of a map study until every cell has run exactly once.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass, replace
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+
+from lrbs.core.config import check, from_dict, option
+from lrbs.core.data import TensorData
+from lrbs.core.errors import ConfigError, LrbsError, positive_int, require
+from lrbs.core.loop import Budget, Event, OptimSpec, RunResult, TrainConfig, train
+from lrbs.core.setup import Setup
+from lrbs.experiments import critical_batch as cb
+from lrbs.experiments.scaling import parse_batches, resolve_batches
+from lrbs.experiments.sweeps import load_data
+from lrbs.runs import experiment
+from lrbs.runs.experiment import collect
+from lrbs.runs.sink import Sink
+
+log = logging.getLogger(__name__)
+
+KIND = "lr-batch-map"
+BUDGETS = ("steps", "epochs", "target")
+METRICS = ("val", "train")
+STACKED = ("auto", "yes", "no")
+MAP_ATTR = "lrbs-map"  # the study's user attribute holding a map's settings and cells
+EMA_BETA = 0.8  # smoothing of the per-step training loss for steps-to-target
+POLL_SECONDS = 1.0
+CELL_COLUMNS = [
+    *("cell", "batch", "lr", "seed", "status", "loss", "val_loss", "val_acc"),
+    *("train_loss", "steps", "epochs", "seconds", "message"),
+]
+CURVE_COLUMNS = ["cell", "batch", "lr", "seed", "step", "samples", "loss"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    batch_sizes: tuple[int | str, ...] = option(
+        (),
+        help="batch sizes (whole numbers or 'full'); default: powers of two from "
+        "--batch-min to the training set",
+    )
+    batch_min: int = option(16, low=1, help="the smallest batch of the default powers of two")
+    batch_max: int | None = option(
+        None, low=1, help="the largest batch of the default powers of two (default: the data)"
+    )
+    base_lr: float = option(0.1, help="a rate known to train at the base batch")
+    base_batch: int = option(32, low=1, help="the batch the base rate belongs to")
+    centre: str = option(
+        "between",
+        choices=cb.CENTRES,
+        help="where each batch's rates are centred: the linear rule, the sqrt rule, between "
+        "them (k^0.75), or fixed",
+    )
+    rates: int = option(7, low=1, high=25, help="rates per batch size")
+    decades: float = option(2.0, low=0.1, high=8, help="how many decades each batch's rates span")
+    optim: OptimSpec = option(factory=OptimSpec, help="the optimizer (its rate is the grid's)")
+    budget: str = option(
+        "steps", choices=BUDGETS, help="equal budget per cell: updates, epochs, or to a target"
+    )
+    steps: int = option(300, low=1, help="updates per cell (--budget steps)")
+    epochs: float = option(2.0, low=0.01, help="epochs per cell (--budget epochs)")
+    target_loss: float | None = option(
+        None,
+        low=1e-9,
+        help="training loss for steps-to-target (needed by --budget target; else default: the "
+        "loss every batch's best rate reached)",
+    )
+    max_steps: int = option(3000, low=1, help="most updates a cell trains (--budget target)")
+    metric: str = option("val", choices=METRICS, help="the map's loss: validation or training")
+    seeds: int = option(2, low=1, high=10, help="repeats per cell (seeds seed, seed+1, ...)")
+    seed: int = option(0, low=0, help="the first seed (initial weights and batches)")
+    stacked: str = option(
+        "auto",
+        choices=STACKED,
+        help="train each batch's rates at once with torch.func (auto: on a GPU, equal budgets)",
+    )
+    noise_steps: int = option(
+        200, low=0, help="steps of the noise meter's run for B_simple at the base batch (0: skip)"
+    )
+    workers: int = option(
+        0,
+        low=0,
+        high=64,
+        help="worker processes sharing the cells through an Optuna study (0: none)",
+    )
+    storage: str | None = option(None, help="Optuna storage for --workers (default: auto-tune's)")
+    study: str = option("", help="the study's name for --workers (default: made up)")
+
+    def __post_init__(self) -> None:
+        check(self)
+        if self.batch_sizes:  # 64.0 -> 64, 'FULL' -> 'full': one spelling
+            object.__setattr__(self, "batch_sizes", parse_batches(self.batch_sizes))
+        OptimSpec(self.optim.name, self.base_lr, self.optim.momentum, self.optim.weight_decay)
+        require(
+            self.rates >= 3,
+            f"{self.rates} rate(s) per batch: a best rate needs at least three (one either side)",
+        )
+        if self.budget == "target":
+            require(self.target_loss is not None, "--budget target needs a --target-loss")
+            require(self.stacked != "yes", STACKED_TARGET)
+        if self.batch_max is not None:
+            require(
+                self.batch_max >= self.batch_min,
+                f"the largest batch ({self.batch_max}) is below the smallest ({self.batch_min})",
+            )
+
+    def batches(self, n_train: int) -> tuple[int, ...]:
+        """The map's batch sizes for a training set of `n_train` (at least two)."""
+        if self.batch_sizes:
+            out = resolve_batches(self.batch_sizes, n_train)
+        else:
+            hi = min(self.batch_max or n_train, n_train)
+            require(
+                self.batch_min <= n_train,
+                f"the smallest batch ({self.batch_min}) is larger than the training set "
+                f"({n_train})",
+            )
+            out = cb.power_batches(self.batch_min, hi)
+        require(
+            len(out) >= 2,
+            f"a map needs at least two batch sizes, got {', '.join(map(str, out))}: one batch "
+            "gives no ridge to fit (a grid of one column)",
+        )
+        return out
+
+    def cells(self, n_train: int) -> list[dict]:
+        """Every cell: batch by batch, rate by rate, seed by seed."""
+        out = []
+        for b in self.batches(n_train):
+            grid = cb.lr_grid(
+                self.base_lr,
+                self.base_batch,
+                b,
+                centre=self.centre,
+                rates=self.rates,
+                decades=self.decades,
+            )
+            for lr in grid:
+                replace(self.optim, lr=lr)  # a rate past the optimizer's limit is said here
+                for s in range(self.seed, self.seed + self.seeds):
+                    out.append({"cell": cell_name(b, lr, s), "batch": b, "lr": lr, "seed": s})
+        return out
+
+    def train_config(self, batch: int, lr: float, seed: int) -> TrainConfig:
+        budget = {
+            "steps": Budget(steps=self.steps),
+            "epochs": Budget(epochs=self.epochs),
+            "target": Budget(steps=self.max_steps),
+        }[self.budget]
+        return TrainConfig(
+            batch_size=batch,
+            budget=budget,
+            optim=replace(self.optim, lr=lr),
+            seed=seed,
+            log_every=1,  # every step's loss: steps-to-target at the step it happens
+            eval_each_epoch=False,
+            eval_at_end=True,
+        )
+
+    def describe_budget(self) -> str:
+        if self.budget == "steps":
+            return f"{self.steps} updates"
+        if self.budget == "epochs":
+            return f"{self.epochs:g} epochs"
+        return f"to training loss {self.target_loss:g} (at most {self.max_steps} updates)"
+
+
+STACKED_TARGET = (
+    "stacked cells need an equal budget (steps or epochs): a target loss ends each rate at "
+    "its own step"
+)
+
+
+def cell_name(batch: int, lr: float, seed: int) -> str:
+    return f"B={batch} lr={lr:.4g} seed={seed}"
+
+
+# ------------------------------------------------------------------ one cell's curve
+
+
+class Tracker:
+    """Per run, the smoothed (debiased EMA) training loss, kept at log-spaced steps (every
+    step up to 20, then every 3 %) and at its last step, and whether it reached the target."""
+
+    def __init__(self, target: float | None = None) -> None:
+        self.target = target
+        self.ema: dict[str, float] = {}
+        self.n: dict[str, int] = {}
+        self.points: dict[str, list[tuple[int, int, float]]] = {}
+        self.latest: dict[str, tuple[int, int, float]] = {}
+
+    def observe(self, ev: Event) -> str | None:
+        """Feed a train event; returns "reached" when the run's smoothed loss is at or below
+        the target (the training loop's stop_rule under the target budget)."""
+        if ev.kind != "train" or ev.loss is None:
+            return None
+        k = ev.run_id
+        self.n[k] = self.n.get(k, 0) + 1
+        self.ema[k] = EMA_BETA * self.ema.get(k, 0.0) + (1 - EMA_BETA) * ev.loss
+        point = (ev.step, ev.samples, self.ema[k] / (1 - EMA_BETA ** self.n[k]))
+        self.latest[k] = point
+        pts = self.points.setdefault(k, [])
+        reached = self.target is not None and point[2] <= self.target
+        if not pts or ev.step <= 20 or ev.step >= pts[-1][0] * 1.03 or reached:
+            pts.append(point)
+        return "reached" if reached else None
+
+    def curve(self, name: str, cell: dict) -> list[dict]:
+        pts = list(self.points.get(name, []))
+        if name in self.latest and (not pts or pts[-1] != self.latest[name]):
+            pts.append(self.latest[name])
+        keys = ("batch", "lr", "seed")
+        return [
+            {"cell": name, **{k: cell[k] for k in keys}, "step": s, "samples": m, "loss": v}
+            for s, m, v in pts
+        ]
+
+
+def cell_row(cell: dict, r: RunResult, config: Config) -> dict:
+    """One finished cell: how it ended, its losses, and `loss`, the map's value: the final
+    validation or training loss, or under the target budget the updates it took (None where
+    it diverged or never reached the target)."""
+    ok = r.status in ("finished", "reached")
+    if config.budget == "target":
+        loss = float(r.steps) if r.status == "reached" else None
+    else:
+        loss = r.val_loss if config.metric == "val" else r.train_eval_loss
+    if not ok or loss is None or not math.isfinite(loss):
+        loss = None
+    return {
+        **cell,
+        "status": r.status,
+        "loss": loss,
+        "val_loss": r.val_loss if ok else None,
+        "val_acc": r.val_acc if ok else None,
+        "train_loss": r.train_eval_loss if ok else None,
+        "steps": r.steps,
+        "epochs": r.epochs,
+        "seconds": r.elapsed,
+        "message": r.message,
+    }
+
+
+def train_cell(
+    setup: Setup, data: TensorData, config: Config, cell: dict, stop=None
+) -> tuple[dict, list[dict]]:
+    """Train one cell from its seed's initial weights: its row and its curve."""
+    tracker = Tracker(config.target_loss)
+    tc = config.train_config(cell["batch"], cell["lr"], cell["seed"])
+
+    def rule(ev: Event) -> str | None:
+        hit = tracker.observe(ev)
+        return hit if config.budget == "target" else None
+
+    model = setup.fresh_model(data, cell["seed"])
+    r = train(model, data, tc, run_id=cell["cell"], stop=stop, stop_rule=rule)
+    return cell_row(cell, r, config), tracker.curve(cell["cell"], cell)
+
+
+# ------------------------------------------------------------------ in this process
+
+
+def should_stack(setup: Setup, data: TensorData, config: Config) -> bool:
+    """As the LR sweep decides: on a GPU, for an equal budget, a model that can be stacked."""
+    from lrbs.core.stacked import stackable
+
+    if config.stacked == "no" or config.budget == "target":
+        return False
+    if config.stacked == "yes":
+        why = stackable(setup.fresh_model(data, config.seed))
+        require(why is None, f"this model cannot be stacked: {why}")
+        return True
+    return data.x_train.device.type == "cuda" and stackable(setup.fresh_model(data)) is None
+
+
+def run_here(
+    setup: Setup, data: TensorData, config: Config, cells: list[dict], sink: Sink, stop
+) -> None:
+    """Every cell in this process, a "cells" row and its "curves" as each ends; the rates of
+    one batch and seed stacked when `should_stack`."""
+    n = len(cells)
+    done = 0
+    if should_stack(setup, data, config):
+        from lrbs.core.stacked import train_stacked
+
+        groups: dict[tuple[int, int], list[dict]] = {}
+        for c in cells:
+            groups.setdefault((c["batch"], c["seed"]), []).append(c)
+        for (batch, seed), group in groups.items():
+            if stop is not None and stop.is_set():
+                return
+            tracker = Tracker(config.target_loss)
+            results = train_stacked(
+                lambda seed=seed: setup.fresh_model(data, seed),
+                data,
+                config.train_config(batch, group[0]["lr"], seed),
+                [c["lr"] for c in group],
+                run_ids=[c["cell"] for c in group],
+                on_event=tracker.observe,
+                stop=stop,
+            )
+            for c, r in zip(group, results, strict=True):
+                for row in tracker.curve(c["cell"], c):
+                    sink.emit("curves", row)
+                sink.emit("cells", cell_row(c, r, config))
+            done += len(group)
+            sink.progress(done / n, f"{done} of {n} cells")
+        return
+    for c in cells:
+        if stop is not None and stop.is_set():
+            return
+        row, curve = train_cell(setup, data, config, c, stop)
+        for point in curve:
+            sink.emit("curves", point)
+        sink.emit("cells", row)
+        done += 1
+        sink.progress(done / n, f"{done} of {n} cells")
+
+
+# ------------------------------------------------------------------ as an Optuna grid study
+
+
+def map_settings(setup: Setup, config: Config, cells: list[dict]) -> dict:
+    from lrbs.runs.store import jsonable
+
+    return jsonable({"setup": setup, "config": config, "cells": cells})
+
+
+def is_map_study(storage, name: str) -> bool:
+    """Whether study `name` in `storage` is a map's (its cells are what workers run)."""
+    import optuna
+
+    try:
+        study = optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        return False
+    return MAP_ATTR in study.user_attrs
+
+
+def create_map_study(storage, name: str, setup: Setup, config: Config, cells: list[dict]):
+    """The map's study, with a grid sampler over its cells (one grid point per cell). A study
+    of that name with the same settings is joined; with others, refused."""
+    import optuna
+
+    require(bool(name.strip()), "the study needs a name")
+    mine = map_settings(setup, config, cells)
+    sampler = cell_sampler(len(cells))
+    try:
+        study = optuna.create_study(storage=storage, study_name=name, sampler=sampler)
+        study.set_user_attr(MAP_ATTR, mine)
+        return study
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+    deadline = time.monotonic() + 5
+    while study.user_attrs.get(MAP_ATTR) is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+        study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
+    if study.user_attrs.get(MAP_ATTR) != mine:
+        raise ConfigError(
+            f"a study named {name!r} already exists with other settings: pick another name"
+        )
+    return study
+
+
+def cell_sampler(n_cells: int):
+    """Optuna's grid sampler over the cells' indices (trial k < n_cells runs cell k). Its
+    after_trial, which stops an `optimize` loop once the grid is done, is left out: the
+    workers ask and tell, and stop by themselves."""
+    import optuna
+
+    class CellSampler(optuna.samplers.GridSampler):
+        def after_trial(self, study, trial, state, values) -> None:
+            pass
+
+    return CellSampler({"cell": list(range(n_cells))}, seed=0)
+
+
+def _claimed(study, exclude: int) -> set[int]:
+    """Cells already run (complete) or being run (running) by trials other than `exclude`."""
+    from optuna.trial import TrialState
+
+    out = set()
+    for t in study.get_trials(deepcopy=False):
+        if t.number != exclude and t.state in (TrialState.COMPLETE, TrialState.RUNNING):
+            if "cell" in t.params:
+                out.add(int(t.params["cell"]))
+    return out
+
+
+def run_cells(storage, name: str, max_cells: int, *, stop: threading.Event | None = None) -> int:
+    """A worker: run cells of map study `name` (at most `max_cells`) until every cell has a
+    complete trial. Each cell is one grid point; a point another trial holds already (two
+    workers that asked at once) is given back as a failed "duplicate" trial, untrained.
+    Returns the cells this worker trained."""
+    import optuna
+    from optuna.trial import TrialState
+
+    positive_int("cells", max_cells)
+    study = optuna.load_study(study_name=name, storage=storage)
+    attrs = study.user_attrs[MAP_ATTR]
+    setup = from_dict(Setup, attrs["setup"])
+    config = from_dict(Config, attrs["config"])
+    cells = attrs["cells"]
+    study = optuna.load_study(study_name=name, storage=storage, sampler=cell_sampler(len(cells)))
+    data = load_data(setup)
+    done = 0
+    while done < max_cells and not (stop is not None and stop.is_set()):
+        if len(_claimed(study, -1)) >= len(cells):
+            break
+        trial = study.ask()
+        k = int(trial.suggest_categorical("cell", list(range(len(cells)))))
+        if k in _claimed(study, trial.number):
+            trial.set_user_attr("status", "duplicate")
+            study.tell(trial, state=TrialState.FAIL)
+            continue
+        row, curve = train_cell(setup, data, config, cells[k], stop)
+        trial.set_user_attr("row", row)
+        trial.set_user_attr("curve", curve)
+        if row["status"] == "stopped":
+            study.tell(trial, state=TrialState.FAIL)
+            break
+        study.tell(trial, row["loss"] if row["loss"] is not None else math.inf)
+        done += 1
+    return done
+
+
+def run_workers(setup: Setup, config: Config, cells: list[dict], sink: Sink, stop) -> str:
+    """Create the map's study and let `config.workers` worker processes (each `python -m lrbs
+    autotune worker`) share out its cells; stream each finished cell. Returns the status."""
+    from optuna.trial import TrialState
+
+    from lrbs.experiments import autotune as at
+
+    name = config.study.strip() or f"map-{setup.data.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    url = config.storage or at.default_storage()
+    study = create_map_study(at.open_storage(url), name, setup, config, cells)
+    sink.emit("study", {"study": name, "storage": at.safe_url(url), "workers": config.workers})
+    n = len(cells)
+    workers = at.launch_workers(url, name, n * config.workers, config.workers, at.log_dir_for(url))
+    seen: set[int] = set()
+
+    def poll() -> None:
+        for t in study.get_trials(deepcopy=False):
+            if t.state == TrialState.COMPLETE and t.number not in seen and "row" in t.user_attrs:
+                seen.add(t.number)
+                for point in t.user_attrs.get("curve", []):
+                    sink.emit("curves", point)
+                sink.emit("cells", t.user_attrs["row"])
+        sink.progress(len(seen) / n, f"{len(seen)} of {n} cells")
+
+    stopping = False
+    try:
+        while True:
+            finished = workers.wait(POLL_SECONDS)
+            poll()
+            if finished:
+                break
+            if stop is not None and stop.is_set() and not stopping:
+                stopping = True
+                workers.stop()
+    except KeyboardInterrupt:
+        workers.stop()
+        workers.wait(60)
+        poll()
+        raise
+    if stopping:
+        return "stopped"
+    failed = workers.failures()
+    require(not failed, "a worker failed: " + "; ".join(failed))
+    return "finished"
+
+
+# ------------------------------------------------------------------ the experiment
+
+
+def run(
+    setup: Setup, config: Config, sink: Sink | None = None, stop: threading.Event | None = None
+) -> Result:
+    """The noise meter's B_simple on the same model first (if asked), then every cell, here or
+    on worker processes; each cell streams as it ends."""
+    rows, sink = collect(sink)
+    data = load_data(setup)
+    n = data.n_train
+    cells = config.cells(n)
+    if config.stacked == "yes":
+        should_stack(setup, data, config)  # a model that cannot be stacked is said first
+    batches = config.batches(n)
+    sink.emit(
+        "info",
+        {
+            "dataset": setup.data.name,
+            "model": setup.model.name,
+            "n_train": n,
+            "optimizer": config.optim.name,
+            "cells": len(cells),
+            "batches": list(batches),
+            "device": data.x_train.device.type,
+        },
+    )
+    t0 = time.perf_counter()
+    if config.noise_steps and not (stop is not None and stop.is_set()):
+        measure_noise(setup, config, batches, sink, stop)
+    status = "finished"
+    if config.workers:
+        status = run_workers(setup, config, cells, sink, stop)
+    else:
+        run_here(setup, data, config, cells, sink, stop)
+    if stop is not None and stop.is_set():
+        status = "stopped"
+    sink.emit("timing", {"seconds": time.perf_counter() - t0})
+    return Result(config, rows.rows, status)
+
+
+def measure_noise(setup: Setup, config: Config, batches, sink: Sink, stop) -> None:
+    """B_simple = tr(Sigma)/|G|^2 from the noise meter, at the base batch and rate, between the
+    map's smallest and largest batches; its measurements go to the "noise" channel."""
+    from lrbs.experiments import noise_scale as ns
+
+    small, big = min(batches), max(batches)
+    if small == big:
+        return
+
+    class Noise(Sink):
+        def emit(self, channel: str, row: dict) -> None:
+            if channel == "rows":
+                sink.emit("noise", row)
+
+    ncfg = ns.Config(
+        batch_small=small,
+        batch_big=big,
+        every=max(1, config.noise_steps // 20),
+        batch_size=min(config.base_batch, max(batches)),
+        optim=replace(config.optim, lr=config.base_lr),
+        steps=config.noise_steps,
+        seed=config.seed,
+    )
+    try:
+        ns.run(setup, ncfg, Noise(), stop)
+    except LrbsError as exc:
+        log.warning("no B_simple: %s", exc)
+
+
+# ------------------------------------------------------------------ the result
+
+
+@dataclass(frozen=True)
+class Result(experiment.Result):
+    """From the streamed rows: "info", "noise" (the meter's measurements), "cells" (one per
+    finished cell), "curves" (each cell's smoothed training loss), "timing"."""
+
+    @cached_property
+    def info(self) -> dict:
+        return dict((self.rows.get("info") or [{}])[0])
+
+    def cells(self) -> pd.DataFrame:
+        d = self.frame("cells", CELL_COLUMNS)
+        return d.sort_values(["batch", "lr", "seed"], ignore_index=True) if not d.empty else d
+
+    def curves(self) -> pd.DataFrame:
+        return self.frame("curves", CURVE_COLUMNS)
+
+    @property
+    def value_name(self) -> str:
+        """What the map's `loss` column holds."""
+        if self.config.budget == "target":
+            return "updates to target"
+        return "val loss" if self.config.metric == "val" else "train loss"
+
+    def cell_means(self) -> pd.DataFrame:
+        """Per (batch, rate): the mean and sd of the map's value over seeds, the seeds run,
+        and how many diverged (or never reached the target); the map's picture."""
+        cols = ["batch", "lr", "mean", "sd", "seeds", "diverged"]
+        c = self.cells()
+        if c.empty:
+            return pd.DataFrame(columns=cols)
+        c = c.assign(loss=pd.to_numeric(c.loss, errors="coerce"))
+        g = c.groupby(["batch", "lr"])
+        out = (
+            g.loss.agg(mean="mean", sd="std")
+            .join(g.size().rename("seeds"))
+            .join(g.loss.apply(lambda v: int(v.isna().sum())).rename("diverged"))
+        )
+        return out.reset_index().reindex(columns=cols)
+
+    @cached_property
+    def ridge(self) -> pd.DataFrame:
+        c = self.cells()
+        if c.empty:
+            return cb.ridge(pd.DataFrame(columns=["batch", "lr", "seed", "loss"]))
+        return cb.ridge(c.assign(loss=pd.to_numeric(c.loss, errors="coerce")))
+
+    @cached_property
+    def alpha(self) -> cb.AlphaFit | None:
+        fit = cb.fit_alpha(self.ridge)
+        if fit is None or fit.points < 2:
+            return fit
+        c = self.cells()
+        boot = cb.bootstrap_alpha(c.assign(loss=pd.to_numeric(c.loss, errors="coerce")), fit)
+        if boot is not None:  # the wider of the two: a few seeds make a narrow bootstrap
+            lo = boot[0] if not math.isfinite(fit.lo) else min(fit.lo, boot[0])
+            hi = boot[1] if not math.isfinite(fit.hi) else max(fit.hi, boot[1])
+            fit = replace(
+                fit, lo=lo, hi=hi, method="95 %, the wider of regression and seed bootstrap"
+            )
+        return fit
+
+    @cached_property
+    def eps(self) -> cb.EpsFit | None:
+        ok = self.ridge[self.ridge.status == "ok"]
+        return cb.fit_eps_opt(ok.batch, ok.lr_opt) if not ok.empty else None
+
+    @cached_property
+    def target(self) -> float | None:
+        """The steps-to-target's target: the configured one, else the highest of the batches'
+        best final smoothed losses (so that every batch's best rate reached it)."""
+        if self.config.target_loss is not None:
+            return float(self.config.target_loss)
+        cur = self.curves()
+        if cur.empty:
+            return None
+        ends = cur.groupby(["batch", "lr", "seed"]).loss.last().groupby(["batch", "lr"]).mean()
+        best = ends.groupby("batch").min()
+        return float(best.max()) if best.notna().any() else None
+
+    def steps_table(self) -> pd.DataFrame:
+        """Per batch: steps-to-target at its fastest rate (seed mean), that rate, and S's
+        spread over seeds; the fitted S(B) and the regime once fitted."""
+        cols = ["batch", "lr", "steps", "steps_sd", "seeds_reached"]
+        cur, target = self.curves(), self.target
+        if cur.empty or target is None:
+            return pd.DataFrame(columns=cols)
+        per = (
+            cur.groupby(["batch", "lr", "seed"])
+            .apply(lambda g: cb.steps_to_target(g.step, g.loss, target), include_groups=False)
+            .rename("s")
+            .reset_index()
+        )
+        out = []
+        for b, g in per.groupby("batch"):
+            stats = g.groupby("lr").s.agg(mean="mean", sd="std", n="count", size="size")
+            stats = stats[stats.n == stats["size"]]  # every seed reached the target
+            if stats.empty:
+                out.append(
+                    {
+                        "batch": b,
+                        "lr": math.nan,
+                        "steps": math.nan,
+                        "steps_sd": math.nan,
+                        "seeds_reached": 0,
+                    }
+                )
+                continue
+            lr = stats["mean"].idxmin()
+            s = stats.loc[lr]
+            out.append(
+                {
+                    "batch": b,
+                    "lr": lr,
+                    "steps": s["mean"],
+                    "steps_sd": s["sd"],
+                    "seeds_reached": int(s.n),
+                }
+            )
+        return pd.DataFrame(out, columns=cols)
+
+    @cached_property
+    def steps_fit(self) -> cb.StepsFit | str:
+        """The S(B) fit, or why there is none."""
+        t = self.steps_table()
+        try:
+            return cb.fit_steps(t.batch, t.steps)
+        except LrbsError as exc:
+            return str(exc)
+
+    @cached_property
+    def b_simple(self) -> float:
+        from lrbs.experiments.noise_scale import last_quarter
+
+        tail = last_quarter([r.get("b_simple") for r in self.rows.get("noise", [])])
+        return tail[-1] if tail else math.nan
+
+    @property
+    def seconds(self) -> float:
+        t = self.rows.get("timing")
+        return float(t[-1]["seconds"]) if t else math.nan
+
+    def warnings(self) -> list[str]:
+        """What the data do not support, in words (a grid that misses the ridge, say)."""
+        out = []
+        r = self.ridge
+        for _, row in r.iterrows():
+            if row.status != "ok":
+                out.append(f"B={row.batch}: every rate diverged; lower the grid for this batch")
+            elif row.edge:
+                side = "largest" if row.edge == "high" else "smallest"
+                out.append(
+                    f"B={row.batch}: the best rate ({row.lr_best:.3g}) is the {side} of its grid, "
+                    f"so the ridge may lie beyond it: widen the grid (--decades) or move its "
+                    "centre; this batch is left out of the fits"
+                )
+        c = self.cells()
+        if not c.empty and c.seed.nunique() < 2:
+            out.append(
+                "one seed: no spread over seeds, so the ridge's band is the best rate alone and "
+                "alpha's interval comes from the regression"
+            )
+        diverged = int((c.status == "diverged").sum()) if not c.empty else 0
+        if diverged:
+            out.append(f"{diverged} cell(s) diverged (marked on the map)")
+        a = self.alpha
+        if a is None and not c.empty:
+            out.append("no alpha: fewer than two batches have a best rate inside their grid")
+        elif a is not None and a.points < 3:
+            out.append(f"alpha rests on {a.points} batches only: no interval")
+        if self.eps is not None and self.eps.note:
+            out.append(f"eps_opt(B): {self.eps.note}")
+        if isinstance(self.steps_fit, str) and not c.empty:
+            out.append(f"no B_crit: {self.steps_fit}")
+        return out
+
+    def fitted_curves(self) -> pd.DataFrame:
+        """The fitted lines over the batches: the power law, eps_opt(B), the rules from the
+        smallest batch's ridge, and S(B)."""
+        r = self.ridge[self.ridge.status == "ok"]
+        if r.empty:
+            return pd.DataFrame(columns=["batch", "curve", "lr", "steps"])
+        bb = np.geomspace(r.batch.min(), r.batch.max(), 60)
+        parts = []
+        a = self.alpha
+        if a is not None:
+            inside = bb[(bb >= a.b_first) & (bb <= a.b_last)]
+            parts.append(
+                pd.DataFrame(
+                    {"batch": inside, "curve": f"fit B^{a.alpha:.2f}", "lr": a.lr_at(inside)}
+                )
+            )
+        if self.eps is not None:
+            parts.append(
+                pd.DataFrame({"batch": bb, "curve": "eps_opt(B)", "lr": self.eps.lr_at(bb)})
+            )
+        first = r.iloc[0]
+        for rule, alpha in cb.RULE_ALPHAS.items():
+            parts.append(
+                pd.DataFrame(
+                    {
+                        "batch": bb,
+                        "curve": f"{rule} rule (alpha {alpha:g})",
+                        "lr": first.lr_opt * (bb / first.batch) ** alpha,
+                    }
+                )
+            )
+        fit = self.steps_fit
+        if isinstance(fit, cb.StepsFit):
+            parts.append(
+                pd.DataFrame({"batch": bb, "curve": "S(B) fit", "steps": fit.steps_at(bb)})
+            )
+        return pd.concat(parts, ignore_index=True).reindex(
+            columns=["batch", "curve", "lr", "steps"]
+        )
+
+    def summary(self) -> dict:
+        a, e, s = self.alpha, self.eps, self.steps_fit
+        b_crit = s.b_crit if isinstance(s, cb.StepsFit) else None
+        out = {
+            **{k: self.info.get(k) for k in ("dataset", "model", "optimizer", "n_train")},
+            "cells": len(self.cells()),
+            "planned_cells": self.info.get("cells"),
+            "budget": self.config.describe_budget(),
+            "alpha": a.alpha if a else None,
+            "alpha_lo": a.lo if a else None,
+            "alpha_hi": a.hi if a else None,
+            "alpha_interval": a.method if a else None,
+            "alpha_batches": [a.b_first, a.b_last] if a else None,
+            "alpha_rule": a.nearest_rule() if a else None,
+            "bend": a.bend if a else None,
+            "eps_max": e.eps_max if e else None,
+            "b_noise": e.b_noise if e else None,
+            "target_loss": self.target,
+            "s_min": s.s_min if isinstance(s, cb.StepsFit) else None,
+            "b_crit": b_crit,
+            "b_simple": self.b_simple,
+            "b_crit_vs_b_simple": cb.agreement(b_crit or math.nan, self.b_simple),
+            "seconds": self.seconds,
+            "warnings": self.warnings(),
+            "status": self.status,
+            "message": self.message,
+        }
+        return out
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        return {
+            "cells": self.cells(),
+            "ridge": self.ridge,
+            "steps": self.steps_table(),
+            "fits": self.fitted_curves(),
+            "curves": self.curves(),
+            "noise": self.frame("noise"),
+        }
+
+    def report(self) -> str:
+        s = self.summary()
+        lines = [self.ridge.to_string(index=False)]
+        a = self.alpha
+        if a is not None:
+            lines.append(
+                f"alpha = {a.alpha:.3f} [{a.lo:.3f}, {a.hi:.3f}] ({a.method}) over B = "
+                f"{a.b_first}..{a.b_last}: {a.nearest_rule()}"
+                + (f"; the ridge bends at B = {a.bend}" if a.bend else "")
+            )
+        if self.eps is not None:
+            lines.append(
+                f"eps_opt(B): eps_max = {self.eps.eps_max:.3g}, B_noise = {self.eps.b_noise:,.0f}"
+            )
+        if s["b_crit"] is not None:
+            lines.append(
+                f"steps to loss {s['target_loss']:.3g}: S_min = {s['s_min']:,.0f}, B_crit = "
+                f"{s['b_crit']:,.0f}; B_simple = {self.b_simple:,.0f}: {s['b_crit_vs_b_simple']}"
+            )
+        lines += [f"warning: {w}" for w in s["warnings"]]
+        lines.append(f"{s['cells']} cells in {self.seconds:.1f} s ({self.status})")
+        return "\n".join(lines)
