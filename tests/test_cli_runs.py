@@ -28,6 +28,7 @@ LONG: dict[str, list[str]] = {
     "schedules": [*SMALL, "--epochs", "300", "--schedules", "constant", "cosine"],
     "noise-scale": [*SMALL, "--steps", "200000"],
     "sharpness": [*SMALL, "--steps", "100000", "--subset", "500"],
+    "recommend": [*SMALL, "--budget", "thorough", "--sweep-steps", "100000"],
     "autotune": ["run", *SMALL, "--trials", "40", "--workers", "1", "--seconds-per-trial", "4"],
 }
 QUICK = {"gd1d": []}  # no training: nothing to interrupt
