@@ -80,8 +80,24 @@ class Effort:
 
 
 EFFORT = {
-    "quick": Effort(3, 100, 7, 2, 400, 300, 0.25),
-    "thorough": Effort(5, 200, 10, 3, 1500, 1000, 0.5),
+    "quick": Effort(
+        range_seeds=3,
+        range_iterations=100,
+        rates=7,
+        sweep_seeds=2,
+        sweep_steps=400,
+        noise_steps=300,
+        throughput_seconds=0.25,
+    ),
+    "thorough": Effort(
+        range_seeds=5,
+        range_iterations=200,
+        rates=10,
+        sweep_seeds=3,
+        sweep_steps=1500,
+        noise_steps=1000,
+        throughput_seconds=0.5,
+    ),
 }
 
 
@@ -408,7 +424,7 @@ class _Pipeline:
     def stage(self, step: str, columns: dict | None = None, part=(0.0, 1.0)) -> Stage:
         lo, hi = SPANS[step]
         a, b = lo + (hi - lo) * part[0], lo + (hi - lo) * part[1]
-        return Stage(self.sink, step, a, b, columns)
+        return Stage(self.sink, step, a, b, columns=columns)
 
     @property
     def stopped(self) -> bool:
@@ -579,7 +595,7 @@ def run(
             "n_train": data.n_train,
         },
     )
-    pipeline = _Pipeline(setup, config, data, sink, rows, stop)
+    pipeline = _Pipeline(setup, config, data=data, sink=sink, rows=rows, stop=stop)
     status = "finished"
     for step in STEPS:
         t0 = time.perf_counter()
