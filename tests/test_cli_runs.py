@@ -29,6 +29,7 @@ LONG: dict[str, list[str]] = {
     "noise-scale": [*SMALL, "--steps", "200000"],
     "sharpness": [*SMALL, "--steps", "100000", "--subset", "500"],
     "lr-batch-map": [*SMALL, "--noise-steps", "200000", "--steps", "10", "--rates", "3"],
+    "recommend": [*SMALL, "--budget", "thorough", "--sweep-steps", "100000"],
     "autotune": ["run", *SMALL, "--trials", "40", "--workers", "1", "--seconds-per-trial", "4"],
 }
 QUICK = {"gd1d": []}  # no training: nothing to interrupt

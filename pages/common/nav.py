@@ -11,6 +11,7 @@ from pathlib import Path
 
 PAGES_DIR = Path(__file__).resolve().parents[1]
 ORDER = (
+    "recommend",
     "gd1d",
     "sharpness",
     "lr",

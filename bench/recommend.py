@@ -1,0 +1,216 @@
+"""Recommend, measured: `python -m bench.recommend audit` runs the pipeline (quick budget) on the
+built-in datasets x {SGD + momentum, Adam} and tabulates which range-test rule lands closest to
+the confirmed best; `python -m bench.recommend optuna` compares the time to a good answer with
+an Optuna TPE study over the same lr x batch space, side by side in one run.
+
+Both write CSVs next to this file (bench/recommend_*.csv) and print markdown tables."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from lrbs.core.data import DataSpec, availability
+from lrbs.core.loop import Budget, OptimSpec, TrainConfig, train
+from lrbs.core.setup import Setup
+from lrbs.experiments import recommend
+from lrbs.experiments.sweeps import SweptOptim, load_data
+
+HERE = Path(__file__).resolve().parent
+DATASETS = ("mnist1d", "digits", "covertype-synthetic", "fashion-mnist")
+OPTIMIZERS = ("momentum", "adam")
+
+
+def audit(datasets: tuple[str, ...], budget: str) -> pd.DataFrame:
+    """One pipeline per dataset x optimizer; one row per rule."""
+    here = availability()
+    rows = []
+    out = HERE / "recommend_audit.csv"
+    for name in datasets:
+        if not here.get(name):
+            print(f"{name}: not on this machine, skipped", flush=True)
+            continue
+        for opt in OPTIMIZERS:
+            setup = Setup(DataSpec(name))
+            cfg = recommend.Config(budget=budget, optim=SweptOptim(opt))
+            t = time.perf_counter()
+            r = recommend.run(setup, cfg)
+            seconds = time.perf_counter() - t
+            card = r.card()
+            lo, hi = card.get("band_at_batch") or (math.nan, math.nan)
+            for a in card.get("audit", []):
+                rows.append(
+                    {
+                        "dataset": name,
+                        "optimizer": opt,
+                        "best_lr": card.get("base_lr"),
+                        "band_lo": card["band"][0],
+                        "band_hi": card["band"][1],
+                        "lr": card["lr"],
+                        "batch": card["batch"],
+                        "lr_in_band": lo * (1 - 1e-9) <= card["lr"] <= hi * (1 + 1e-9),
+                        "confidence": card["confidence"],
+                        "seconds": seconds,
+                        "rule": a["rule"],
+                        "rule_lr": a["lr"],
+                        "times_off": a["times_off"],
+                        "in_band": a["in_band"],
+                        "loss_cost": a["loss_cost"],
+                        "closest": a["closest"],
+                    }
+                )
+            print(f"{name} {opt}: {r.report().splitlines()[0]} ({seconds:.0f} s)", flush=True)
+            pd.DataFrame(rows).to_csv(out, index=False)
+    return pd.DataFrame(rows)
+
+
+def audit_tables(df: pd.DataFrame) -> str:
+    runs = df.drop_duplicates(["dataset", "optimizer"])
+    lines = ["| dataset | optimizer | confirmed best | band | card lr @ batch | confidence | s |"]
+    lines.append("|---|---|---|---|---|---|---|")
+    for _, r in runs.iterrows():
+        lines.append(
+            f"| {r.dataset} | {r.optimizer} | {r.best_lr:.3g} | {r.band_lo:.3g}–{r.band_hi:.3g} "
+            f"| {r.lr:.3g} @ {r.batch} | {r.confidence} | {r.seconds:.0f} |"
+        )
+    g = df.groupby("rule")
+    per_rule = pd.DataFrame(
+        {
+            "closest": g.closest.sum(),
+            "in_band": g.in_band.sum(),
+            "runs": g.size(),
+            "median_times_off": g.times_off.median(),
+            "worst_times_off": g.times_off.max(),
+            "median_loss_cost": g.loss_cost.median(),
+        }
+    ).reset_index()
+    lines += ["", "| rule | closest | in band | median × off | worst × off | median loss cost |"]
+    lines.append("|---|---|---|---|---|---|")
+    for _, r in per_rule.iterrows():
+        lines.append(
+            f"| {r.rule} | {r.closest}/{r.runs} | {r.in_band}/{r.runs} | "
+            f"{r.median_times_off:.2f} | {r.worst_times_off:.2f} | {r.median_loss_cost:.4f} |"
+        )
+    return "\n".join(lines)
+
+
+def val_loss_of(setup: Setup, lr: float, batch: int, optim: str, epochs: float, seed: int = 0):
+    data = load_data(setup)
+    tc = TrainConfig(
+        batch_size=batch,
+        budget=Budget(epochs=epochs),
+        optim=OptimSpec(optim, lr),
+        seed=seed,
+        eval_each_epoch=False,
+    )
+    r = train(setup.fresh_model(data, seed), data, tc)
+    return r.val_loss if r.status == "finished" and r.val_loss is not None else math.inf
+
+
+def optuna_race(dataset: str, optim: str, epochs: float, factor: float) -> pd.DataFrame:
+    """lrbs's pipeline, then its answer trained for `epochs`; then a TPE study whose every
+    trial trains (lr, batch) for the same `epochs`, until it has spent `factor` x lrbs's time.
+    Rows: the study's best-so-far against its cumulative seconds, and lrbs's point."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    setup = Setup(DataSpec(dataset))
+    n = load_data(setup).n_train
+    t = time.perf_counter()
+    r = recommend.run(setup, recommend.Config(optim=SweptOptim(optim)))
+    card = r.card()
+    pipeline = time.perf_counter() - t
+    t = time.perf_counter()
+    ours = val_loss_of(setup, card["lr"], card["batch"], optim, epochs)
+    lrbs_seconds = pipeline + time.perf_counter() - t
+    rows = [
+        {
+            "who": "lrbs",
+            "trial": 0,
+            "seconds": lrbs_seconds,
+            "pipeline_seconds": pipeline,
+            "lr": card["lr"],
+            "batch": card["batch"],
+            "val_loss": ours,
+            "best_so_far": ours,
+        }
+    ]
+    batches = [2**k for k in range(4, 11) if 2**k <= n // 2]
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0))
+    spent, best = 0.0, math.inf
+    while spent < factor * lrbs_seconds:
+        trial = study.ask()
+        lr = trial.suggest_float("lr", 1e-5, 3.0, log=True)
+        batch = trial.suggest_categorical("batch", batches)
+        t = time.perf_counter()
+        loss = val_loss_of(setup, lr, batch, optim, epochs)
+        spent += time.perf_counter() - t
+        study.tell(trial, loss if math.isfinite(loss) else 1e9)
+        best = min(best, loss)
+        rows.append(
+            {
+                "who": "optuna",
+                "trial": trial.number + 1,
+                "seconds": spent,
+                "lr": lr,
+                "batch": batch,
+                "val_loss": loss,
+                "best_so_far": best,
+            }
+        )
+        print(f"trial {trial.number}: {spent:.0f} s, best {best:.4f}", flush=True)
+    return pd.DataFrame(rows)
+
+
+def race_summary(df: pd.DataFrame) -> dict:
+    ours = df[df.who == "lrbs"].iloc[0]
+    opt = df[df.who == "optuna"]
+    best10 = float(opt.best_so_far.min())
+    at = {}
+    for k in (1, 2, 5, 10):
+        part = opt[opt.seconds <= k * ours.seconds]
+        at[k] = float(part.best_so_far.min()) if not part.empty else math.nan
+    reach = opt[opt.best_so_far <= ours.val_loss]
+    return {
+        "lrbs_loss": float(ours.val_loss),
+        "lrbs_seconds": float(ours.seconds),
+        "pipeline_seconds": float(ours.pipeline_seconds),
+        "optuna_at_1x": at[1],
+        "optuna_at_2x": at[2],
+        "optuna_at_5x": at[5],
+        "optuna_at_10x": at[10],
+        "optuna_best": best10,
+        "within_2pct_of_optuna_10x": bool(ours.val_loss <= 1.02 * best10),
+        "optuna_seconds_to_match": float(reach.seconds.iloc[0]) if not reach.empty else math.nan,
+        "trials": len(opt),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("what", choices=("audit", "optuna"))
+    p.add_argument("--datasets", nargs="+", default=list(DATASETS))
+    p.add_argument("--budget", default="quick", choices=recommend.BUDGETS)
+    p.add_argument("--optimizer", default="momentum")
+    p.add_argument("--epochs", type=float, default=3.0)
+    p.add_argument("--factor", type=float, default=10.0)
+    a = p.parse_args()
+    torch.set_num_threads(1)  # a shared 2-core machine: one thread is fastest
+    if a.what == "audit":
+        df = audit(tuple(a.datasets), a.budget)
+        print(audit_tables(df))
+        return
+    for name in a.datasets:
+        df = optuna_race(name, a.optimizer, a.epochs, a.factor)
+        df.to_csv(HERE / f"recommend_optuna_{name}.csv", index=False)
+        s = race_summary(df)
+        print(name, {k: (round(v, 4) if isinstance(v, float) else v) for k, v in s.items()})
+
+
+if __name__ == "__main__":
+    main()

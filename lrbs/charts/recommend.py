@@ -1,0 +1,111 @@
+"""Charts of the Recommend pipeline: the confirmation sweep with its band and the range-test
+rules, and the batch choice (estimated seconds to the target, measured throughput)."""
+
+from __future__ import annotations
+
+import altair as alt
+import numpy as np
+import pandas as pd
+
+BEST = "#2b8a3e"
+BAND = "#b2f2bb"
+RULE = "#862e9c"
+
+
+def sweep_chart(table: pd.DataFrame, audit: pd.DataFrame | None = None) -> alt.LayerChart:
+    """Final validation loss against the rate (log): the mean over seeds with its min-max of
+    mean +- std, the band within noise of the best shaded, the best in green, and each
+    range-test rule's rate as a labelled rule."""
+    d = table[np.isfinite(table["mean"].astype(float))].copy()
+    d["lo"] = d["mean"] - d["std"].fillna(0.0)
+    d["hi"] = d["mean"] + d["std"].fillna(0.0)
+    d["what"] = np.where(d.best, "confirmed best", "swept rate")
+    x = alt.X("lr:Q", title="learning rate (log)", scale=alt.Scale(type="log"))
+    y = alt.Y("mean:Q", title="validation loss (mean over seeds)", scale=alt.Scale(zero=False))
+    layers = []
+    band = d[d.in_band]
+    if not band.empty:
+        span = pd.DataFrame({"lo": [band.lr.min()], "hi": [band.lr.max()]})
+        layers.append(
+            alt.Chart(span)
+            .mark_rect(color=BAND, opacity=0.5)
+            .encode(x=alt.X("lo:Q", scale=alt.Scale(type="log")), x2="hi:Q")
+        )
+    layers.append(alt.Chart(d).mark_errorbar().encode(x=x, y=alt.Y("lo:Q", title=""), y2="hi:Q"))
+    layers.append(alt.Chart(d).mark_line(color="#868e96").encode(x=x, y=y))
+    tip = ["lr:Q", alt.Tooltip("mean:Q", format=".4f"), alt.Tooltip("std:Q", format=".4f")]
+    layers.append(
+        alt.Chart(d)
+        .mark_circle(size=90)
+        .encode(
+            x=x,
+            y=y,
+            color=alt.Color(
+                "what:N",
+                title=None,
+                scale=alt.Scale(domain=["confirmed best", "swept rate"], range=[BEST, "#1971c2"]),
+                legend=alt.Legend(orient="top"),
+            ),
+            tooltip=tip,
+        )
+    )
+    if audit is not None and not audit.empty:
+        rules = audit.assign(
+            label=[f"{t} {v:.2g}" for t, v in zip(audit.title, audit.lr, strict=True)]
+        )
+        base = alt.Chart(rules).encode(x=alt.X("lr:Q", scale=alt.Scale(type="log")))
+        layers.append(base.mark_rule(color=RULE, strokeDash=[4, 3]))
+        layers.append(
+            base.mark_text(angle=270, align="left", dx=4, dy=-4, color=RULE, fontSize=10).encode(
+                text="label:N", y=alt.value(4)
+            )
+        )
+    return alt.layer(*layers).properties(
+        title="Confirmation sweep: the band within noise of the best", height=320
+    )
+
+
+def time_to_target_chart(table: pd.DataFrame) -> alt.LayerChart:
+    """Estimated seconds to the target loss per batch (log-log), the fastest in green."""
+    d = table.assign(what=np.where(table.best, "chosen", "candidate"))
+    x = alt.X("batch:Q", title="batch size (log)", scale=alt.Scale(type="log", base=2))
+    y = alt.Y(
+        "seconds_to_target:Q", title="estimated seconds to the target", scale=alt.Scale(type="log")
+    )
+    tip = [
+        "batch:Q",
+        alt.Tooltip("steps_to_target:Q", format=".0f"),
+        alt.Tooltip("seconds_per_step:Q", format=".4f"),
+        alt.Tooltip("seconds_to_target:Q", format=".2f"),
+    ]
+    line = alt.Chart(d).mark_line(color="#868e96").encode(x=x, y=y)
+    dots = (
+        alt.Chart(d)
+        .mark_circle(size=90)
+        .encode(
+            x=x,
+            y=y,
+            color=alt.Color(
+                "what:N",
+                title=None,
+                scale=alt.Scale(domain=["chosen", "candidate"], range=[BEST, "#1971c2"]),
+                legend=alt.Legend(orient="top"),
+            ),
+            tooltip=tip,
+        )
+    )
+    return (line + dots).properties(title="Time to the target: S(B) x seconds per step", height=300)
+
+
+def throughput_chart(table: pd.DataFrame) -> alt.Chart:
+    """Measured samples per second against the batch size."""
+    return (
+        alt.Chart(table)
+        .mark_line(point=True, color="#1971c2")
+        .encode(
+            x=alt.X("batch:Q", title="batch size (log)", scale=alt.Scale(type="log", base=2)),
+            y=alt.Y("samples_per_s:Q", title="samples / s (measured)"),
+            tooltip=["batch:Q", alt.Tooltip("samples_per_s:Q", format=".0f")],
+        )
+        .properties(title="Throughput", height=300)
+    )

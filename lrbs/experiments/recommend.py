@@ -1,0 +1,913 @@
+"""Recommend: one learning rate and one batch size, with the evidence and its confidence.
+
+The pipeline composes the experiments lrbs already has, each step streaming on its own
+channels ("<step>/<channel>") so that the Result, the page and the run history all rebuild
+every step from the same rows:
+
+1. range      the range test over several seeds (lr_finder): each rule's suggestion, its spread;
+2. sweep      a confirmation sweep at equal budget (sweeps, stacked where it pays) over rates
+              spanning the suggestions and a decade around them, repeated over seeds: the
+              confirmed best rate and the band of rates within noise of it; the rules audited;
+3. probe      the largest batch that fits (bs_probe), with its safety margin;
+4. throughput seconds per step at each candidate batch (the series runner);
+5. noise      B_simple at the confirmed rate (noise_scale's meter);
+6. confirm    the batch that minimises the estimated time to the target loss, the rate rescaled
+              to it (linear for SGD up to B_crit, square root for Adam), one short run there.
+
+Steps to the target follow McCandlish et al. (2018): S(B) = S_min (1 + B_noise / B), with
+S_min from the steps the best sweep run took at the base batch; time = S(B) x seconds per step.
+A stop keeps every finished step; the card says which are missing.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass, replace
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+
+from lrbs.core.config import check, option
+from lrbs.core.data import TensorData
+from lrbs.core.device import describe
+from lrbs.core.errors import require
+from lrbs.core.loop import Budget, OptimSpec, TrainConfig
+from lrbs.core.setup import Setup
+from lrbs.experiments import bs_probe, lr_finder, noise_scale, scaling, sweeps
+from lrbs.experiments.sweeps import SweptOptim, load_data
+from lrbs.runs import experiment
+from lrbs.runs.experiment import collect
+from lrbs.runs.series import Planned, run_series
+from lrbs.runs.sink import Sink
+
+KIND = "recommend"
+STEPS = ("range", "sweep", "probe", "throughput", "noise", "confirm")
+STEP_TITLES = {
+    "range": "Range test",
+    "sweep": "Confirmation sweep",
+    "probe": "Largest batch that fits",
+    "throughput": "Throughput per batch",
+    "noise": "Gradient noise scale",
+    "confirm": "Short run at the chosen batch",
+}
+# share of the pipeline's progress bar per step (roughly its share of the time)
+WEIGHTS = {
+    "range": 0.08,
+    "sweep": 0.55,
+    "probe": 0.02,
+    "throughput": 0.08,
+    "noise": 0.12,
+    "confirm": 0.15,
+}
+BUDGETS = ("quick", "thorough")
+SCALING_RULE = {"sgd": "linear", "momentum": "linear", "adam": "sqrt", "adamw": "sqrt"}
+
+
+@dataclass(frozen=True)
+class Effort:
+    """What a budget buys: seeds, rates and steps of each step."""
+
+    range_seeds: int
+    range_iterations: int
+    rates: int
+    sweep_seeds: int
+    sweep_steps: int
+    noise_steps: int
+    throughput_seconds: float
+
+
+EFFORT = {
+    "quick": Effort(
+        range_seeds=3,
+        range_iterations=100,
+        rates=7,
+        sweep_seeds=2,
+        sweep_steps=400,
+        noise_steps=300,
+        throughput_seconds=0.25,
+    ),
+    "thorough": Effort(
+        range_seeds=5,
+        range_iterations=200,
+        rates=10,
+        sweep_seeds=3,
+        sweep_steps=1500,
+        noise_steps=1000,
+        throughput_seconds=0.5,
+    ),
+}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Config:
+    budget: str = option(
+        "quick",
+        choices=BUDGETS,
+        help="quick (about 1 min on 2 CPU cores at the defaults) or thorough (about 5): "
+        "the seeds, rates and steps of every step",
+    )
+    optim: SweptOptim = option(
+        factory=lambda: SweptOptim("momentum"), help="the optimizer (the pipeline picks its rate)"
+    )
+    batch_size: int = option(
+        64, low=1, label="base batch", help="the batch of the range test and of the sweep"
+    )
+    rates: int | None = option(
+        None, low=3, high=sweeps.MAX_RATES, help="rates in the sweep (default: from --budget)"
+    )
+    seeds: int | None = option(
+        None, low=1, high=10, help="seeds of the sweep (default: from --budget)"
+    )
+    sweep_steps: int | None = option(
+        None, low=10, help="updates of each sweep run (default: from --budget)"
+    )
+    cap_mib: float | None = option(
+        None, low=1e-6, label="memory cap", help="memory cap in MiB for the batch probe on a CPU"
+    )
+    max_batch: int | None = option(
+        None, low=1, help="the largest batch to consider (default: half the training set)"
+    )
+    stacked: str = option(
+        "auto", choices=sweeps.STACKED, help="stack the sweep's rates with torch.func"
+    )
+
+    def __post_init__(self) -> None:
+        check(self)
+        OptimSpec(self.optim.name, 1e-3, self.optim.momentum, self.optim.weight_decay)
+
+    @property
+    def effort(self) -> Effort:
+        e = EFFORT[self.budget]
+        return replace(
+            e,
+            rates=self.rates or e.rates,
+            sweep_seeds=self.seeds or e.sweep_seeds,
+            sweep_steps=self.sweep_steps or e.sweep_steps,
+        )
+
+    def range_config(self) -> lr_finder.Config:
+        e = self.effort
+        return lr_finder.Config(
+            iterations=e.range_iterations,
+            batch_size=self.batch_size,
+            optim=self.optim,
+            seeds=e.range_seeds,
+        )
+
+    def optim_at(self, lr: float) -> OptimSpec:
+        return OptimSpec(self.optim.name, lr, self.optim.momentum, self.optim.weight_decay)
+
+
+# ---------------------------------------------------------------------------- pure rules
+
+
+def sweep_grid(suggested: list[float], n: int) -> tuple[float, ...]:
+    """`n` rates, evenly spaced in log, from half a decade below the lowest suggestion to half
+    a decade above the highest (at least a decade in all); 3 significant digits."""
+    vals = [v for v in suggested if v and math.isfinite(v) and v > 0]
+    if not vals:
+        vals = [1e-3, 1e-1]
+    lo, hi = min(vals) / math.sqrt(10), min(max(vals) * math.sqrt(10), 1e6)
+    grid = sorted({float(f"{v:.3g}") for v in np.geomspace(lo, hi, n)})
+    return tuple(grid)
+
+
+def loss_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per rate, over the seeds: mean and standard deviation of the final validation loss
+    (a diverged run counts as infinite), how many seeds ran and how many diverged."""
+    cols = ["lr", "mean", "std", "seeds", "diverged"]
+    if runs.empty:
+        return pd.DataFrame(columns=cols)
+    d = runs.copy()
+    loss = pd.to_numeric(d.val_loss, errors="coerce").astype(float)
+    bad = (d.status == "diverged") | ~np.isfinite(loss)
+    d["loss"] = loss.where(~bad, np.inf)
+    d["bad"] = bad
+    g = d.groupby("lr", sort=True)
+    out = pd.DataFrame(
+        {
+            "mean": g.loss.mean(),
+            "std": g.loss.std(ddof=1).fillna(0.0),
+            "seeds": g.loss.size(),
+            "diverged": g.bad.sum().astype(int),
+        }
+    ).reset_index()
+    out.loc[~np.isfinite(out["mean"]), "std"] = np.nan
+    return out[cols]
+
+
+@dataclass(frozen=True)
+class Confirmed:
+    """The sweep's verdict: the best rate, its loss, the noise between seeds, and the band of
+    neighbouring rates whose mean loss is within that noise of the best."""
+
+    lr: float
+    loss: float
+    noise: float
+    band_lo: float
+    band_hi: float
+    at_edge: bool  # the best is the lowest or highest rate swept
+
+    @property
+    def band_width(self) -> float:
+        return self.band_hi / self.band_lo
+
+
+def confirm(table: pd.DataFrame) -> Confirmed | None:
+    """The best rate of a `loss_table` (lowest mean) and its band: the unbroken run of rates
+    around it whose mean exceeds the best by less than the noise, sqrt(std_best^2 +
+    std_rate^2) (zero with a single seed: then the band is the best rate alone)."""
+    if table.empty or not np.isfinite(table["mean"]).any():
+        return None
+    t = table.sort_values("lr", ignore_index=True)
+    means, stds = t["mean"].to_numpy(float), t["std"].fillna(0.0).to_numpy(float)
+    i = int(np.nanargmin(np.where(np.isfinite(means), means, np.inf)))
+
+    def within(j: int) -> bool:
+        return bool(np.isfinite(means[j])) and means[j] - means[i] <= math.hypot(stds[i], stds[j])
+
+    lo = i
+    while lo > 0 and within(lo - 1):
+        lo -= 1
+    hi = i
+    while hi < len(t) - 1 and within(hi + 1):
+        hi += 1
+    return Confirmed(
+        lr=float(t.lr[i]),
+        loss=float(means[i]),
+        noise=float(stds[i]),
+        band_lo=float(t.lr[lo]),
+        band_hi=float(t.lr[hi]),
+        at_edge=len(t) > 1 and i in (0, len(t) - 1),
+    )
+
+
+def loss_at(table: pd.DataFrame, lr: float) -> float:
+    """The sweep's mean loss at `lr`, interpolated in log(lr) between the rates swept; NaN
+    outside them or next to a diverged rate."""
+    t = table.sort_values("lr")
+    x, y = np.log(t.lr.to_numpy(float)), t["mean"].to_numpy(float)
+    if len(x) == 0 or not (x[0] - 1e-9 <= math.log(lr) <= x[-1] + 1e-9):
+        return math.nan
+    j = int(np.clip(np.searchsorted(x, math.log(lr)), 1, max(1, len(x) - 1)))
+    if len(x) == 1:
+        return float(y[0])
+    a, b = y[j - 1], y[j]
+    if not (np.isfinite(a) and np.isfinite(b)):
+        return math.nan
+    return float(np.interp(math.log(lr), x[j - 1 : j + 1], [a, b]))
+
+
+AUDIT_COLUMNS = [
+    "rule",
+    "title",
+    "lr",
+    "seed_spread",
+    "factor",
+    "times_off",
+    "in_band",
+    "loss",
+    "loss_cost",
+    "closest",
+]
+
+
+def audit(spread: pd.DataFrame, names: dict[str, str], table: pd.DataFrame, best: Confirmed):
+    """Each range-test rule against the confirmed best: its median rate, how far it moves over
+    seeds (max/min), its factor off the best (rate / best), how many times off that is either
+    way, whether it lies in the band, and the loss the sweep gives at it (interpolated) and
+    what that costs over the best. The rule nearest the best (fewest times off) is marked."""
+    rows = []
+    for _, s in spread.iterrows():
+        lr = float(s.median_lr)
+        loss = loss_at(table, lr)
+        factor = lr / best.lr
+        rows.append(
+            {
+                "rule": names.get(s.suggestion, s.suggestion),
+                "title": s.suggestion,
+                "lr": lr,
+                "seed_spread": float(s.max_over_min),
+                "factor": factor,
+                "times_off": max(factor, 1 / factor),
+                "in_band": bool(best.band_lo * (1 - 1e-9) <= lr <= best.band_hi * (1 + 1e-9)),
+                "loss": loss,
+                "loss_cost": loss - best.loss if math.isfinite(loss) else math.nan,
+            }
+        )
+    out = pd.DataFrame(rows, columns=AUDIT_COLUMNS[:-1])
+    out["closest"] = False
+    if not out.empty:
+        out.loc[out.times_off.idxmin(), "closest"] = True
+    return out
+
+
+def candidate_batches(base: int, largest: int, n_train: int, max_batch: int | None = None):
+    """Powers of two from 16 (or the base batch, if smaller) up to the largest safe batch,
+    `max_batch` and half the training set, with the base batch itself."""
+    top = min(largest, max_batch or n_train // 2, n_train)
+    top = max(top, 1)
+    out = {min(base, top)}
+    b = 16 if base >= 16 else 1
+    while b <= top:
+        out.add(b)
+        b *= 2
+    return tuple(sorted(x for x in out if 1 <= x <= n_train))
+
+
+def batch_choice(
+    batches, seconds_per_step, b_noise: float, base_batch: int, base_steps: float
+) -> pd.DataFrame:
+    """Per batch B: the steps to the target, S(B) = S_min (1 + B_noise / B) with S_min chosen so
+    that the base batch takes `base_steps`, the seconds that costs at the measured seconds
+    per step, and the fastest marked `best`."""
+    b = np.asarray(batches, float)
+    sps = np.asarray(seconds_per_step, float)
+    noise = max(float(b_noise), 0.0) if math.isfinite(b_noise) else 0.0
+    s_min = base_steps / (1 + noise / base_batch)
+    steps = s_min * (1 + noise / b)
+    seconds = steps * sps
+    out = pd.DataFrame(
+        {
+            "batch": b.astype(int),
+            "seconds_per_step": sps,
+            "samples_per_s": b / sps,
+            "steps_to_target": steps,
+            "seconds_to_target": seconds,
+        }
+    )
+    out["best"] = False
+    ok = np.isfinite(seconds)
+    if ok.any():
+        out.loc[int(np.argmin(np.where(ok, seconds, np.inf))), "best"] = True
+    return out
+
+
+def rescale(lr: float, base_batch: int, batch: int, optimizer: str, b_crit: float) -> float:
+    """The rate for `batch`, from `lr` at `base_batch`: linear for SGD (with or without
+    momentum) and square root for Adam/AdamW (Malladi et al. 2022), growing only up to the
+    critical batch (beyond it a larger batch brings no larger rate)."""
+    target = batch
+    if batch > base_batch and math.isfinite(b_crit) and b_crit > 0:
+        target = min(batch, max(base_batch, b_crit))
+    return scaling.scaled_lr(lr, base_batch, target, SCALING_RULE[optimizer])
+
+
+def snippet(card: dict) -> str:
+    """PyTorch code using the card's optimizer, rate, batch and schedule."""
+    name, lr, batch = card["optimizer"], card["lr"], card["batch"]
+    steps, peak = card["expected_steps"], card["schedule"]["peak_lr"]
+    if name in ("sgd", "momentum"):
+        m = f", momentum={card['momentum']:g}" if name == "momentum" else ""
+        opt = f"torch.optim.SGD(model.parameters(), lr={lr:.3g}{m})"
+        sched = (
+            f"torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr={peak:.3g}, "
+            f"total_steps={steps})"
+        )
+    else:
+        cls = "Adam" if name == "adam" else "AdamW"
+        warm = card["schedule"]["warmup_steps"]
+        opt = f"torch.optim.{cls}(model.parameters(), lr={peak:.3g})"
+        sched = (
+            "torch.optim.lr_scheduler.SequentialLR(optimizer, [\n"
+            f"    torch.optim.lr_scheduler.LinearLR(optimizer, 0.01, 1.0, total_iters={warm}),\n"
+            "    torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, "
+            f"T_max={max(1, steps - warm)}),\n], milestones=[{warm}])"
+        )
+    return (
+        "import torch\n\n"
+        f"loader = torch.utils.data.DataLoader(train_set, batch_size={batch}, shuffle=True)\n"
+        f"optimizer = {opt}\n"
+        f"scheduler = {sched}\n"
+        f"# {steps} updates: call scheduler.step() after every optimizer.step()\n"
+    )
+
+
+# ---------------------------------------------------------------------------- the pipeline
+
+
+class Stage(Sink):
+    """One step's view of the pipeline's sink: its channels prefixed with the step's name,
+    extra columns added to each row, its progress mapped into [lo, hi] of the pipeline's."""
+
+    def __init__(self, sink: Sink, step: str, lo: float, hi: float, columns: dict | None = None):
+        self.sink, self.step, self.lo, self.hi = sink, step, lo, hi
+        self.columns = columns or {}
+
+    def emit(self, channel: str, row: dict) -> None:
+        self.sink.emit(f"{self.step}/{channel}", row | self.columns)
+
+    def progress(self, fraction: float, text: str = "") -> None:
+        f = max(0.0, min(1.0, fraction))
+        self.sink.progress(self.lo + (self.hi - self.lo) * f, f"{self.step}: {text}")
+
+
+def _spans() -> dict[str, tuple[float, float]]:
+    out, at = {}, 0.0
+    for name in STEPS:
+        out[name] = (at, at + WEIGHTS[name])
+        at += WEIGHTS[name]
+    return out
+
+
+SPANS = _spans()
+
+
+class _Pipeline:
+    def __init__(self, setup, config, data, sink, rows, stop) -> None:
+        self.setup, self.config, self.data = setup, config, data
+        self.sink, self.rows, self.stop = sink, rows, stop
+
+    def stage(self, step: str, columns: dict | None = None, part=(0.0, 1.0)) -> Stage:
+        lo, hi = SPANS[step]
+        a, b = lo + (hi - lo) * part[0], lo + (hi - lo) * part[1]
+        return Stage(self.sink, step, a, b, columns=columns)
+
+    @property
+    def stopped(self) -> bool:
+        return self.stop is not None and self.stop.is_set()
+
+    def now(self) -> Result:
+        return Result(self.config, self.rows.rows)
+
+    def range(self) -> str:
+        r = lr_finder.run(self.setup, self.config.range_config(), self.stage("range"), self.stop)
+        return r.status
+
+    def sweep(self) -> str:
+        e = self.config.effort
+        grid = sweep_grid(list(self.now().suggestions().values()), e.rates)
+        for k in range(e.sweep_seeds):
+            seed = self.setup.seed + k
+            cfg = sweeps.Config(
+                lrs=grid,
+                budget=Budget(steps=e.sweep_steps),
+                batch_size=self.config.batch_size,
+                optim=self.config.optim,
+                seed=seed,
+                stacked=self.config.stacked,
+            )
+            part = (k / e.sweep_seeds, (k + 1) / e.sweep_seeds)
+            sweeps.run(self.setup, cfg, self.stage("sweep", {"seed": seed}, part), self.stop)
+            if self.stopped:
+                return "stopped"
+        if self.now().confirmed is None:
+            return "failed: every rate diverged"
+        return "finished"
+
+    def probe(self) -> str:
+        stage, data = self.stage("probe"), self.data
+        stage.emit("info", {"n_train": data.n_train, "device": data.x_train.device.type})
+        fits = bs_probe.make_fits(
+            self.setup.fresh_model(data),
+            data,
+            bs_probe.Config(cap_mib=self.config.cap_mib).cap_bytes,
+            bs_probe.OPTIMIZER_STATES[self.config.optim.name],
+        )
+        total = bs_probe.expected_tries(data.n_train)
+        tried = []
+
+        def logged(b: int) -> bool:
+            ok = bool(fits(b))
+            tried.append(b)
+            stage.emit("tried", {"batch": b, "fits": ok})
+            stage.progress(min(0.99, len(tried) / total), f"B={b}")
+            return ok
+
+        r = bs_probe.largest_batch(logged, data.n_train, stop=self.stop)
+        return "stopped" if r.stopped else "finished"
+
+    def throughput(self) -> str:
+        now, e = self.now(), self.config.effort
+        base, data = self.config.batch_size, self.data
+        batches = candidate_batches(base, now.probe.safe, data.n_train, self.config.max_batch)
+        lr = now.confirmed.lr
+
+        def prepare(name: str) -> Planned:
+            b = int(name.removeprefix("B="))
+            tc = TrainConfig(
+                batch_size=b,
+                budget=Budget(steps=200, seconds=e.throughput_seconds),
+                optim=self.config.optim_at(lr * min(1.0, base / b)),
+                seed=self.setup.seed,
+                log_every=5,
+                eval_each_epoch=False,
+                eval_at_end=False,
+                divergence_factor=None,
+            )
+            return Planned(self.setup.fresh_model(data), tc, columns={"batch": b})
+
+        run_series([f"B={b}" for b in batches], prepare, data, self.stage("throughput"), self.stop)
+        return "stopped" if self.stopped else "finished"
+
+    def noise(self) -> str:
+        now, e, data = self.now(), self.config.effort, self.data
+        cfg = noise_config(self.config, self.setup, data.n_train, now.confirmed.lr, e)
+        stage = self.stage("noise")
+        meter = noise_scale.NoiseMeter(self.setup.fresh_model(data), data, cfg, stage)
+
+        def prepare(name: str) -> Planned:
+            tc = TrainConfig(
+                batch_size=cfg.batch_size,
+                budget=Budget(steps=cfg.steps),
+                optim=cfg.optim,
+                seed=cfg.seed,
+                log_every=min(cfg.every, 10),
+                eval_each_epoch=False,
+                eval_at_end=False,
+            )
+            return Planned(meter.model, tc, {"stop_rule": meter.observe}, {"phase": "measure"})
+
+        run_series([noise_scale.MEASURE], prepare, data, stage, self.stop)
+        if self.stopped:
+            return "stopped"
+        if not math.isfinite(self.now().b_simple):
+            return "failed: no noise scale was measured"
+        return "finished"
+
+    def confirm(self) -> str:
+        plan = self.now().plan()
+        base = self.config.batch_size
+        steps = int(min(math.ceil(plan["expected_steps"]), 10 * self.config.effort.sweep_steps))
+
+        def prepare(name: str) -> Planned:
+            tc = TrainConfig(
+                batch_size=plan["batch"],
+                budget=Budget(steps=max(1, steps)),
+                optim=self.config.optim_at(plan["lr"]),
+                seed=self.setup.seed,
+                log_every=10,
+                min_eval_seconds=0.25,
+            )
+            columns = {
+                "batch": plan["batch"],
+                "lr": plan["lr"],
+                "base_batch": base,
+                "expected_steps": plan["expected_steps"],
+                "target_loss": plan["target_loss"],
+            }
+            return Planned(self.setup.fresh_model(self.data), tc, columns=columns)
+
+        run_series(["confirm"], prepare, self.data, self.stage("confirm"), self.stop)
+        return "stopped" if self.stopped else "finished"
+
+
+def noise_config(
+    config: Config, setup: Setup, n_train: int, lr: float, e: Effort
+) -> noise_scale.Config:
+    big = min(512, n_train)
+    small = min(32, max(1, big // 4))
+    return noise_scale.Config(
+        batch_small=small,
+        batch_big=big,
+        every=max(5, e.noise_steps // 15),
+        batch_size=min(config.batch_size, n_train),
+        optim=config.optim_at(lr),
+        steps=e.noise_steps,
+        seed=setup.seed,
+    )
+
+
+def run(
+    setup: Setup,
+    config: Config,
+    sink: Sink | None = None,
+    stop: threading.Event | None = None,
+) -> Result:
+    """Every step in turn; a "steps" row as each ends (its status and seconds). A stop ends
+    the pipeline after the step under way; a step that cannot go on (every rate diverged)
+    ends it too, keeping what came before."""
+    rows, sink = collect(sink)
+    data: TensorData = load_data(setup)
+    require(
+        config.batch_size <= data.n_train,
+        f"the base batch ({config.batch_size}) is larger than the training set ({data.n_train})",
+    )
+    sink.emit(
+        "info",
+        {
+            "dataset": setup.data.name,
+            "model": setup.model.name,
+            "device": describe(data.x_train.device).name,
+            "n_train": data.n_train,
+        },
+    )
+    pipeline = _Pipeline(setup, config, data=data, sink=sink, rows=rows, stop=stop)
+    status = "finished"
+    for step in STEPS:
+        t0 = time.perf_counter()
+        outcome = getattr(pipeline, step)()
+        sink.emit("steps", {"step": step, "status": outcome, "seconds": time.perf_counter() - t0})
+        sink.progress(SPANS[step][1], f"{step}: {outcome}")
+        if outcome == "stopped" or pipeline.stopped:
+            status = "stopped"
+            break
+        if outcome != "finished":
+            break
+    result = Result(config, rows.rows, status)
+    return Result(config, rows.rows, status, result.explain())
+
+
+# ---------------------------------------------------------------------------- the result
+
+
+@dataclass(frozen=True)
+class Result(experiment.Result):
+    """Every step rebuilt from its channels; the card from the finished steps."""
+
+    def sub(self, step: str) -> dict[str, list[dict]]:
+        prefix = step + "/"
+        return {k[len(prefix) :]: v for k, v in self.rows.items() if k.startswith(prefix)}
+
+    @cached_property
+    def step_status(self) -> dict[str, str]:
+        return {r["step"]: r["status"] for r in self.rows.get("steps", [])}
+
+    @cached_property
+    def step_seconds(self) -> dict[str, float]:
+        return {r["step"]: float(r["seconds"] or 0.0) for r in self.rows.get("steps", [])}
+
+    def done(self, step: str) -> bool:
+        return self.step_status.get(step) == "finished"
+
+    @property
+    def missing(self) -> list[str]:
+        return [s for s in STEPS if not self.done(s)]
+
+    @property
+    def info(self) -> dict:
+        return (self.rows.get("info") or [{}])[0]
+
+    # ------------------------------------------------------------------ 1. the rate
+
+    @cached_property
+    def range_result(self) -> lr_finder.Result:
+        return lr_finder.Result(self.config.range_config(), self.sub("range"))
+
+    def suggestions(self) -> dict[str, float]:
+        return self.range_result.suggestions() if self.range_result.rounds else {}
+
+    def range_spread(self) -> pd.DataFrame:
+        return self.range_result.spread() if self.range_result.rounds else pd.DataFrame()
+
+    def sweep_runs(self) -> pd.DataFrame:
+        cols = ["seed", "lr", "status", "train_loss", "val_loss", "val_acc", "steps", "seconds"]
+        return self.frame("sweep/runs").reindex(columns=cols)
+
+    def sweep_table(self) -> pd.DataFrame:
+        """Per rate: mean and spread of the final validation loss over seeds, the band."""
+        table = loss_table(self.sweep_runs())
+        best = confirm(table)
+        table["best"] = table.lr == (best.lr if best else None)
+        table["in_band"] = (
+            table.lr.between(best.band_lo, best.band_hi) if best else [False] * len(table)
+        )
+        return table
+
+    @cached_property
+    def confirmed(self) -> Confirmed | None:
+        return confirm(loss_table(self.sweep_runs()))
+
+    def seed_bests(self) -> dict[int, float]:
+        """Each seed's own best rate (lowest final validation loss among its runs)."""
+        out = {}
+        for seed, part in self.sweep_runs().groupby("seed"):
+            table = loss_table(part)
+            found = confirm(table)
+            if found is not None:
+                out[int(seed)] = found.lr
+        return out
+
+    def audit(self) -> pd.DataFrame:
+        best = self.confirmed
+        spread = self.range_spread()
+        if best is None or spread.empty:
+            return pd.DataFrame(columns=AUDIT_COLUMNS)
+        names = {r.title: r.name for r in lr_finder.SUGGESTIONS}
+        return audit(spread, names, loss_table(self.sweep_runs()), best)
+
+    # ------------------------------------------------------------------ 2. the batch
+
+    @cached_property
+    def probe(self) -> bs_probe.Result:
+        return bs_probe.Result(bs_probe.Config(cap_mib=self.config.cap_mib), self.sub("probe"))
+
+    def throughput(self) -> pd.DataFrame:
+        """Per candidate batch: seconds per step, the median over its logging intervals (robust
+        to the first steps' warm-up and to other work on the machine), and samples/s."""
+        cols = ["batch", "steps", "seconds", "seconds_per_step", "samples_per_s"]
+        runs = self.frame("throughput/runs")
+        events = self.frame("throughput/events")
+        if runs.empty or events.empty:
+            return pd.DataFrame(columns=cols)
+        out = []
+        for _, r in runs.iterrows():
+            ev = events[(events.run_id == r.run) & (events.kind == "train")]
+            steps = np.diff(np.concatenate([[0], ev.step.to_numpy(float)]))
+            secs = np.diff(np.concatenate([[0], ev.elapsed.to_numpy(float)]))
+            per = secs[steps > 0] / steps[steps > 0]
+            if len(per) == 0:
+                continue
+            sps = float(np.median(per[1:] if len(per) > 2 else per))
+            b = int(r.batch)
+            out.append(
+                {
+                    "batch": b,
+                    "steps": int(r.steps),
+                    "seconds": float(r.seconds),
+                    "seconds_per_step": sps,
+                    "samples_per_s": b / sps,
+                }
+            )
+        return pd.DataFrame(out, columns=cols).sort_values("batch", ignore_index=True)
+
+    @cached_property
+    def noise_result(self) -> noise_scale.Result:
+        return noise_scale.Result(None, self.sub("noise"))
+
+    @property
+    def b_simple(self) -> float:
+        return self.noise_result.b_simple if self.rows.get("noise/rows") else math.nan
+
+    def batch_table(self) -> pd.DataFrame:
+        """Per candidate batch: measured throughput, estimated steps and seconds to target."""
+        t, best = self.throughput(), self.confirmed
+        if t.empty or best is None:
+            return pd.DataFrame()
+        return batch_choice(
+            t.batch,
+            t.seconds_per_step,
+            self.b_simple,
+            self.config.batch_size,
+            self.config.effort.sweep_steps,
+        )
+
+    def plan(self) -> dict:
+        """The chosen batch, its rescaled rate and the expected steps to the target (the
+        loss the best sweep run reached): what the confirming run trains."""
+        table, best = self.batch_table(), self.confirmed
+        row = table[table.best].iloc[0]
+        batch = int(row.batch)
+        b_crit = self.b_simple
+        lr = rescale(best.lr, self.config.batch_size, batch, self.config.optim.name, b_crit)
+        return {
+            "batch": batch,
+            "lr": lr,
+            "expected_steps": float(row.steps_to_target),
+            "target_loss": best.loss,
+        }
+
+    def confirm_run(self) -> dict:
+        runs = self.rows.get("confirm/runs") or []
+        return runs[0] if runs else {}
+
+    def reached(self) -> bool | None:
+        """Whether the short run at the chosen batch reached the target loss (within the
+        sweep's noise, or 2 %)."""
+        run = self.confirm_run()
+        if not run:
+            return None
+        loss, target = run.get("val_loss"), run.get("target_loss")
+        if loss is None or target is None or run.get("status") == "diverged":
+            return False
+        noise = self.confirmed.noise if self.confirmed else 0.0
+        return bool(loss <= target + max(noise, 0.02 * target))
+
+    # ------------------------------------------------------------------ 3. the card
+
+    def confidence(self) -> tuple[str, list[str]]:
+        """high / medium / low, and why."""
+        best = self.confirmed
+        if best is None:
+            return "low", ["no rate was confirmed"]
+        issues, notes = [], []
+        seeds = self.seed_bests()
+        if best.at_edge:
+            issues.append("the best rate is at the edge of the sweep: the optimum may lie beyond")
+        if len(seeds) < 2:
+            issues.append("one seed: the spread between seeds was not measured")
+        else:
+            off = [s for s, lr in seeds.items() if not best.band_lo <= lr <= best.band_hi]
+            if off:
+                issues.append(f"seeds disagree: {len(off)} of {len(seeds)} put the best outside")
+            else:
+                notes.append(f"all {len(seeds)} seeds put their best inside the band")
+        notes.append(
+            f"the band spans {best.band_width:.3g}x ({best.band_lo:.3g} to {best.band_hi:.3g})"
+        )
+        reached = self.reached()
+        if reached is False:
+            issues.append("the short run at the chosen batch missed the target: batch kept at base")
+        elif reached:
+            notes.append("the short run at the chosen batch reached the target")
+        if "confirm" in self.missing:
+            issues.append("the batch was not confirmed (missing: " + ", ".join(self.missing) + ")")
+        level = "high" if not issues else "medium" if len(issues) == 1 else "low"
+        if best.at_edge:
+            level = "low"
+        return level, issues + notes
+
+    def card(self) -> dict:
+        """The answer, as far as the finished steps give it; `missing` names the others."""
+        opt = self.config.optim
+        out: dict = {
+            "status": self.status,
+            "message": self.message,
+            "dataset": self.info.get("dataset"),
+            "model": self.info.get("model"),
+            "optimizer": opt.name,
+            "momentum": opt.momentum if opt.name == "momentum" else None,
+            "missing": self.missing,
+            "suggestions": self.suggestions(),
+            "seconds": self.step_seconds,
+        }
+        best = self.confirmed if self.done("sweep") else None
+        base = self.config.batch_size
+        out |= {"base_batch": base, "batch": base, "lr": None, "rule": SCALING_RULE[opt.name]}
+        if best is None:
+            out["confidence"], out["confidence_reasons"] = "low", ["no rate was confirmed"]
+            return out
+        audit_ = self.audit()
+        closest = audit_[audit_.closest]
+        out |= {
+            "base_lr": best.lr,
+            "lr": best.lr,
+            "band": [best.band_lo, best.band_hi],
+            "target_loss": best.loss,
+            "loss_noise": best.noise,
+            "closest_rule": str(closest.rule.iloc[0]) if not closest.empty else None,
+            "audit": audit_.to_dict(orient="records"),
+            "expected_steps": int(self.config.effort.sweep_steps),
+        }
+        if self.done("probe"):
+            out |= {"largest_batch": self.probe.largest, "safe_batch": self.probe.safe}
+        if self.done("noise"):
+            out["b_simple"] = self.b_simple
+        if self.done("throughput") and self.done("noise"):
+            plan = self.plan()
+            out["estimated_batch"] = plan["batch"]
+            if self.done("confirm") and self.reached():
+                run = self.confirm_run()
+                out |= {
+                    "batch": plan["batch"],
+                    "lr": plan["lr"],
+                    "expected_steps": int(math.ceil(plan["expected_steps"])),
+                    "confirm_val_loss": run.get("val_loss"),
+                }
+        k = out["lr"] / best.lr
+        peak = best.band_hi * k
+        steps = out["expected_steps"]
+        out["band_at_batch"] = [best.band_lo * k, best.band_hi * k]
+        sched = "one-cycle" if opt.name in ("sgd", "momentum") else "warm-up + cosine"
+        out["schedule"] = {
+            "name": sched,
+            "peak_lr": peak,
+            "total_steps": steps,
+            "warmup_steps": max(1, steps // 20),
+        }
+        out["confidence"], out["confidence_reasons"] = self.confidence()
+        out["snippet"] = snippet(out)
+        return out
+
+    def explain(self) -> str:
+        if self.stopped:
+            return "stopped: missing " + ", ".join(self.missing)
+        failed = [f"{s}: {v}" for s, v in self.step_status.items() if v.startswith("failed")]
+        return "; ".join(failed)
+
+    def summary(self) -> dict:
+        return self.card()
+
+    def tables(self) -> dict[str, pd.DataFrame]:
+        return {
+            "sweep": self.sweep_table(),
+            "audit": self.audit(),
+            "range": self.range_result.points(),
+            "sweep_runs": self.sweep_runs(),
+            "batches": self.batch_table(),
+            "probe": self.probe.tried(),
+            "noise": self.noise_result.measurements(),
+            "confirm": pd.DataFrame(self.rows.get("confirm/runs", [])),
+        }
+
+    def report(self) -> str:
+        c = self.card()
+        if c["lr"] is None:
+            return f"{self.status}: no rate confirmed (missing: {', '.join(c['missing'])})"
+        lines = [
+            f"lr {c['lr']:.3g} at batch {c['batch']} ({c['optimizer']}), "
+            f"band {c['band_at_batch'][0]:.3g} to {c['band_at_batch'][1]:.3g}",
+            f"schedule: {c['schedule']['name']}, peak {c['schedule']['peak_lr']:.3g}, "
+            f"{c['expected_steps']} steps to val loss {c['target_loss']:.4g}",
+            f"confidence: {c['confidence']} ({'; '.join(c['confidence_reasons'])})",
+        ]
+        if c["missing"]:
+            lines.append("missing: " + ", ".join(c["missing"]))
+        audit_ = self.audit()
+        if not audit_.empty:
+            lines.append(audit_.to_string(index=False))
+        lines.append(c["snippet"])
+        return "\n".join(lines)

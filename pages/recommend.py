@@ -1,0 +1,190 @@
+"""Recommend
+
+icon: :material/recommend:
+
+One learning rate and one batch size to trust without reading a plot: the range test over
+seeds, confirmed by a short sweep; the batch that reaches the target loss fastest, its rate
+rescaled; a schedule, a PyTorch snippet, and how sure the answer is.
+"""
+
+import json
+
+import streamlit as st
+
+from lrbs import charts
+from lrbs.charts.noise import b_simple_chart
+from lrbs.charts.recommend import sweep_chart, throughput_chart, time_to_target_chart
+from lrbs.core.errors import LrbsError
+from lrbs.experiments import lr_finder, recommend
+from lrbs.experiments.sweeps import SweptOptim
+from pages.common.job import experiment
+from pages.common.live import csv_download, live_chart, show_error
+from pages.common.sidebar import optimizer_inputs, require_setup
+from pages.common.state import default, page_start
+
+page_start()
+
+st.title("Recommend: the learning rate and the batch size")
+st.markdown(
+    "The range test over several seeds suggests rates by four rules; a short sweep at equal "
+    "budget **confirms** the best and the band of rates within noise of it. Then the batch: "
+    "the largest that fits, the measured throughput and the gradient noise scale B_simple "
+    "give the batch that reaches the same loss **fastest** (S(B) = S_min (1 + B_noise/B) "
+    "steps), the rate rescaled to it by this optimizer's rule, and one short run to confirm."
+)
+
+setup, arrays = require_setup()
+default("rec_budget", "quick")
+default("rec_batch", 64)
+default("rec_cap", 512)
+with st.sidebar:
+    st.subheader("Recommend")
+    budget = st.radio(
+        "Budget",
+        list(recommend.BUDGETS),
+        key="rec_budget",
+        horizontal=True,
+        help="quick: about 1 min on 2 CPU cores at the defaults; thorough: about 5",
+    )
+    opt, momentum = optimizer_inputs("rec", "momentum")
+    batch = st.number_input("Base batch (range test, sweep)", min_value=1, key="rec_batch")
+    cap = None
+    if setup.torch_device().type == "cpu":
+        cap = st.number_input("Memory cap for the batch probe (MiB)", min_value=1, key="rec_cap")
+    effort = recommend.EFFORT[budget]
+    with st.expander("Override the budget"):
+        rates = st.number_input("Rates in the sweep", 3, 12, effort.rates, key="rec_rates")
+        seeds = st.number_input("Seeds of the sweep", 1, 10, effort.sweep_seeds, key="rec_seeds")
+        sweep_steps = st.number_input(
+            "Updates per sweep run", 10, None, effort.sweep_steps, key="rec_steps"
+        )
+
+try:
+    cfg = recommend.Config(
+        budget=budget,
+        optim=SweptOptim(opt, momentum=momentum),
+        batch_size=int(batch),
+        cap_mib=float(cap) if cap else None,
+        rates=int(rates) if rates != effort.rates else None,
+        seeds=int(seeds) if seeds != effort.sweep_seeds else None,
+        sweep_steps=int(sweep_steps) if sweep_steps != effort.sweep_steps else None,
+    )
+    if cfg.batch_size > arrays.n_train:
+        raise LrbsError(
+            f"the base batch ({cfg.batch_size}) is larger than the training set ({arrays.n_train})"
+        )
+except LrbsError as exc:
+    st.error(str(exc))
+    cfg = None
+
+
+def card_view(result: recommend.Result) -> None:
+    """The answer card, as far as the finished steps give it."""
+    card = result.card()
+    c1, c2, c3, c4 = st.columns(4)
+    c1.metric("Learning rate", f"{card['lr']:.3g}" if card["lr"] else "…")
+    c2.metric("Batch size", card["batch"] if card["lr"] else "…")
+    steps = card.get("expected_steps")
+    c3.metric("Steps to the target", f"{steps:,}" if steps and card["lr"] else "…")
+    c4.metric("Confidence", card["confidence"] if card["lr"] else "…")
+    if card["lr"]:
+        lo, hi = card["band_at_batch"]
+        sched = card["schedule"]
+        st.markdown(
+            f"**Band within noise:** {lo:.3g} to {hi:.3g} · **schedule:** {sched['name']} "
+            f"peaking at {sched['peak_lr']:.3g} over {sched['total_steps']:,} steps · "
+            f"**target:** validation loss {card['target_loss']:.4f}"
+        )
+        st.caption("Confidence: " + "; ".join(card["confidence_reasons"]) + ".")
+    if card["missing"]:
+        st.caption("Steps not done yet: " + ", ".join(card["missing"]) + ".")
+    done = [f"{recommend.STEP_TITLES[s]} {t:.1f} s" for s, t in card["seconds"].items()]
+    if done:
+        st.caption("Seconds per step: " + " · ".join(done))
+
+
+def draw(snap, running: bool) -> None:
+    result = snap.result
+    if result is None and cfg is not None:
+        result = recommend.Result(cfg, snap.rows)
+    if running:
+        n = len(snap.rows.get("steps", []))
+        st.progress(snap.progress, text=f"Pipeline: {n} of {len(recommend.STEPS)} steps done")
+    if result is not None:
+        card_view(result)
+    show_error(snap)
+
+
+result = experiment("rec_job", recommend, setup, cfg, draw, label="Recommend")
+if st.session_state.get("rec_job") is None:
+    st.info("The card fills in as each step ends; the evidence of each step follows below it.")
+if result is None:
+    st.stop()
+
+
+def use_this(lr: float, batch: int) -> None:
+    st.session_state["chosen_lr"] = float(lr)
+    st.session_state["chosen_lr_source"] = "Recommend page"
+    st.session_state["chosen_batch"] = int(batch)
+
+
+card = result.card()
+if card["lr"]:
+    st.button(
+        f"Use lr {card['lr']:.3g} and batch {card['batch']} on the other pages",
+        on_click=use_this,
+        args=(card["lr"], card["batch"]),
+        key="rec_use",
+    )
+    st.code(card["snippet"], language="python")
+tables = result.tables()
+tabs = st.tabs(["Range test", "Sweep & audit", "Batch", "Noise scale", "Card (JSON)"])
+with tabs[0]:
+    points = tables["range"]
+    if points.empty:
+        st.info("The range test did not run.")
+    else:
+        latest = result.range_result.latest
+        chart = charts.range_test_chart(
+            points, lr_finder.suggestion_frame(latest), band=lr_finder.band_of(latest)
+        )
+        live_chart(st, chart, False)
+        st.dataframe(result.range_spread(), hide_index=True, width="stretch")
+        csv_download(st, "Download the range tests (CSV)", points, "recommend_range.csv", "rec_r")
+with tabs[1]:
+    sweep = tables["sweep"]
+    if sweep.empty:
+        st.info("The confirmation sweep did not run.")
+    else:
+        live_chart(st, sweep_chart(sweep, tables["audit"]), False)
+        st.markdown("**Audit:** each rule's rate against the confirmed best")
+        st.dataframe(tables["audit"], hide_index=True, width="stretch")
+        csv_download(st, "Download the sweep (CSV)", sweep, "recommend_sweep.csv", "rec_s")
+        csv_download(
+            st, "Download the audit (CSV)", tables["audit"], "recommend_audit.csv", "rec_a"
+        )
+with tabs[2]:
+    batches = tables["batches"]
+    if result.done("probe"):
+        st.markdown(result.probe.verdict())
+    if batches.empty:
+        st.info("The throughput and the noise scale are both needed for the batch choice.")
+    else:
+        c1, c2 = st.columns(2)
+        live_chart(c1, time_to_target_chart(batches), False)
+        live_chart(c2, throughput_chart(batches), False)
+        st.dataframe(batches, hide_index=True, width="stretch")
+        if not tables["confirm"].empty:
+            st.markdown("**The short run at the chosen batch**")
+            st.dataframe(tables["confirm"], hide_index=True, width="stretch")
+        csv_download(st, "Download the batch table (CSV)", batches, "recommend_batch.csv", "rec_b")
+with tabs[3]:
+    noise = tables["noise"]
+    if noise.empty:
+        st.info("The noise scale was not measured.")
+    else:
+        st.markdown(f"B_simple = **{result.b_simple:,.0f}** (the last averaged estimate)")
+        live_chart(st, b_simple_chart(noise), False)
+        csv_download(st, "Download the measurements (CSV)", noise, "recommend_noise.csv", "rec_n")
+with tabs[4]:
+    st.code(json.dumps({k: v for k, v in card.items() if k != "snippet"}, indent=1, default=str))

@@ -1,0 +1,271 @@
+"""The Recommend pipeline: each rule against an independent oracle (a plain sweep run
+separately, a hand computation of the batch rule, a quadratic loss whose best rate is 1/lambda),
+a stop that keeps the finished steps, the history's rebuild and the CLI's --json card."""
+
+import json
+import math
+import threading
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from lrbs.cli import main
+from lrbs.core.data import DataSpec
+from lrbs.core.loop import Budget
+from lrbs.core.models import ModelSpec
+from lrbs.core.setup import Setup
+from lrbs.experiments import recommend, sweeps
+from lrbs.experiments.recommend import (
+    Config,
+    batch_choice,
+    candidate_batches,
+    confirm,
+    loss_table,
+    rescale,
+    sweep_grid,
+)
+from lrbs.experiments.sweeps import SweptOptim
+from lrbs.runs.experiment import execute, rebuild
+from lrbs.runs.sink import Sink
+from lrbs.runs.store import RunStore, recorder
+
+SETUP = Setup(DataSpec(name="digits"), ModelSpec("mlp", hidden=(32,)))
+SMALL = Config(rates=4, seeds=2, sweep_steps=40)
+# the "quick" budget made tiny, so that a whole pipeline takes a few seconds
+TINY = recommend.Effort(
+    range_seeds=2,
+    range_iterations=40,
+    rates=4,
+    sweep_seeds=1,
+    sweep_steps=30,
+    noise_steps=60,
+    throughput_seconds=0.05,
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def tiny_budget():
+    """The tiny budget, on one CPU thread: with the machine shared, two OpenMP threads per
+    tiny step wait on each other far longer than the step takes (bench/RESULTS.md)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(recommend.EFFORT, "quick", TINY)
+        yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def finished(tiny_budget):
+    return recommend.run(SETUP, SMALL)
+
+
+# ---------------------------------------------------------------------------- pure rules
+
+
+def test_the_grid_spans_the_suggestions_and_a_decade_around_them():
+    grid = sweep_grid([0.01, 0.05, 0.2], 7)
+    assert len(grid) == 7 and list(grid) == sorted(grid)
+    assert grid[0] == pytest.approx(0.01 / math.sqrt(10), rel=1e-2)
+    assert grid[-1] == pytest.approx(0.2 * math.sqrt(10), rel=1e-2)
+    one = sweep_grid([0.1], 5)  # a single suggestion still gets a decade
+    assert one[-1] / one[0] == pytest.approx(10, rel=1e-2)
+
+
+def test_the_batch_rule_against_a_hand_computation():
+    batches = [16, 64, 256, 1024]
+    sps = [0.002, 0.0025, 0.004, 0.012]  # seconds per step, as if measured
+    b_noise, base, base_steps = 200.0, 64, 1000
+    table = batch_choice(batches, sps, b_noise, base, base_steps)
+    s_min = base_steps / (1 + b_noise / base)
+    hand = {b: s_min * (1 + b_noise / b) * t for b, t in zip(batches, sps, strict=True)}
+    assert table.seconds_to_target.tolist() == pytest.approx(list(hand.values()))
+    assert int(table[table.best].batch.iloc[0]) == min(hand, key=hand.get) == 256
+    # the base batch takes exactly the steps it took
+    assert table.set_index("batch").steps_to_target[64] == pytest.approx(base_steps)
+    # no gradient noise: the steps do not fall with the batch, so the fastest step wins
+    flat = batch_choice(batches, sps, 0.0, base, base_steps)
+    assert int(flat[flat.best].batch.iloc[0]) == 16
+
+
+def test_rates_rescale_by_the_optimizers_rule_up_to_the_critical_batch():
+    assert rescale(0.1, 64, 256, "momentum", b_crit=1e9) == pytest.approx(0.4)
+    assert rescale(0.1, 64, 256, "sgd", b_crit=128) == pytest.approx(0.2)  # capped at B_crit
+    assert rescale(0.001, 64, 256, "adam", b_crit=1e9) == pytest.approx(0.002)
+    assert rescale(0.1, 64, 16, "sgd", b_crit=128) == pytest.approx(0.025)  # smaller: linear
+
+
+def test_candidate_batches_stay_under_the_safe_batch():
+    assert candidate_batches(64, 300, 4000) == (16, 32, 64, 128, 256)
+    assert candidate_batches(100, 4000, 1000) == (16, 32, 64, 100, 128, 256)  # <= N/2
+    assert candidate_batches(8, 20, 1000) == (1, 2, 4, 8, 16)
+
+
+def quadratic_sweep(lam: float, grid, seeds: int = 3, steps: int = 5) -> pd.DataFrame:
+    """Gradient descent on L(x) = lam x^2 / 2 from x0 = 1 for `steps` steps: the loss after
+    them is (1 - lr lam)^(2 steps) lam / 2, smallest at lr = 1/lam; each seed's loss is off by
+    up to 5 % (noise in proportion to the loss, as between seeds of a real sweep)."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for seed in range(seeds):
+        for lr in grid:
+            loss = lam / 2 * (1 - lr * lam) ** (2 * steps) * (1 + 0.05 * rng.random())
+            status = "diverged" if loss > 1e6 else "finished"
+            rows.append({"seed": seed, "lr": lr, "status": status, "val_loss": loss})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize(
+    "lam, suggested", [(0.5, (0.2, 0.5, 2.0)), (4.0, (0.05, 0.3, 1.2)), (37.0, (0.5, 1.5, 1.9))]
+)
+def test_the_confirmed_rate_on_a_quadratic_lands_within_1_5x_of_one_over_lambda(lam, suggested):
+    # suggestions (in units of 1/lam) as a range test gives them: scattered around the best
+    grid = sweep_grid([s / lam for s in suggested], 10)
+    best = confirm(loss_table(quadratic_sweep(lam, grid)))
+    assert 1 / 1.5 <= best.lr * lam <= 1.5
+    assert best.band_lo <= best.lr <= best.band_hi
+    assert not best.at_edge
+
+
+def test_a_single_seed_has_no_band_and_diverged_rates_are_never_best():
+    runs = pd.DataFrame(
+        {
+            "seed": [0, 0, 0],
+            "lr": [0.01, 0.1, 1.0],
+            "status": ["finished", "finished", "diverged"],
+            "val_loss": [0.5, 0.4, 0.01],
+        }
+    )
+    best = confirm(loss_table(runs))
+    assert best.lr == 0.1 and best.band_lo == best.band_hi == 0.1 and best.noise == 0
+
+
+# ---------------------------------------------------------------------------- the pipeline
+
+
+def test_the_confirmed_best_is_the_argmin_of_a_plain_sweep(finished):
+    """The oracle: lrbs.experiments.sweeps run directly, once per seed, on the same grid."""
+    grid = tuple(sorted(finished.sweep_runs().lr.unique()))
+    assert len(grid) == 4
+    means = {}
+    for seed in (0, 1):
+        cfg = sweeps.Config(
+            lrs=grid,
+            budget=Budget(steps=40),
+            batch_size=SMALL.batch_size,
+            optim=SMALL.optim,
+            seed=seed,
+        )
+        table = sweeps.run(SETUP, cfg).table()
+        for lr, loss, status in zip(table.lr, table.val_loss, table.status, strict=True):
+            means.setdefault(lr, []).append(loss if status != "diverged" else math.inf)
+    oracle = min(means, key=lambda lr: np.mean(means[lr]))
+    assert finished.confirmed.lr == oracle
+    card = finished.card()
+    assert card["base_lr"] == oracle
+    assert card["band"][0] <= oracle <= card["band"][1]
+    assert card["target_loss"] == pytest.approx(np.mean(means[oracle]))
+
+
+def test_the_card_is_complete_and_its_batch_follows_the_rule(finished):
+    card = finished.card()
+    assert finished.status == "finished" and card["missing"] == []
+    assert set(card["seconds"]) == set(recommend.STEPS)
+    assert card["confidence"] in ("high", "medium", "low") and card["confidence_reasons"]
+    assert set(card["suggestions"]) == {"steep", "minimum", "valley", "max_usable"}
+    assert len(card["audit"]) == 4 and sum(r["closest"] for r in card["audit"]) == 1
+    assert card["largest_batch"] == card["safe_batch"] == 1438  # no cap: the training set
+    assert card["b_simple"] > 0
+    # the chosen batch by hand from the measured throughput and B_simple
+    t = finished.throughput()
+    s = (1 + card["b_simple"] / t.batch) * t.seconds_per_step
+    assert card["estimated_batch"] == int(t.batch[int(np.argmin(s))])
+    if card["batch"] != card["base_batch"]:  # confirmed at the chosen batch
+        want = rescale(card["base_lr"], 64, card["batch"], "momentum", card["b_simple"])
+        assert card["lr"] == pytest.approx(want)
+    assert "torch.optim.SGD" in card["snippet"] and f"batch_size={card['batch']}" in card["snippet"]
+    assert card["schedule"]["name"] == "one-cycle"
+    assert card["schedule"]["peak_lr"] == pytest.approx(card["band_at_batch"][1])
+    tables = finished.tables()
+    assert {"sweep", "audit", "range", "batches", "noise", "confirm"} <= set(tables)
+    assert tables["batches"].best.sum() == 1
+
+
+class StopAt(Sink):
+    def __init__(self, stop: threading.Event, channel: str, step: str | None = None) -> None:
+        self.stop, self.channel, self.step = stop, channel, step
+
+    def emit(self, channel: str, row: dict) -> None:
+        if channel == self.channel and (self.step is None or row.get("step") == self.step):
+            self.stop.set()
+
+
+def test_a_stop_after_the_sweep_keeps_the_range_test_and_the_sweep():
+    stop = threading.Event()
+    cfg = Config(rates=3, seeds=1, sweep_steps=20)
+    r = recommend.run(SETUP, cfg, StopAt(stop, "steps", "sweep"), stop)
+    assert r.status == "stopped" and r.stopped
+    card = r.card()
+    assert card["missing"] == ["probe", "throughput", "noise", "confirm"]
+    assert card["lr"] == r.confirmed.lr and card["batch"] == cfg.batch_size
+    assert "missing" in r.message and "probe" in r.message
+    assert card["confidence"] == "low" or "not confirmed" in " ".join(card["confidence_reasons"])
+
+
+def test_a_stop_inside_the_sweep_keeps_the_range_tests_suggestions():
+    stop = threading.Event()
+    r = recommend.run(SETUP, Config(rates=3, seeds=1), StopAt(stop, "sweep/runs"), stop)
+    card = r.card()
+    assert r.status == "stopped" and card["lr"] is None
+    assert card["missing"][0] == "sweep"
+    assert set(card["suggestions"]) == {"steep", "minimum", "valley", "max_usable"}
+    assert not r.range_result.points().empty
+
+
+def test_the_history_rebuilds_the_card(tmp_path):
+    cfg = Config(rates=3, seeds=1, sweep_steps=20)
+    rec = recorder(recommend.KIND, SETUP, cfg, path=tmp_path / "h.db")
+    rec.start()
+    result = execute(recommend, SETUP, cfg, recorder=rec)
+    with RunStore(tmp_path / "h.db") as store:
+        info = store.run(rec.run_id)
+        pts = store.points(rec.run_id)
+    rows = {
+        c: part.drop(columns="channel").dropna(axis=1, how="all").to_dict("records")
+        for c, part in pts.groupby("channel")
+    }
+    again = rebuild(recommend, info, rows)
+    assert again.config == cfg
+    a, b = again.card(), result.card()
+    for key in ("lr", "batch", "band", "confidence", "snippet", "missing", "closest_rule"):
+        assert a[key] == b[key], key
+    assert info["results"]["lr"] == b["lr"]
+
+
+def test_bad_settings_are_one_clear_message(capsys):
+    code = main(["recommend", "--dataset", "digits", "--batch-size", "5000", "--no-store"])
+    err = capsys.readouterr().err
+    assert code == 2 and "larger than the training set" in err and "Traceback" not in err
+    code = main(["recommend", "--budget", "forever", "--no-store"])
+    assert code == 2 and "Traceback" not in capsys.readouterr().err
+    with pytest.raises(Exception, match="rates"):
+        Config(rates=2)
+    assert Config(optim=SweptOptim("adam")).effort.rates == TINY.rates
+    assert Config(rates=5, seeds=3).effort.sweep_seeds == 3
+
+
+def test_the_cli_prints_the_card_as_json(capsys, tmp_path):
+    out_csv = tmp_path / "sweep.csv"
+    args = ["recommend", "--dataset", "digits", "--hidden", "32", "--rates", "3", "--seeds", "1"]
+    args += ["--sweep-steps", "20", "--optimizer", "adam", "--out", str(out_csv)]
+    code = main([*args, "--json", "--db", str(tmp_path / "h.db")])
+    out = capsys.readouterr().out
+    assert code == 0
+    card = json.loads(out.strip().splitlines()[-1])
+    assert card["optimizer"] == "adam" and card["rule"] == "sqrt"
+    assert card["lr"] > 0 and card["batch"] >= 1 and "run_id" in card
+    assert "torch.optim.Adam(" in card["snippet"] and card["schedule"]["name"] == "warm-up + cosine"
+    table = pd.read_csv(out_csv)
+    assert {"lr", "mean", "std", "best", "in_band"} <= set(table.columns)
