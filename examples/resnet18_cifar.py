@@ -1,11 +1,13 @@
-"""torchvision's ResNet-18 (weights=None, 10 classes) on CIFAR-10, streamed from disk.
+"""torchvision's ResNet-18 (weights=None, 10 classes) on CIFAR-10 or generated images on disk.
 
 Data: CIFAR-10 when you have it (`cifar-10-batches-py/` under the data root, `$LRBS_DATA_ROOT`
 or ~/.cache/lrbs/data; nothing is downloaded). Otherwise a generated stand-in: 32x32 RGB
 images in 10 classes (a class's own colour and stripe angle, random phase and frequency, plus
 noise: learnable, but not in one step), written once as PNG files in class folders under the
 data root and read back through `torchvision.datasets.ImageFolder`. Either way `data()` returns
-Datasets that decode images one by one, so lrbs trains through a DataLoader (its streamed path).
+Datasets that decode images one by one. lrbs decodes them once and holds them on the device
+when they fit (`--data-path auto`); `--data-path stream` reads them through a DataLoader as it
+trains instead, as it would a set too large to hold.
 
 Defaults: 2000 training and 500 validation images (set `LRBS_EXAMPLE_IMAGES` for another
 training count; validation is a quarter of it), generated from seed 0. The model is
@@ -15,7 +17,7 @@ about as much as on torchvision's 32x32 path. `LRBS_RESNET_STEM=cifar` gives the
 stem instead (3x3 stride 1, no max-pool: 16x the compute, for a GPU). Cross-entropy and
 accuracy (lrbs's defaults); the experiment's optimizer.
 
-    python -m lrbs lr-find --workload examples/resnet18_cifar.py --batch-size 32 --json
+    python -m lrbs lr-find --workload examples/resnet18_cifar.py --data-path stream --json
 """
 
 import os

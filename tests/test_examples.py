@@ -4,9 +4,6 @@ engine's workload loader is present, a range test through the CLI on each."""
 
 import importlib.util
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -197,29 +194,24 @@ def test_char_transformer_a_few_adamw_steps_lower_the_loss():
 # -- through lrbs (needs the engine's workload loader)
 
 
-def lr_find(workload: str, *flags: str, env: dict | None = None) -> dict:
-    cmd = [sys.executable, "-m", "lrbs", "lr-find", "--workload", workload, "--json"]
-    cmd += ["--no-store", *flags]
-    environ = os.environ | {"OMP_NUM_THREADS": "1"} | (env or {})
-    done = subprocess.run(
-        cmd, cwd=ROOT, env=environ, capture_output=True, text=True, timeout=120, check=False
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    return json.loads(done.stdout)
-
-
 @pytest.mark.parametrize(
     "name, flags",
     [
         ("regression_mse", ("--iterations", "40", "--batch-size", "32")),
         ("char_transformer", ("--iterations", "15", "--batch-size", "8")),
-        ("resnet18_cifar", ("--iterations", "8", "--batch-size", "8")),
+        ("resnet18_cifar", ("--iterations", "8", "--batch-size", "8", "--data-path", "stream")),
     ],
 )
-def test_lr_find_gives_a_suggestion_on_every_example(name, flags, tmp_path):
+def test_lr_find_gives_a_suggestion_on_every_example(name, flags, small_images, capsys):
+    """`python -m lrbs lr-find --workload examples/<name>.py --json`, in this process."""
     pytest.importorskip("lrbs.core.workload")
-    env = {"LRBS_DATA_ROOT": str(tmp_path), "LRBS_EXAMPLE_IMAGES": "40"}
-    out = lr_find(f"examples/{name}.py", *flags, env=env)
+    from lrbs.cli import main
+
+    argv = ["lr-find", "--workload", str(EXAMPLES / f"{name}.py"), "--json", "--no-store"]
+    code = main([*argv, *flags])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    out = json.loads(captured.out)
     assert out["status"] == "finished", out.get("message")
     suggestions = out["suggestions"]
     assert suggestions and all(lr is None or lr > 0 for lr in suggestions.values())
