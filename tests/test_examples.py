@@ -191,6 +191,29 @@ def test_char_transformer_a_few_adamw_steps_lower_the_loss():
     assert after < before - 0.5
 
 
+def readme_workload(tmp_path):
+    """The complete workload file the README shows, written out as a user would save it."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Your own model and data") :]
+    block = section[section.index("```python\n") + len("```python\n") :]
+    path = tmp_path / "my_workload.py"
+    path.write_text(block[: block.index("```")])
+    return path
+
+
+def test_the_readme_workload_keeps_the_contract(tmp_path):
+    spec = importlib.util.spec_from_file_location("my_workload", readme_workload(tmp_path))
+    ex = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ex)
+    for name in ("model", "data", "loss", "optimizer", "metric"):
+        assert callable(getattr(ex, name)), name
+    (x, y), (xv, yv) = ex.data()
+    assert len(x) == 1400 and len(xv) == 397 and y.dtype == torch.long
+    before, after = steps_lower_the_loss(ex, x, y, lr=0.05, steps=20)
+    assert after < before
+    assert 0 <= ex.metric(ex.model()(xv), yv) <= 1
+
+
 # -- through lrbs (needs the engine's workload loader)
 
 
@@ -200,14 +223,17 @@ def test_char_transformer_a_few_adamw_steps_lower_the_loss():
         ("regression_mse", ("--iterations", "40", "--batch-size", "32")),
         ("char_transformer", ("--iterations", "15", "--batch-size", "8")),
         ("resnet18_cifar", ("--iterations", "8", "--batch-size", "8", "--data-path", "stream")),
+        ("README", ("--iterations", "30")),
     ],
 )
 def test_lr_find_gives_a_suggestion_on_every_example(name, flags, small_images, capsys):
-    """`python -m lrbs lr-find --workload examples/<name>.py --json`, in this process."""
+    """`python -m lrbs lr-find --workload examples/<name>.py --json`, in this process (and on
+    the README's workload)."""
     pytest.importorskip("lrbs.core.workload")
     from lrbs.cli import main
 
-    argv = ["lr-find", "--workload", str(EXAMPLES / f"{name}.py"), "--json", "--no-store"]
+    path = readme_workload(small_images) if name == "README" else EXAMPLES / f"{name}.py"
+    argv = ["lr-find", "--workload", str(path), "--json", "--no-store"]
     code = main([*argv, *flags])
     captured = capsys.readouterr()
     assert code == 0, captured.err
