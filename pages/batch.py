@@ -118,6 +118,8 @@ def sweep_inputs() -> bs_sweep.Config | None:
 
 def classes_section(cfg: bs_sweep.Config | None) -> None:
     counts = arrays.class_counts()
+    if not len(counts):  # a workload: its labels are not read before training
+        return
     batches = [b for b, _ in cfg.plan(N)] if cfg else []
     with st.expander("Classes per batch (seed 003)", expanded=False):
         st.markdown(

@@ -53,9 +53,13 @@ st.dataframe(
 chosen = shared_sidebar()
 if chosen is not None:
     setup, arrays = chosen
+    what = DATASETS[arrays.name].title if arrays.name in DATASETS else arrays.name
+    kind = f"{arrays.n_classes} classes" if arrays.n_classes else "no class labels"
     st.markdown(
-        f"**{DATASETS[arrays.name].title}**: {arrays.n_train:,} training and "
-        f"{len(arrays.y_val):,} validation samples, input shape {arrays.input_shape}, "
-        f"{arrays.n_classes} classes (source: {arrays.source})."
+        f"**{what}**: {arrays.n_train:,} training and {arrays.n_val:,} validation"
+        f" samples, input shape {arrays.input_shape}, {kind} (source: {arrays.source})."
     )
-    st.altair_chart(class_counts_chart(arrays.class_names, arrays.class_counts()), width="stretch")
+    if len(arrays.class_counts()):
+        st.altair_chart(
+            class_counts_chart(arrays.class_names, arrays.class_counts()), width="stretch"
+        )

@@ -91,6 +91,10 @@ class Arrays:
     def n_train(self) -> int:
         return len(self.y_train)
 
+    @property
+    def n_val(self) -> int:
+        return len(self.y_val)
+
     def class_counts(self) -> np.ndarray:
         return np.bincount(self.y_train, minlength=self.n_classes)
 

@@ -66,7 +66,9 @@ KEEP_DATASETS = 2
 
 def keep_arrays(spec: DataSpec, arrays: Arrays) -> None:
     """Hand over data already loaded (a page's cached arrays), so that a run on it does not
-    load it again: MNIST-1D takes seconds to generate."""
+    load it again: MNIST-1D takes seconds to generate. (A workload's facts are not arrays.)"""
+    if not isinstance(arrays, Arrays):
+        return
     with _ARRAYS_LOCK:
         _ARRAYS[spec] = arrays
         _ARRAYS.move_to_end(spec)

@@ -123,7 +123,10 @@ def execute(
         else:  # raised inside a user's workload: their file and line, their traceback
             exc = as_workload_error(exc, getattr(setup, "workload", None)) or exc
         if recorder is not None:
-            recorder.finish("error", {"error": str(exc)})
+            detail = getattr(exc, "user_traceback", "")  # the user's own lines, to show
+            recorder.finish(
+                "error", {"error": str(exc)} | ({"traceback": detail} if detail else {})
+            )
         if isinstance(exc, LrbsError):
             raise exc from None
         raise

@@ -254,6 +254,7 @@ class Job:
         self._info: dict | None = None
         self._result: Any = None
         self._error: str | None = None
+        self._error_detail = ""
         self._lock = threading.Lock()
 
     def refresh(self) -> bool:
@@ -280,6 +281,7 @@ class Job:
         results = info.get("results") or {}
         if self._status == "error":
             self._error = results.get("error", "the job failed")
+            self._error_detail = results.get("traceback", "")
             return
         if self._status == "cancelled":
             return
@@ -330,6 +332,7 @@ class Job:
                 done=self._status in ENDED,
                 result=self._result,
                 error=self._error,
+                error_detail=self._error_detail,
                 started=info.get("started") or 0.0,
                 finished=info.get("ended"),
             )

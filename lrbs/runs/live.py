@@ -26,6 +26,7 @@ class Snapshot:
     result: Any = None
     error: str | None = None
     started: float = 0.0
+    error_detail: str = ""  # a workload's traceback in the user's own file
     finished: float | None = None
 
     def table(self, channel: str):

@@ -19,7 +19,7 @@ from lrbs.runs.jobs import Job, JobPool
 from lrbs.runs.live import Snapshot
 from lrbs.runs.store import record_config
 from pages.common.history import offer_stored, store_path
-from pages.common.live import controls, live_view
+from pages.common.live import controls, live_view, show_error
 from pages.common.state import remember_job, url_job
 
 
@@ -81,8 +81,7 @@ def experiment(
     if not job.done:
         return None
     snap = job.snapshot()
-    if snap.error:
-        st.error(snap.error)
+    show_error(snap)
     return snap.result
 
 

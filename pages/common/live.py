@@ -120,8 +120,12 @@ def downloads(stem: str, key: str, curves, table) -> None:
 
 
 def show_error(snap: Snapshot) -> None:
+    """The job's error, and where it came from inside a user's workload file."""
     if snap.error:
         st.error(snap.error)
+    if snap.error_detail:
+        with st.expander("Traceback in your workload file"):
+            st.code(snap.error_detail, language="text")
 
 
 def series_work(arrays, setup, run: Callable, n_runs: int, epochs: float, label: str):

@@ -13,6 +13,8 @@ from lrbs.core.device import describe, pick_device
 from lrbs.core.errors import LrbsError
 from lrbs.core.models import MODELS, ModelSpec
 from lrbs.core.setup import Setup
+from lrbs.core.workload import list_workloads, workload_folder
+from pages.common import workloads
 from pages.common.history import history_sidebar
 from pages.common.state import default
 
@@ -95,9 +97,22 @@ def shared_sidebar() -> tuple[Setup, Arrays] | None:
         st.caption(f"Training on: {device_label(device)}")
         seed = st.number_input("Seed", min_value=0, max_value=2**31 - 1, step=1, key="s_seed")
         names = [n for n in DATASETS if n == "csv" or here.get(n)]
+        files = list_workloads(workload_folder())
+        names += [workloads.KEY + p.name for p in files]
+        if st.session_state.get("s_dataset") not in names:  # a workload that has gone
+            st.session_state["s_dataset"] = "mnist1d"
         name = st.selectbox(
-            "Dataset", names, key="s_dataset", format_func=lambda n: DATASETS[n].title
+            "Dataset",
+            names,
+            key="s_dataset",
+            format_func=workloads.title,
+            help=workloads.HELP,
         )
+        if name.startswith(workloads.KEY):
+            chosen = workloads.workload_setup(name, int(seed), device)
+            if chosen is None:
+                history_sidebar()
+            return chosen
         entry = DATASETS[name]
         size = None
         if entry.default_size:
