@@ -100,6 +100,7 @@ def test_a_grid_that_misses_the_ridge_is_said():
         ({"batch_sizes": (64, 5000)}, "larger than the training set"),
         ({"batch_min": 4096}, "larger than the training set"),
         ({"budget": "target"}, "needs a --target-loss"),
+        ({"cap_mib": 1.0, "batch_min": 512}, "does not fit in memory"),
         ({"budget": "target", "target_loss": 0.5, "stacked": "yes"}, "equal budget"),
     ],
 )
@@ -152,3 +153,31 @@ def test_the_command_runs_a_map_and_writes_every_cell(tmp_path, capsys):
     assert figures["cells"] == 9 and len(pd.read_csv(out)) == 9
     assert figures["b_simple"] is not None and figures["b_simple"] > 0
     assert {"alpha", "b_crit", "warnings", "seconds"} <= set(figures)
+    from lrbs.runs.experiment import rebuild
+    from lrbs.runs.store import RunStore
+
+    with RunStore(tmp_path / "h.db") as store:  # the history's record rebuilds the same map
+        info = store.run(figures["run_id"])
+        pts = store.points(figures["run_id"])
+    rows = {
+        ch: part.drop(columns="channel").dropna(axis=1, how="all").to_dict("records")
+        for ch, part in pts.groupby("channel", sort=False)
+    }
+    again = rebuild(m, info, rows).summary()
+    assert again["cells"] == 9 and again["b_simple"] == pytest.approx(figures["b_simple"])
+    assert again["alpha"] == pytest.approx(figures["alpha"]) if figures["alpha"] else True
+
+
+def test_the_memory_cap_ends_the_powers_of_two():
+    """The probe's measured step memory at batch 256 bounds the map (the data allow 1024)."""
+    from lrbs.experiments.bs_probe import make_fits, step_memory_bytes
+    from lrbs.experiments.sweeps import load_data
+
+    data = load_data(DIGITS)
+    model = DIGITS.fresh_model(data)
+    need = step_memory_bytes(model, data.x_train[:256], data.y_train[:256])
+    cfg = m.Config(batch_min=16, cap_mib=need * 1.01 / 2**20, noise_steps=0, seeds=1)
+    fitting = m.largest_fitting(DIGITS, data, cfg)
+    assert 256 <= fitting < 512
+    assert make_fits(model, data, int(need * 1.01))(fitting)
+    assert cfg.batches(data.n_train, fitting) == (16, 32, 64, 128, 256)
