@@ -181,3 +181,26 @@ def test_the_memory_cap_ends_the_powers_of_two():
     assert 256 <= fitting < 512
     assert make_fits(model, data, int(need * 1.01))(fitting)
     assert cfg.batches(data.n_train, fitting) == (16, 32, 64, 128, 256)
+
+
+def test_a_cell_cut_short_is_run_again_by_the_next_worker(tmp_path):
+    """A stopped cell's trial failed; the grid sampler counts it as visited, the worker still
+    runs it: every cell ends with exactly one complete trial."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from lrbs.experiments.autotune import open_storage, run_worker
+
+    journal = str(tmp_path / "study.journal")
+    cfg = small(steps=3)
+    cells = cfg.cells(1438)
+    study = m.create_map_study(open_storage(journal), "cut", DIGITS, cfg, cells)
+    for _ in range(2):  # two cells cut short
+        t = study.ask()
+        t.suggest_categorical("cell", list(range(len(cells))))
+        study.tell(t, state=TrialState.FAIL)
+    assert run_worker(journal, "cut", 100) == len(cells)  # autotune's worker runs map cells
+    again = optuna.load_study(study_name="cut", storage=open_storage(journal))
+    done = [t.params["cell"] for t in again.get_trials() if t.state == TrialState.COMPLETE]
+    assert sorted(done) == list(range(len(cells)))
+    assert run_worker(journal, "cut", 100) == 0  # nothing left to run

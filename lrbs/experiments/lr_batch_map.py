@@ -423,8 +423,9 @@ def _claimed(study, exclude: int) -> set[int]:
 def run_cells(storage, name: str, max_cells: int, *, stop: threading.Event | None = None) -> int:
     """A worker: run cells of map study `name` (at most `max_cells`) until every cell has a
     complete trial. Each cell is one grid point; a point another trial holds already (two
-    workers that asked at once) is given back as a failed "duplicate" trial, untrained.
-    Returns the cells this worker trained."""
+    workers that asked at once, or a grid whose points have all been tried) is given back as
+    a failed "duplicate" trial, untrained, and a cell still missing (one a stop cut short) is
+    queued by name. Returns the cells this worker trained."""
     import optuna
     from optuna.trial import TrialState
 
@@ -438,8 +439,13 @@ def run_cells(storage, name: str, max_cells: int, *, stop: threading.Event | Non
     data = load_data(setup)
     done = 0
     while done < max_cells and not (stop is not None and stop.is_set()):
-        if len(_claimed(study, -1)) >= len(cells):
+        missing = sorted(set(range(len(cells))) - _claimed(study, -1))
+        if not missing:
             break
+        if len(study.get_trials(deepcopy=False)) >= len(cells):
+            # the grid's own points are all taken and the sampler counts a failed (stopped)
+            # cell as visited: ask for a missing cell by name
+            study.enqueue_trial({"cell": missing[0]})
         trial = study.ask()
         k = int(trial.suggest_categorical("cell", list(range(len(cells)))))
         if k in _claimed(study, trial.number):
@@ -750,6 +756,13 @@ class Result(experiment.Result):
                     "centre; this batch is left out of the fits"
                 )
         c = self.cells()
+        planned = self.info.get("cells")
+        if planned and len(c) < planned:
+            again = " (with the same --study to finish it)" if self.config.workers else ""
+            out.append(
+                f"{len(c)} of {planned} cells ran ({self.status}): the fits rest on those; "
+                f"run the map again{again}"
+            )
         if not c.empty and c.seed.nunique() < 2:
             out.append(
                 "one seed: no spread over seeds, so the ridge's band is the best rate alone and "
