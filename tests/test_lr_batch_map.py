@@ -204,3 +204,25 @@ def test_a_cell_cut_short_is_run_again_by_the_next_worker(tmp_path):
     done = [t.params["cell"] for t in again.get_trials() if t.state == TrialState.COMPLETE]
     assert sorted(done) == list(range(len(cells)))
     assert run_worker(journal, "cut", 100) == 0  # nothing left to run
+
+
+def test_the_charts_mark_diverged_cells_the_ridge_and_the_regimes():
+    from lrbs.charts import map as charts
+
+    cells = synthetic_cells(lambda b: 0.05 * (b / 16) ** 0.5, seeds=2)
+    cells.loc[cells.lr == cells.lr.max(), "loss"] = None  # the top rate of B=1024 diverged
+    rows = {"cells": cells.assign(status="finished").to_dict(orient="records")}
+    result = m.Result(m.Config(), rows)
+    means = result.cell_means()
+    assert (means.diverged > 0).sum() == 1 and means.diverged.max() == 2  # both seeds
+    fits = result.fitted_curves()
+    assert {"eps_opt(B)", "linear rule (alpha 1)", "sqrt rule (alpha 0.5)"} <= set(fits.curve)
+    spec = charts.map_chart(means, result.ridge, fits).to_dict()
+    marks = [layer["mark"]["type"] for layer in spec["layer"]]
+    assert marks[:2] == ["rect", "point"] and "line" in marks  # cells, crosses, ridge
+    steps = pd.DataFrame({"batch": [16, 64, 256], "lr": [0.1] * 3, "steps": [900, 300, 200]})
+    steps["steps_sd"], steps["seeds_reached"] = 10.0, 2
+    spec = charts.steps_chart(steps, fits, b_crit=60.0, b_simple=90.0).to_dict()
+    regimes = spec["layer"][0]["encoding"]["color"]["scale"]["domain"]
+    assert regimes == list(cb.REGIMES)
+    charts.ridge_chart(result.ridge, fits).to_dict()
