@@ -100,6 +100,7 @@ def test_a_grid_that_misses_the_ridge_is_said():
         ({"batch_sizes": (64, 5000)}, "larger than the training set"),
         ({"batch_min": 4096}, "larger than the training set"),
         ({"budget": "target"}, "needs a --target-loss"),
+        ({"cap_mib": 1.0, "batch_min": 512}, "does not fit in memory"),
         ({"budget": "target", "target_loss": 0.5, "stacked": "yes"}, "equal budget"),
     ],
 )
@@ -152,3 +153,76 @@ def test_the_command_runs_a_map_and_writes_every_cell(tmp_path, capsys):
     assert figures["cells"] == 9 and len(pd.read_csv(out)) == 9
     assert figures["b_simple"] is not None and figures["b_simple"] > 0
     assert {"alpha", "b_crit", "warnings", "seconds"} <= set(figures)
+    from lrbs.runs.experiment import rebuild
+    from lrbs.runs.store import RunStore
+
+    with RunStore(tmp_path / "h.db") as store:  # the history's record rebuilds the same map
+        info = store.run(figures["run_id"])
+        pts = store.points(figures["run_id"])
+    rows = {
+        ch: part.drop(columns="channel").dropna(axis=1, how="all").to_dict("records")
+        for ch, part in pts.groupby("channel", sort=False)
+    }
+    again = rebuild(m, info, rows).summary()
+    assert again["cells"] == 9 and again["b_simple"] == pytest.approx(figures["b_simple"])
+    assert again["alpha"] == pytest.approx(figures["alpha"]) if figures["alpha"] else True
+
+
+def test_the_memory_cap_ends_the_powers_of_two():
+    """The probe's measured step memory at batch 256 bounds the map (the data allow 1024)."""
+    from lrbs.experiments.bs_probe import make_fits, step_memory_bytes
+    from lrbs.experiments.sweeps import load_data
+
+    data = load_data(DIGITS)
+    model = DIGITS.fresh_model(data)
+    need = step_memory_bytes(model, data.x_train[:256], data.y_train[:256])
+    cfg = m.Config(batch_min=16, cap_mib=need * 1.01 / 2**20, noise_steps=0, seeds=1)
+    fitting = m.largest_fitting(DIGITS, data, cfg)
+    assert 256 <= fitting < 512
+    assert make_fits(model, data, int(need * 1.01))(fitting)
+    assert cfg.batches(data.n_train, fitting) == (16, 32, 64, 128, 256)
+
+
+def test_a_cell_cut_short_is_run_again_by_the_next_worker(tmp_path):
+    """A stopped cell's trial failed; the grid sampler counts it as visited, the worker still
+    runs it: every cell ends with exactly one complete trial."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from lrbs.experiments.autotune import open_storage, run_worker
+
+    journal = str(tmp_path / "study.journal")
+    cfg = small(steps=3)
+    cells = cfg.cells(1438)
+    study = m.create_map_study(open_storage(journal), "cut", DIGITS, cfg, cells)
+    for _ in range(2):  # two cells cut short
+        t = study.ask()
+        t.suggest_categorical("cell", list(range(len(cells))))
+        study.tell(t, state=TrialState.FAIL)
+    assert run_worker(journal, "cut", 100) == len(cells)  # autotune's worker runs map cells
+    again = optuna.load_study(study_name="cut", storage=open_storage(journal))
+    done = [t.params["cell"] for t in again.get_trials() if t.state == TrialState.COMPLETE]
+    assert sorted(done) == list(range(len(cells)))
+    assert run_worker(journal, "cut", 100) == 0  # nothing left to run
+
+
+def test_the_charts_mark_diverged_cells_the_ridge_and_the_regimes():
+    from lrbs.charts import map as charts
+
+    cells = synthetic_cells(lambda b: 0.05 * (b / 16) ** 0.5, seeds=2)
+    cells.loc[cells.lr == cells.lr.max(), "loss"] = None  # the top rate of B=1024 diverged
+    rows = {"cells": cells.assign(status="finished").to_dict(orient="records")}
+    result = m.Result(m.Config(), rows)
+    means = result.cell_means()
+    assert (means.diverged > 0).sum() == 1 and means.diverged.max() == 2  # both seeds
+    fits = result.fitted_curves()
+    assert {"eps_opt(B)", "linear rule (alpha 1)", "sqrt rule (alpha 0.5)"} <= set(fits.curve)
+    spec = charts.map_chart(means, result.ridge, fits).to_dict()
+    marks = [layer["mark"]["type"] for layer in spec["layer"]]
+    assert marks[:2] == ["rect", "point"] and "line" in marks  # cells, crosses, ridge
+    steps = pd.DataFrame({"batch": [16, 64, 256], "lr": [0.1] * 3, "steps": [900, 300, 200]})
+    steps["steps_sd"], steps["seeds_reached"] = 10.0, 2
+    spec = charts.steps_chart(steps, fits, b_crit=60.0, b_simple=90.0).to_dict()
+    regimes = spec["layer"][0]["encoding"]["color"]["scale"]["domain"]
+    assert regimes == list(cb.REGIMES)
+    charts.ridge_chart(result.ridge, fits).to_dict()

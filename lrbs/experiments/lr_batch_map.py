@@ -103,6 +103,12 @@ class Config:
     noise_steps: int = option(
         200, low=0, help="steps of the noise meter's run for B_simple at the base batch (0: skip)"
     )
+    cap_mib: float | None = option(
+        None,
+        low=0.001,
+        help="the largest batch is the largest whose training step fits in this many MiB (the "
+        "memory probe; on a GPU the probe always runs, against the device's memory)",
+    )
     workers: int = option(
         0,
         low=0,
@@ -130,12 +136,13 @@ class Config:
                 f"the largest batch ({self.batch_max}) is below the smallest ({self.batch_min})",
             )
 
-    def batches(self, n_train: int) -> tuple[int, ...]:
-        """The map's batch sizes for a training set of `n_train` (at least two)."""
+    def batches(self, n_train: int, fitting: int | None = None) -> tuple[int, ...]:
+        """The map's batch sizes for a training set of `n_train` (at least two); the default
+        powers of two stop at `fitting`, the largest batch that fits in memory, when known."""
         if self.batch_sizes:
             out = resolve_batches(self.batch_sizes, n_train)
         else:
-            hi = min(self.batch_max or n_train, n_train)
+            hi = min(self.batch_max or n_train, n_train, fitting or n_train)
             require(
                 self.batch_min <= n_train,
                 f"the smallest batch ({self.batch_min}) is larger than the training set "
@@ -149,10 +156,10 @@ class Config:
         )
         return out
 
-    def cells(self, n_train: int) -> list[dict]:
+    def cells(self, n_train: int, fitting: int | None = None) -> list[dict]:
         """Every cell: batch by batch, rate by rate, seed by seed."""
         out = []
-        for b in self.batches(n_train):
+        for b in self.batches(n_train, fitting):
             grid = cb.lr_grid(
                 self.base_lr,
                 self.base_batch,
@@ -416,8 +423,9 @@ def _claimed(study, exclude: int) -> set[int]:
 def run_cells(storage, name: str, max_cells: int, *, stop: threading.Event | None = None) -> int:
     """A worker: run cells of map study `name` (at most `max_cells`) until every cell has a
     complete trial. Each cell is one grid point; a point another trial holds already (two
-    workers that asked at once) is given back as a failed "duplicate" trial, untrained.
-    Returns the cells this worker trained."""
+    workers that asked at once, or a grid whose points have all been tried) is given back as
+    a failed "duplicate" trial, untrained, and a cell still missing (one a stop cut short) is
+    queued by name. Returns the cells this worker trained."""
     import optuna
     from optuna.trial import TrialState
 
@@ -431,8 +439,13 @@ def run_cells(storage, name: str, max_cells: int, *, stop: threading.Event | Non
     data = load_data(setup)
     done = 0
     while done < max_cells and not (stop is not None and stop.is_set()):
-        if len(_claimed(study, -1)) >= len(cells):
+        missing = sorted(set(range(len(cells))) - _claimed(study, -1))
+        if not missing:
             break
+        if len(study.get_trials(deepcopy=False)) >= len(cells):
+            # the grid's own points are all taken and the sampler counts a failed (stopped)
+            # cell as visited: ask for a missing cell by name
+            study.enqueue_trial({"cell": missing[0]})
         trial = study.ask()
         k = int(trial.suggest_categorical("cell", list(range(len(cells)))))
         if k in _claimed(study, trial.number):
@@ -507,10 +520,12 @@ def run(
     rows, sink = collect(sink)
     data = load_data(setup)
     n = data.n_train
-    cells = config.cells(n)
+    config.batches(n)  # bad batches are said before any probing
+    fitting = largest_fitting(setup, data, config, stop)
+    cells = config.cells(n, fitting)
     if config.stacked == "yes":
         should_stack(setup, data, config)  # a model that cannot be stacked is said first
-    batches = config.batches(n)
+    batches = config.batches(n, fitting)
     sink.emit(
         "info",
         {
@@ -521,6 +536,7 @@ def run(
             "cells": len(cells),
             "batches": list(batches),
             "device": data.x_train.device.type,
+            "largest_fitting": fitting,
         },
     )
     t0 = time.perf_counter()
@@ -535,6 +551,21 @@ def run(
         status = "stopped"
     sink.emit("timing", {"seconds": time.perf_counter() - t0})
     return Result(config, rows.rows, status)
+
+
+def largest_fitting(setup: Setup, data: TensorData, config: Config, stop=None) -> int | None:
+    """The largest batch whose training step fits (lrbs.experiments.bs_probe), for the default
+    powers of two: under --cap-mib, or on a GPU; None where nothing limits the batch but the
+    data (a CPU without a cap) or the batches are listed."""
+    if config.batch_sizes or (config.cap_mib is None and data.x_train.device.type != "cuda"):
+        return None
+    from lrbs.experiments.bs_probe import largest_batch, make_fits
+
+    cap = int(config.cap_mib * 2**20) if config.cap_mib else None
+    states = 2 if config.optim.name in ("adam", "adamw") else 1
+    fits = make_fits(setup.fresh_model(data, config.seed), data, cap, states)
+    upper = min(config.batch_max or data.n_train, data.n_train)
+    return largest_batch(fits, upper, start=config.batch_min, stop=stop).largest
 
 
 def measure_noise(setup: Setup, config: Config, batches, sink: Sink, stop) -> None:
@@ -725,6 +756,13 @@ class Result(experiment.Result):
                     "centre; this batch is left out of the fits"
                 )
         c = self.cells()
+        planned = self.info.get("cells")
+        if planned and len(c) < planned:
+            again = " (with the same --study to finish it)" if self.config.workers else ""
+            out.append(
+                f"{len(c)} of {planned} cells ran ({self.status}): the fits rest on those; "
+                f"run the map again{again}"
+            )
         if not c.empty and c.seed.nunique() < 2:
             out.append(
                 "one seed: no spread over seeds, so the ridge's band is the best rate alone and "
