@@ -46,7 +46,7 @@ with st.sidebar:
         horizontal=True,
         help="quick: about 1 min on 2 CPU cores at the defaults; thorough: about 5",
     )
-    opt, momentum = optimizer_inputs("rec", "momentum")
+    opt, momentum = optimizer_inputs("rec")
     batch = st.number_input("Base batch (range test, sweep)", min_value=1, key="rec_batch")
     cap = None
     if setup.torch_device().type == "cpu":

@@ -32,7 +32,7 @@ from lrbs.runs.sink import Sink
 from lrbs.runs.store import RunStore, recorder
 
 SETUP = Setup(DataSpec(name="digits"), ModelSpec("mlp", hidden=(32,)))
-SMALL = Config(rates=4, seeds=2, sweep_steps=40)
+SMALL = Config(rates=4, seeds=2, sweep_steps=40, optim=SweptOptim("momentum"))
 # the "quick" budget made tiny, so that a whole pipeline takes a few seconds
 TINY = recommend.Effort(
     range_seeds=2,

@@ -110,7 +110,7 @@ class Config:
         "the seeds, rates and steps of every step",
     )
     optim: SweptOptim = option(
-        factory=lambda: SweptOptim("momentum"), help="the optimizer (the pipeline picks its rate)"
+        factory=SweptOptim, help="the optimizer (the pipeline picks its rate)"
     )
     batch_size: int = option(
         64, low=1, label="base batch", help="the batch of the range test and of the sweep"
