@@ -52,11 +52,15 @@ with st.sidebar:
     if setup.torch_device().type == "cpu":
         cap = st.number_input("Memory cap for the batch probe (MiB)", min_value=1, key="rec_cap")
     effort = recommend.EFFORT[budget]
-    with st.expander("Override the budget"):
-        rates = st.number_input("Rates in the sweep", 3, 12, effort.rates, key="rec_rates")
-        seeds = st.number_input("Seeds of the sweep", 1, 10, effort.sweep_seeds, key="rec_seeds")
+    with st.expander("Override the budget (0: the budget's own)"):
+        for key in ("rec_rates", "rec_seeds", "rec_steps"):
+            default(key, 0)
+        rates = st.number_input(f"Rates in the sweep ({effort.rates})", 0, 12, key="rec_rates")
+        seeds = st.number_input(
+            f"Seeds of the sweep ({effort.sweep_seeds})", 0, 10, key="rec_seeds"
+        )
         sweep_steps = st.number_input(
-            "Updates per sweep run", 10, None, effort.sweep_steps, key="rec_steps"
+            f"Updates per sweep run ({effort.sweep_steps})", 0, None, key="rec_steps"
         )
 
 try:
@@ -65,9 +69,9 @@ try:
         optim=SweptOptim(opt, momentum=momentum),
         batch_size=int(batch),
         cap_mib=float(cap) if cap else None,
-        rates=int(rates) if rates != effort.rates else None,
-        seeds=int(seeds) if seeds != effort.sweep_seeds else None,
-        sweep_steps=int(sweep_steps) if sweep_steps != effort.sweep_steps else None,
+        rates=int(rates) or None,
+        seeds=int(seeds) or None,
+        sweep_steps=int(sweep_steps) or None,
     )
     if cfg.batch_size > arrays.n_train:
         raise LrbsError(
