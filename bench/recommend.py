@@ -119,22 +119,32 @@ def val_loss_of(setup: Setup, lr: float, batch: int, optim: str, epochs: float, 
     return r.val_loss if r.status == "finished" and r.val_loss is not None else math.inf
 
 
-def optuna_race(dataset: str, optim: str, epochs: float, factor: float) -> pd.DataFrame:
+def optuna_race(
+    dataset: str, optim: str, epochs: float, factor: float, match: bool = True
+) -> pd.DataFrame:
     """lrbs's pipeline, then its answer trained for `epochs`; then a TPE study whose every
     trial trains (lr, batch) for the same `epochs`, until it has spent `factor` x lrbs's time.
-    Rows: the study's best-so-far against its cumulative seconds, and lrbs's point."""
+    Rows: the study's best-so-far against its cumulative seconds, and lrbs's point. With
+    `match`, the pipeline's sweep trains each rate for the same horizon (`epochs` at its base
+    batch): the best rate depends on how long one trains."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     setup = Setup(DataSpec(dataset))
     n = load_data(setup).n_train
     t = time.perf_counter()
-    r = recommend.run(setup, recommend.Config(optim=SweptOptim(optim)))
+    cfg = recommend.Config(optim=SweptOptim(optim))
+    if match:
+        cfg = recommend.Config(
+            optim=SweptOptim(optim), sweep_steps=max(10, round(epochs * n / cfg.batch_size))
+        )
+    r = recommend.run(setup, cfg)
     card = r.card()
     pipeline = time.perf_counter() - t
     t = time.perf_counter()
     ours = val_loss_of(setup, card["lr"], card["batch"], optim, epochs)
     lrbs_seconds = pipeline + time.perf_counter() - t
+    print(f"lrbs: {lrbs_seconds:.0f} s, lr {card['lr']:.3g} batch {card['batch']}: {ours:.4f}")
     rows = [
         {
             "who": "lrbs",
@@ -206,6 +216,7 @@ def main() -> None:
     p.add_argument("--optimizer", default="momentum")
     p.add_argument("--epochs", type=float, default=3.0)
     p.add_argument("--factor", type=float, default=10.0)
+    p.add_argument("--no-match", action="store_true", help="sweep at the budget's own steps")
     a = p.parse_args()
     torch.set_num_threads(1)  # a shared 2-core machine: one thread is fastest
     if a.what == "audit":
@@ -213,8 +224,9 @@ def main() -> None:
         print(audit_tables(df))
         return
     for name in a.datasets:
-        df = optuna_race(name, a.optimizer, a.epochs, a.factor)
-        df.to_csv(HERE / f"recommend_optuna_{name}.csv", index=False)
+        df = optuna_race(name, a.optimizer, a.epochs, a.factor, not a.no_match)
+        tag = "_unmatched" if a.no_match else ""
+        df.to_csv(HERE / f"recommend_optuna_{name}{tag}.csv", index=False)
         s = race_summary(df)
         print(name, {k: (round(v, 4) if isinstance(v, float) else v) for k, v in s.items()})
 
