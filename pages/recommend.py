@@ -100,6 +100,11 @@ def card_view(result: recommend.Result) -> None:
             f"**target:** validation loss {card['target_loss']:.4f}"
         )
         st.caption("Confidence: " + "; ".join(card["confidence_reasons"]) + ".")
+        st.caption(
+            f"Confirmed for {card['horizon_steps']:,} updates at batch {card['base_batch']}: the "
+            "best rate depends on how long one trains; for a much longer or shorter training, "
+            "set the updates per sweep run to its length."
+        )
     if card["missing"]:
         st.caption("Steps not done yet: " + ", ".join(card["missing"]) + ".")
     done = [f"{recommend.STEP_TITLES[s]} {t:.1f} s" for s, t in card["seconds"].items()]

@@ -186,7 +186,7 @@ def test_the_card_is_complete_and_its_batch_follows_the_rule(finished):
         want = rescale(card["base_lr"], 64, card["batch"], "momentum", card["b_simple"])
         assert card["lr"] == pytest.approx(want)
     assert "torch.optim.SGD" in card["snippet"] and f"batch_size={card['batch']}" in card["snippet"]
-    assert card["schedule"]["name"] == "one-cycle"
+    assert card["schedule"]["name"] == "one-cycle" and card["horizon_steps"] == 40
     assert card["schedule"]["peak_lr"] == pytest.approx(card["band_at_batch"][1])
     tables = finished.tables()
     assert {"sweep", "audit", "range", "batches", "noise", "confirm"} <= set(tables)
