@@ -55,6 +55,13 @@ def audit(datasets: tuple[str, ...], budget: str) -> pd.DataFrame:
                         "batch": card["batch"],
                         "lr_in_band": lo * (1 - 1e-9) <= card["lr"] <= hi * (1 + 1e-9),
                         "confidence": card["confidence"],
+                        "reasons": "; ".join(card["confidence_reasons"]),
+                        "estimated_batch": card.get("estimated_batch"),
+                        "b_simple": card.get("b_simple"),
+                        "confirm_val_loss": r.confirm_run().get("val_loss"),
+                        "confirm_batch": r.confirm_run().get("batch"),
+                        "confirm_lr": r.confirm_run().get("lr"),
+                        "target_loss": card.get("target_loss"),
                         "seconds": seconds,
                         "rule": a["rule"],
                         "rule_lr": a["lr"],
@@ -99,11 +106,11 @@ def audit_tables(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def val_loss_of(setup: Setup, lr: float, batch: int, optim: str, epochs: float, seed: int = 0):
+def val_loss_of(setup: Setup, lr: float, batch: int, optim: str, budget: Budget, seed: int = 0):
     data = load_data(setup)
     tc = TrainConfig(
         batch_size=batch,
-        budget=Budget(epochs=epochs),
+        budget=budget,
         optim=OptimSpec(optim, lr),
         seed=seed,
         eval_each_epoch=False,
@@ -112,22 +119,55 @@ def val_loss_of(setup: Setup, lr: float, batch: int, optim: str, epochs: float, 
     return r.val_loss if r.status == "finished" and r.val_loss is not None else math.inf
 
 
-def optuna_race(dataset: str, optim: str, epochs: float, factor: float) -> pd.DataFrame:
+def seconds_per_step(setup: Setup, batch: int, optim: str) -> float:
+    data = load_data(setup)
+    tc = TrainConfig(
+        batch_size=batch,
+        budget=Budget(steps=60),
+        optim=OptimSpec(optim, 1e-3),
+        eval_each_epoch=False,
+        eval_at_end=False,
+    )
+    r = train(setup.fresh_model(data), data, tc)
+    return r.elapsed / r.steps
+
+
+def optuna_race(
+    dataset: str,
+    optim: str,
+    epochs: float,
+    factor: float,
+    match: bool = True,
+    seconds: float | None = None,
+) -> pd.DataFrame:
     """lrbs's pipeline, then its answer trained for `epochs`; then a TPE study whose every
     trial trains (lr, batch) for the same `epochs`, until it has spent `factor` x lrbs's time.
-    Rows: the study's best-so-far against its cumulative seconds, and lrbs's point."""
+    Rows: the study's best-so-far against its cumulative seconds, and lrbs's point. With
+    `match`, the pipeline's sweep trains each rate for the same horizon (`epochs` at its base
+    batch): the best rate depends on how long one trains. With `seconds`, every training
+    (lrbs's answer and each trial) gets that many seconds instead of `epochs`: the card's own
+    objective, time to a loss."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     setup = Setup(DataSpec(dataset))
     n = load_data(setup).n_train
     t = time.perf_counter()
-    r = recommend.run(setup, recommend.Config(optim=SweptOptim(optim)))
+    cfg = recommend.Config(optim=SweptOptim(optim))
+    budget = Budget(seconds=seconds) if seconds else Budget(epochs=epochs)
+    if match:
+        if seconds:
+            steps = round(seconds / seconds_per_step(setup, cfg.batch_size, optim))
+        else:
+            steps = round(epochs * n / cfg.batch_size)
+        cfg = recommend.Config(optim=SweptOptim(optim), sweep_steps=max(10, steps))
+    r = recommend.run(setup, cfg)
     card = r.card()
     pipeline = time.perf_counter() - t
     t = time.perf_counter()
-    ours = val_loss_of(setup, card["lr"], card["batch"], optim, epochs)
+    ours = val_loss_of(setup, card["lr"], card["batch"], optim, budget)
     lrbs_seconds = pipeline + time.perf_counter() - t
+    print(f"lrbs: {lrbs_seconds:.0f} s, lr {card['lr']:.3g} batch {card['batch']}: {ours:.4f}")
     rows = [
         {
             "who": "lrbs",
@@ -148,7 +188,7 @@ def optuna_race(dataset: str, optim: str, epochs: float, factor: float) -> pd.Da
         lr = trial.suggest_float("lr", 1e-5, 3.0, log=True)
         batch = trial.suggest_categorical("batch", batches)
         t = time.perf_counter()
-        loss = val_loss_of(setup, lr, batch, optim, epochs)
+        loss = val_loss_of(setup, lr, batch, optim, budget)
         spent += time.perf_counter() - t
         study.tell(trial, loss if math.isfinite(loss) else 1e9)
         best = min(best, loss)
@@ -199,6 +239,8 @@ def main() -> None:
     p.add_argument("--optimizer", default="momentum")
     p.add_argument("--epochs", type=float, default=3.0)
     p.add_argument("--factor", type=float, default=10.0)
+    p.add_argument("--no-match", action="store_true", help="sweep at the budget's own steps")
+    p.add_argument("--seconds", type=float, default=None, help="train each for seconds")
     a = p.parse_args()
     torch.set_num_threads(1)  # a shared 2-core machine: one thread is fastest
     if a.what == "audit":
@@ -206,8 +248,9 @@ def main() -> None:
         print(audit_tables(df))
         return
     for name in a.datasets:
-        df = optuna_race(name, a.optimizer, a.epochs, a.factor)
-        df.to_csv(HERE / f"recommend_optuna_{name}.csv", index=False)
+        df = optuna_race(name, a.optimizer, a.epochs, a.factor, not a.no_match, a.seconds)
+        tag = ("_unmatched" if a.no_match else "") + (f"_{a.seconds:g}s" if a.seconds else "")
+        df.to_csv(HERE / f"recommend_optuna_{name}{tag}.csv", index=False)
         s = race_summary(df)
         print(name, {k: (round(v, 4) if isinstance(v, float) else v) for k, v in s.items()})
 

@@ -46,17 +46,21 @@ with st.sidebar:
         horizontal=True,
         help="quick: about 1 min on 2 CPU cores at the defaults; thorough: about 5",
     )
-    opt, momentum = optimizer_inputs("rec", "momentum")
+    opt, momentum = optimizer_inputs("rec")
     batch = st.number_input("Base batch (range test, sweep)", min_value=1, key="rec_batch")
     cap = None
     if setup.torch_device().type == "cpu":
         cap = st.number_input("Memory cap for the batch probe (MiB)", min_value=1, key="rec_cap")
     effort = recommend.EFFORT[budget]
-    with st.expander("Override the budget"):
-        rates = st.number_input("Rates in the sweep", 3, 12, effort.rates, key="rec_rates")
-        seeds = st.number_input("Seeds of the sweep", 1, 10, effort.sweep_seeds, key="rec_seeds")
+    with st.expander("Override the budget (0: the budget's own)"):
+        for key in ("rec_rates", "rec_seeds", "rec_steps"):
+            default(key, 0)
+        rates = st.number_input(f"Rates in the sweep ({effort.rates})", 0, 12, key="rec_rates")
+        seeds = st.number_input(
+            f"Seeds of the sweep ({effort.sweep_seeds})", 0, 10, key="rec_seeds"
+        )
         sweep_steps = st.number_input(
-            "Updates per sweep run", 10, None, effort.sweep_steps, key="rec_steps"
+            f"Updates per sweep run ({effort.sweep_steps})", 0, None, key="rec_steps"
         )
 
 try:
@@ -65,9 +69,9 @@ try:
         optim=SweptOptim(opt, momentum=momentum),
         batch_size=int(batch),
         cap_mib=float(cap) if cap else None,
-        rates=int(rates) if rates != effort.rates else None,
-        seeds=int(seeds) if seeds != effort.sweep_seeds else None,
-        sweep_steps=int(sweep_steps) if sweep_steps != effort.sweep_steps else None,
+        rates=int(rates) or None,
+        seeds=int(seeds) or None,
+        sweep_steps=int(sweep_steps) or None,
     )
     if cfg.batch_size > arrays.n_train:
         raise LrbsError(
@@ -96,6 +100,11 @@ def card_view(result: recommend.Result) -> None:
             f"**target:** validation loss {card['target_loss']:.4f}"
         )
         st.caption("Confidence: " + "; ".join(card["confidence_reasons"]) + ".")
+        st.caption(
+            f"Confirmed for {card['horizon_steps']:,} updates at batch {card['base_batch']}: the "
+            "best rate depends on how long one trains; for a much longer or shorter training, "
+            "set the updates per sweep run to its length."
+        )
     if card["missing"]:
         st.caption("Steps not done yet: " + ", ".join(card["missing"]) + ".")
     done = [f"{recommend.STEP_TITLES[s]} {t:.1f} s" for s, t in card["seconds"].items()]

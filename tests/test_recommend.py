@@ -32,7 +32,7 @@ from lrbs.runs.sink import Sink
 from lrbs.runs.store import RunStore, recorder
 
 SETUP = Setup(DataSpec(name="digits"), ModelSpec("mlp", hidden=(32,)))
-SMALL = Config(rates=4, seeds=2, sweep_steps=40)
+SMALL = Config(rates=4, seeds=2, sweep_steps=40, optim=SweptOptim("momentum"))
 # the "quick" budget made tiny, so that a whole pipeline takes a few seconds
 TINY = recommend.Effort(
     range_seeds=2,
@@ -186,7 +186,7 @@ def test_the_card_is_complete_and_its_batch_follows_the_rule(finished):
         want = rescale(card["base_lr"], 64, card["batch"], "momentum", card["b_simple"])
         assert card["lr"] == pytest.approx(want)
     assert "torch.optim.SGD" in card["snippet"] and f"batch_size={card['batch']}" in card["snippet"]
-    assert card["schedule"]["name"] == "one-cycle"
+    assert card["schedule"]["name"] == "one-cycle" and card["horizon_steps"] == 40
     assert card["schedule"]["peak_lr"] == pytest.approx(card["band_at_batch"][1])
     tables = finished.tables()
     assert {"sweep", "audit", "range", "batches", "noise", "confirm"} <= set(tables)

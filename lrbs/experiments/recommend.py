@@ -110,7 +110,7 @@ class Config:
         "the seeds, rates and steps of every step",
     )
     optim: SweptOptim = option(
-        factory=lambda: SweptOptim("momentum"), help="the optimizer (the pipeline picks its rate)"
+        factory=SweptOptim, help="the optimizer (the pipeline picks its rate)"
     )
     batch_size: int = option(
         64, low=1, label="base batch", help="the batch of the range test and of the sweep"
@@ -841,6 +841,9 @@ class Result(experiment.Result):
             "closest_rule": str(closest.rule.iloc[0]) if not closest.empty else None,
             "audit": audit_.to_dict(orient="records"),
             "expected_steps": int(self.config.effort.sweep_steps),
+            # the best rate depends on how long one trains (bench/RESULTS.md, section 8): the
+            # sweep's updates at the base batch are the horizon this rate was confirmed for
+            "horizon_steps": int(self.config.effort.sweep_steps),
         }
         if self.done("probe"):
             out |= {"largest_batch": self.probe.largest, "safe_batch": self.probe.safe}
@@ -902,6 +905,8 @@ class Result(experiment.Result):
             f"band {c['band_at_batch'][0]:.3g} to {c['band_at_batch'][1]:.3g}",
             f"schedule: {c['schedule']['name']}, peak {c['schedule']['peak_lr']:.3g}, "
             f"{c['expected_steps']} steps to val loss {c['target_loss']:.4g}",
+            f"confirmed for {c['horizon_steps']} updates at batch {c['base_batch']}: for a much "
+            "longer or shorter training, sweep at its length (--sweep-steps)",
             f"confidence: {c['confidence']} ({'; '.join(c['confidence_reasons'])})",
         ]
         if c["missing"]:
