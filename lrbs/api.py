@@ -240,5 +240,57 @@ def compare_schedules(
     return _call(exp, model, train, objects, settings, store)
 
 
+def recommend(
+    model: nn.Module | str | os.PathLike,
+    train=None,
+    *,
+    optimizer: torch.optim.Optimizer | None = None,
+    loss: Callable | None = None,
+    val=None,
+    metric: Callable | None = None,
+    budget: str = "quick",
+    store: bool | str = False,
+    **settings,
+):
+    """The answer (recommend): one learning rate and batch size with their evidence and
+    confidence. `budget="quick"` or `"thorough"`; `recommend.Config`'s settings (`rates`,
+    `seeds`, `sweep_steps`, `batch_size`, `optimizer_name`, ...) and the setup's. Returns
+    recommend.Result: `.summary()` is the answer card, `.tables()` the evidence."""
+    from lrbs.experiments import recommend as exp
+
+    settings["budget"] = budget
+    objects = {"val": val, "loss": loss, "optimizer": optimizer, "metric": metric}
+    return _call(exp, model, train, objects, settings, store)
+
+
+def lr_batch_map(
+    model: nn.Module | str | os.PathLike,
+    train=None,
+    *,
+    optimizer: torch.optim.Optimizer | None = None,
+    loss: Callable | None = None,
+    val=None,
+    metric: Callable | None = None,
+    store: bool | str = False,
+    **settings,
+):
+    """The learning-rate x batch-size map (lr-batch-map): the ridge of best rates, the fitted
+    exponent of lr_opt ~ B^alpha, steps-to-target and B_crit. Settings: `lr_batch_map.Config`'s
+    (`batch_sizes`, `base_lr`, `base_batch`, `rates`, `decades`, `budget`, `steps`, `seeds`,
+    ...) and the setup's."""
+    from lrbs.experiments import lr_batch_map as exp
+
+    objects = {"val": val, "loss": loss, "optimizer": optimizer, "metric": metric}
+    return _call(exp, model, train, objects, settings, store)
+
+
 # lrbs.__init__ re-exports these
-API = ("find_lr", "probe_batch", "noise_scale", "batch_sweep", "compare_schedules")
+API = (
+    "find_lr",
+    "probe_batch",
+    "noise_scale",
+    "batch_sweep",
+    "compare_schedules",
+    "recommend",
+    "lr_batch_map",
+)

@@ -126,3 +126,26 @@ def test_bad_api_input_is_one_clear_message():
         lrbs.find_lr(net(), (x, y), colour="red")
     with pytest.raises(WorkloadError, match="x has 300 rows and y 3"):
         lrbs.find_lr(net(), (x, y[:3]))
+
+
+def test_recommend_end_to_end_finds_one_over_lambda_on_a_quadratic():
+    """A linear model y = w x with x = +-1 under MSE: the loss in w is a quadratic of
+    curvature lambda = 2 (the same in every minibatch), so one step at lr = 1/lambda = 0.5
+    lands on the optimum and a short equal-budget sweep is won near 0.5."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 2, (512, 1), generator=g).float() * 2 - 1
+    y = 3.0 * x + 1e-4 * torch.randn(512, 1, generator=g)
+    model = nn.Linear(1, 1, bias=False)
+    result = lrbs.recommend(
+        model,
+        (x[:384], y[:384]),
+        val=(x[384:], y[384:]),
+        loss=nn.functional.mse_loss,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        sweep_steps=10,
+        seeds=2,
+        rates=7,
+        batch_size=32,
+    )
+    card = result.summary()
+    assert 0.5 / 1.5 <= card["lr"] <= 0.5 * 1.5, card
