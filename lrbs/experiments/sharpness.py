@@ -320,7 +320,7 @@ def run(
         tc = config.train_config(lr, n)
         model = setup.fresh_model(data, config.seed)
         opt = data.task.build_optimizer(model.parameters(), tc.optim)
-        meter = Meter(model, x_m, y_m, config.iterations, data.task.loss)
+        meter = Meter(model, x_m, y_m, config.iterations, loss=data.task.loss)
         meter.optimizer = opt
         limit = config.limit(lr)
 
