@@ -300,3 +300,19 @@ def test_a_dataloader_brings_its_dataset_collate_and_workers_and_an_iterable_is_
 
     with pytest.raises(ConfigError, match="IterableDataset"):
         as_dataset(Endless(), "the training data")
+
+
+@pytest.mark.parametrize("name", ["cosine", "clr", "onecycle"])
+def test_a_two_group_optimizer_keeps_its_ratio_through_the_schedules(name):
+    from lrbs.experiments import schedules
+
+    model = mlp()
+    params = list(model.parameters())
+    opt = torch.optim.SGD([{"params": params[:2], "lr": 0.5}, {"params": params[2:], "lr": 0.05}])
+    cfg = schedules.Config(schedules=(name,), epochs=2)
+    sched = schedules.build_scheduler(name, cfg, opt, spe=10)
+    for _ in range(19):
+        opt.step()
+        sched.step()
+        a, b = (g["lr"] for g in opt.param_groups)
+        assert b / a == pytest.approx(0.1)

@@ -180,6 +180,16 @@ def _updates(epochs: float, spe: int) -> int:
     return max(1, round(epochs * spe))
 
 
+def per_group(opt: torch.optim.Optimizer, rate: float) -> float | list[float]:
+    """A bound for every parameter group: `rate` for the first, the others keeping their rate's
+    ratio to the first's (a workload's head at a tenth of its body stays at a tenth)."""
+    groups = opt.param_groups
+    if len(groups) == 1:
+        return rate
+    first = groups[0]["lr"] or 1.0
+    return [rate * g["lr"] / first for g in groups]
+
+
 def build_scheduler(
     name: str, cfg: Config, opt: torch.optim.Optimizer, spe: int
 ) -> sched.LRScheduler | None:
@@ -210,8 +220,8 @@ def build_scheduler(
         mode = {"clr": "triangular", "clr2": "triangular2", "clr-exp": "exp_range"}[name]
         return sched.CyclicLR(
             opt,
-            cfg.base_lr,
-            cfg.max_lr,
+            per_group(opt, cfg.base_lr),
+            per_group(opt, cfg.max_lr),
             step_size_up=step,
             mode=mode,
             gamma=cfg.exp_range_end ** (1 / total),
@@ -222,7 +232,7 @@ def build_scheduler(
         # plain SGD has none to cycle
         return sched.OneCycleLR(
             opt,
-            cfg.max_lr,
+            per_group(opt, cfg.max_lr),
             total_steps=total,
             pct_start=cfg.onecycle_pct,
             div_factor=cfg.onecycle_div,
