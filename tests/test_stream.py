@@ -316,3 +316,22 @@ def test_a_two_group_optimizer_keeps_its_ratio_through_the_schedules(name):
         sched.step()
         a, b = (g["lr"] for g in opt.param_groups)
         assert b / a == pytest.approx(0.1)
+
+
+def test_hypergradient_descent_keeps_the_groups_ratio():
+    from lrbs.experiments.schedules import Hypergradient
+
+    d = blobs()
+    model = mlp()
+    params = list(model.parameters())
+    opt = torch.optim.SGD([{"params": params[:2], "lr": 0.2}, {"params": params[2:], "lr": 0.02}])
+    Hypergradient(opt, beta=0.01)
+    rates = []
+    for i in range(8):
+        idx = torch.arange(i * 16, (i + 1) * 16)
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(d.x_train[idx]), d.y_train[idx]).backward()
+        opt.step()
+        rates.append([g["lr"] for g in opt.param_groups])
+    assert rates[-1][0] != 0.2  # the rate moved
+    np.testing.assert_allclose([b / a for a, b in rates], 0.1, rtol=1e-9)

@@ -248,7 +248,7 @@ def plan_run(name: str, cfg: Config, setup: Setup, data: TensorData, sink: Sink)
     """One regime's run: fresh weights, its optimizer and its hooks."""
     regime = make_regime(cfg, name, data.n_train, lambda row: sink.emit("plateau", row))
     model = setup.fresh_model(data)
-    opt = cfg.optim.build(model.parameters())
+    opt = data.task.build_optimizer(model.parameters(), cfg.optim)
     regime.make_scheduler(opt)
     tc = TrainConfig(
         batch_size=cfg.batch_size,

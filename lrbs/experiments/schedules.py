@@ -292,6 +292,9 @@ class Hypergradient:
         self.opt, self.beta = opt, beta
         self.min_lr = opt.param_groups[0]["lr"] * floor
         self.params = [p for g in opt.param_groups for p in g["params"] if p.requires_grad]
+        self.group_of = [
+            i for i, g in enumerate(opt.param_groups) for p in g["params"] if p.requires_grad
+        ]
         self.direction: list[torch.Tensor] | None = None
         self.before: list[torch.Tensor] = []
         self.handles = [
@@ -309,15 +312,18 @@ class Hypergradient:
 
     def _before_step(self, opt, args, kwargs) -> None:
         h = self.hypergradient()
-        if h is not None:
+        if h is not None:  # the first group's rule; the others keep their ratio to it
+            first = opt.param_groups[0]["lr"]
+            factor = max(self.min_lr, first - self.beta * h) / first
             for group in opt.param_groups:
-                group["lr"] = max(self.min_lr, group["lr"] - self.beta * h)
+                group["lr"] *= factor
         self.before = [p.detach().clone() for p in self.params]
 
     def _after_step(self, opt, args, kwargs) -> None:
-        lr = opt.param_groups[0]["lr"]
+        lrs = [g["lr"] for g in opt.param_groups]  # each parameter's step per unit of its rate
         self.direction = [
-            (p.detach() - b) / lr for p, b in zip(self.params, self.before, strict=True)
+            (p.detach() - b) / lrs[i]
+            for p, b, i in zip(self.params, self.before, self.group_of, strict=True)
         ]
         self.before = []
 
@@ -433,7 +439,7 @@ def resolve_bounds(setup: Setup, data: TensorData, cfg: Config, sink: Sink) -> R
 def plan_run(name: str, cfg: Config, setup: Setup, data: TensorData) -> Planned:
     """One schedule's run: fresh weights, its optimizer, its scheduler or hooks."""
     model = setup.fresh_model(data)
-    opt = cfg.optim.build(model.parameters())
+    opt = data.task.build_optimizer(model.parameters(), cfg.optim)
     extra: dict = {"optimizer": opt}
     per_update = build_scheduler(name, cfg, opt, steps_per_epoch(data.n_train, cfg.batch_size))
     if per_update is not None:
