@@ -126,3 +126,12 @@ def test_bad_api_input_is_one_clear_message():
         lrbs.find_lr(net(), (x, y), colour="red")
     with pytest.raises(WorkloadError, match="x has 300 rows and y 3"):
         lrbs.find_lr(net(), (x, y[:3]))
+
+
+def test_find_lr_takes_a_dataloader_and_its_batch_size():
+    from torch.utils.data import DataLoader, TensorDataset
+
+    x, y = blobs()
+    loader = DataLoader(TensorDataset(x, y), batch_size=16, shuffle=True)
+    found = lrbs.find_lr(net(), loader, iterations=10, data_path="stream")
+    assert found.config.batch_size == 16 and found.summary()["data_path"] == "stream"
