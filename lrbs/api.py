@@ -13,7 +13,9 @@ torch Dataset, a DataLoader or an (x, y) pair of tensors; without `val`, the tra
 scored. `loss(output, target)` defaults to cross-entropy; `metric(output, target)` to accuracy
 for integer class targets (none for anything else). `optimizer` is a torch optimizer over
 `model`'s parameters: its class, parameter groups (their rate ratios kept), hyperparameters and
-state are used, the experiment setting the rate; without one, the experiment's optimizer.
+state are used, the experiment setting the rate; without one, the experiment's optimizer. A
+DataLoader gives its dataset, collate function and workers; lrbs draws its own seeded order
+and batches at the experiment's batch size.
 
 Every function builds a `Setup` holding the objects (a `Workload`) and a `Config`, and runs the
 experiment through `lrbs.runs.experiment.execute`, the path the page and the CLI take, so the
@@ -31,6 +33,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
 from lrbs.core.errors import ConfigError
 from lrbs.core.loop import Budget
@@ -140,7 +143,7 @@ def find_lr(
     lr_min: float = 1e-7,
     lr_max: float = 10.0,
     iterations: int = 100,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     follow: str = "train",
     store: bool | str = False,
     **settings,
@@ -149,8 +152,13 @@ def find_lr(
     (torch-lr-finder's val_loader). Other settings: `lr_find.Config`'s (`ramp`, `beta`,
     `stop_factor`, `seeds`, `zoom`, ...) and the setup's (`seed`, `device`, `precision`,
     `accumulate`, `data_path`, `loader_workers`). Returns lr_finder.Result: `.suggestions()`,
-    `.curve()`, `.chart()`, `.summary()`."""
+    `.curve()`, `.chart()`, `.summary()`. `batch_size` defaults to a DataLoader's own (else
+    64)."""
     from lrbs.experiments import lr_finder
+
+    if batch_size is None:
+        batch_size = getattr(train, "batch_size", None) if isinstance(train, DataLoader) else None
+        batch_size = batch_size or 64
 
     settings.update(
         lr_min=lr_min, lr_max=lr_max, iterations=iterations, batch_size=batch_size, follow=follow

@@ -149,3 +149,12 @@ def test_recommend_end_to_end_finds_one_over_lambda_on_a_quadratic():
     )
     card = result.summary()
     assert 0.5 / 1.5 <= card["lr"] <= 0.5 * 1.5, card
+
+
+def test_find_lr_takes_a_dataloader_and_its_batch_size():
+    from torch.utils.data import DataLoader, TensorDataset
+
+    x, y = blobs()
+    loader = DataLoader(TensorDataset(x, y), batch_size=16, shuffle=True)
+    found = lrbs.find_lr(net(), loader, iterations=10, data_path="stream")
+    assert found.config.batch_size == 16 and found.summary()["data_path"] == "stream"

@@ -267,3 +267,71 @@ def test_the_default_task_is_classification_only_for_integer_targets():
     assert default_task(torch.tensor([0, 1]), None, None) == CLASSIFICATION
     reg = default_task(torch.tensor([[0.5]]), nn.functional.mse_loss, None)
     assert reg.metric is None and reg.name == "regression"
+
+
+def test_a_dataloader_brings_its_dataset_collate_and_workers_and_an_iterable_is_refused(on_disk):
+    from torch.utils.data import DataLoader, IterableDataset
+
+    from lrbs.core.errors import ConfigError
+    from lrbs.core.stream import as_dataset
+
+    _, folder = on_disk
+    ds = NpyPairs(folder, "train")
+
+    def collate(batch):
+        xs, ys = zip(*batch, strict=True)
+        return torch.stack(xs) * 2, torch.stack(ys)
+
+    got, got_collate, workers = as_dataset(DataLoader(ds, collate_fn=collate, num_workers=2), "t")
+    assert got is ds and got_collate is collate and workers == 2
+    data = build_data(
+        DataLoader(ds, collate_fn=collate),
+        DataLoader(NpyPairs(folder, "val"), collate_fn=collate),
+        device=torch.device("cpu"),
+        compute=Compute(data_path="stream"),
+        task_of=lambda y: default_task(y, None, None),
+    )
+    x, _ = data.take(torch.tensor([0, 1]))
+    torch.testing.assert_close(x, torch.stack([ds[0][0], ds[1][0]]) * 2)
+
+    class Endless(IterableDataset):
+        def __iter__(self):
+            yield torch.zeros(2), torch.tensor(0)
+
+    with pytest.raises(ConfigError, match="IterableDataset"):
+        as_dataset(Endless(), "the training data")
+
+
+@pytest.mark.parametrize("name", ["cosine", "clr", "onecycle"])
+def test_a_two_group_optimizer_keeps_its_ratio_through_the_schedules(name):
+    from lrbs.experiments import schedules
+
+    model = mlp()
+    params = list(model.parameters())
+    opt = torch.optim.SGD([{"params": params[:2], "lr": 0.5}, {"params": params[2:], "lr": 0.05}])
+    cfg = schedules.Config(schedules=(name,), epochs=2)
+    sched = schedules.build_scheduler(name, cfg, opt, spe=10)
+    for _ in range(19):
+        opt.step()
+        sched.step()
+        a, b = (g["lr"] for g in opt.param_groups)
+        assert b / a == pytest.approx(0.1)
+
+
+def test_hypergradient_descent_keeps_the_groups_ratio():
+    from lrbs.experiments.schedules import Hypergradient
+
+    d = blobs()
+    model = mlp()
+    params = list(model.parameters())
+    opt = torch.optim.SGD([{"params": params[:2], "lr": 0.2}, {"params": params[2:], "lr": 0.02}])
+    Hypergradient(opt, beta=0.01)
+    rates = []
+    for i in range(8):
+        idx = torch.arange(i * 16, (i + 1) * 16)
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(d.x_train[idx]), d.y_train[idx]).backward()
+        opt.step()
+        rates.append([g["lr"] for g in opt.param_groups])
+    assert rates[-1][0] != 0.2  # the rate moved
+    np.testing.assert_allclose([b / a for a, b in rates], 0.1, rtol=1e-9)

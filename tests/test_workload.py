@@ -370,3 +370,14 @@ def test_load_tensors_of_a_workload_in_memory_and_streamed():
     streamed = load_tensors(Setup(workload=REGRESS, compute=Compute(data_path="stream")))
     assert type(streamed).__name__ == "StreamData" and streamed.task.metric is None
     assert os.path.basename(str(streamed.workload)) == "regress.py"
+
+
+def test_the_compute_flags_reach_the_loop(capsys):
+    """--precision, --accumulate, --data-path: every command has them (from Setup.compute)."""
+    args = ["train", "--workload", REGRESS, "--steps", "4", "--batch-size", "32", "--lr", "0.01"]
+    flags = ["--precision", "bf16", "--accumulate", "2", "--data-path", "stream", "--no-store"]
+    assert main([*args, *flags, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["status"] == "finished" and out["steps"] == 4 and out["samples"] == 128
+    assert main([*args, "--precision", "fp8", "--no-store"]) == 2
+    assert "fp8" in capsys.readouterr().err

@@ -252,6 +252,8 @@ def build_data(
     x0, y0 = first_batch(train_ds, collate, "the training data")
     first_batch(val_ds, collate, "the validation data")
     task = task_of(y0)
+    if isinstance(task.loss, torch.nn.Module):  # a loss with weights of its own
+        task.loss.to(device)
     n = len(train_ds) + len(val_ds)
     per_sample = (x0.numel() * x0.element_size() + y0.numel() * y0.element_size()) / len(y0)
     need = n * per_sample

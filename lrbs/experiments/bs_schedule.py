@@ -263,7 +263,7 @@ def plan_run(
     report = lambda row: sink.emit("plateau", row | {"run": name})  # noqa: E731
     regime = make_regime(cfg, regime_name, data.n_train, report)
     model = setup.fresh_model(data, seed)
-    opt = cfg.optim.build(model.parameters())
+    opt = data.task.build_optimizer(model.parameters(), cfg.optim)
     regime.make_scheduler(opt)
     tc = TrainConfig(
         batch_size=cfg.batch_size,

@@ -597,6 +597,16 @@ class Config:
         return replace(self, zoom=(*self.zoom, (lo, hi)))
 
 
+def data_info(data: TensorData | StreamData, optimizer: str) -> dict:
+    """What the test ran on: the optimizer (a workload's own, or the config's), the task (its
+    loss) and the data path (memory or streamed)."""
+    return {
+        "optimizer": "the workload's optimizer()" if data.task.optimizer else optimizer,
+        "task": data.task.name,
+        "data_path": "stream" if isinstance(data, StreamData) else "memory",
+    }
+
+
 def run(
     setup: Setup,
     config: Config,
@@ -645,6 +655,7 @@ def run(
                 break
         if stopped:
             break
+    sink.emit("info", data_info(data, config.optim.name))
     return Result(config, rows.rows, "stopped" if stopped else "finished")
 
 
@@ -729,7 +740,7 @@ class Result(experiment.Result):
         out = {
             "status": self.status,
             "message": self.message,
-            "optimizer": self.config.optim.name,
+            **(self.rows.get("info") or [{"optimizer": self.config.optim.name}])[0],
             "rounds": [
                 r.headline() | {"round": r.round, "seed": r.config.seed}
                 for results in self.rounds

@@ -182,6 +182,16 @@ def _updates(epochs: float, spe: int) -> int:
     return max(1, round(epochs * spe))
 
 
+def per_group(opt: torch.optim.Optimizer, rate: float) -> float | list[float]:
+    """A bound for every parameter group: `rate` for the first, the others keeping their rate's
+    ratio to the first's (a workload's head at a tenth of its body stays at a tenth)."""
+    groups = opt.param_groups
+    if len(groups) == 1:
+        return rate
+    first = groups[0]["lr"] or 1.0
+    return [rate * g["lr"] / first for g in groups]
+
+
 def build_scheduler(
     name: str, cfg: Config, opt: torch.optim.Optimizer, spe: int
 ) -> sched.LRScheduler | None:
@@ -212,8 +222,8 @@ def build_scheduler(
         mode = {"clr": "triangular", "clr2": "triangular2", "clr-exp": "exp_range"}[name]
         return sched.CyclicLR(
             opt,
-            cfg.base_lr,
-            cfg.max_lr,
+            per_group(opt, cfg.base_lr),
+            per_group(opt, cfg.max_lr),
             step_size_up=step,
             mode=mode,
             gamma=cfg.exp_range_end ** (1 / total),
@@ -224,7 +234,7 @@ def build_scheduler(
         # plain SGD has none to cycle
         return sched.OneCycleLR(
             opt,
-            cfg.max_lr,
+            per_group(opt, cfg.max_lr),
             total_steps=total,
             pct_start=cfg.onecycle_pct,
             div_factor=cfg.onecycle_div,
@@ -284,6 +294,9 @@ class Hypergradient:
         self.opt, self.beta = opt, beta
         self.min_lr = opt.param_groups[0]["lr"] * floor
         self.params = [p for g in opt.param_groups for p in g["params"] if p.requires_grad]
+        self.group_of = [
+            i for i, g in enumerate(opt.param_groups) for p in g["params"] if p.requires_grad
+        ]
         self.direction: list[torch.Tensor] | None = None
         self.before: list[torch.Tensor] = []
         self.handles = [
@@ -301,15 +314,18 @@ class Hypergradient:
 
     def _before_step(self, opt, args, kwargs) -> None:
         h = self.hypergradient()
-        if h is not None:
+        if h is not None:  # the first group's rule; the others keep their ratio to it
+            first = opt.param_groups[0]["lr"]
+            factor = max(self.min_lr, first - self.beta * h) / first
             for group in opt.param_groups:
-                group["lr"] = max(self.min_lr, group["lr"] - self.beta * h)
+                group["lr"] *= factor
         self.before = [p.detach().clone() for p in self.params]
 
     def _after_step(self, opt, args, kwargs) -> None:
-        lr = opt.param_groups[0]["lr"]
+        lrs = [g["lr"] for g in opt.param_groups]  # each parameter's step per unit of its rate
         self.direction = [
-            (p.detach() - b) / lr for p, b in zip(self.params, self.before, strict=True)
+            (p.detach() - b) / lrs[i]
+            for p, b, i in zip(self.params, self.before, self.group_of, strict=True)
         ]
         self.before = []
 
@@ -436,7 +452,7 @@ def plan_run(run: str, cfg: Config, setup: Setup, data: TensorData) -> Planned:
     optimizer, its scheduler or hooks."""
     name, seed = run_names(cfg).get(run, (run, cfg.seed))
     model = setup.fresh_model(data, seed)
-    opt = cfg.optim.build(model.parameters())
+    opt = data.task.build_optimizer(model.parameters(), cfg.optim)
     extra: dict = {"optimizer": opt}
     per_update = build_scheduler(name, cfg, opt, steps_per_epoch(data.n_train, cfg.batch_size))
     if per_update is not None:
