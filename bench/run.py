@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from bench import cold_start, finder, loop, profile, sessions, stacked, streaming
+from bench import cold_start, finder, loop, profile, sessions, stacked, streaming, workloads
 from lrbs.core.device import describe, pick_device
 
 OUT = Path(__file__).resolve().parent / "RESULTS.md"
@@ -275,6 +275,7 @@ def main() -> None:
             },
         ),
     ]
+    parts += ["", *workloads.section(repeats=reps)]
     OUT.write_text("\n".join(parts) + "\n")
     print(f"wrote {OUT}")
 
