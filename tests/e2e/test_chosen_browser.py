@@ -3,7 +3,7 @@ every page that takes a learning rate, and each says where it came from."""
 
 import re
 
-from browser_helpers import no_exception, open_page, settle, shot
+from browser_helpers import no_exception, settle, shot
 
 # page link -> text that shows the page is drawn
 PAGES = {
@@ -17,7 +17,9 @@ PAGES = {
 
 
 def test_use_this_reaches_every_page(page, app_url):
-    open_page(page, app_url, "lr", "Run range test")
+    page.goto(f"{app_url}/lr?s_dataset=%22digits%22")  # settings in the URL: small data
+    page.get_by_text("Run range test").first.wait_for(timeout=180_000)  # a cold server
+    settle(page)
     page.get_by_role("button", name="Run range test").first.click()
     page.get_by_text("Suggestions").first.wait_for(timeout=120_000)
     settle(page)
