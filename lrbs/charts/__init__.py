@@ -203,7 +203,7 @@ def range_test_chart(
     x = alt.X(
         "lr:Q",
         title="learning rate (log)",
-        scale=alt.Scale(type="log", domain=x_dom),
+        scale=alt.Scale(type="log", domain=x_dom, nice=False),
         axis=alt.Axis(format=LOG_FORMAT),
     )
     y = alt.Y("loss:Q", title="training loss", scale=alt.Scale(domain=y_dom, clamp=True))
