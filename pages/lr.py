@@ -136,13 +136,21 @@ def finished_view(result: lr_finder.Result) -> None:
     event = st.altair_chart(
         chart, width="stretch", on_select="rerun", key="rt_chart", selection_mode=lr_charts.ZOOM
     )
+    earlier = lr_charts.earlier_rounds(result.points())
+    if earlier:
+        with st.expander(f"Earlier rounds ({len(earlier)}), each on its own rate axis"):
+            for cell, (r, chart) in zip(
+                st.columns(min(len(earlier), 3)) * 4, earlier, strict=False
+            ):
+                cell.caption(f"Round {r}")
+                cell.altair_chart(chart, width="stretch")
     latest = result.latest
     first = latest[0]
     stop_note = f" ({first.message})" if first.message else ""
     st.caption(
         f"Round {len(result.rounds) - 1}: {first.status}{stop_note}; {len(first.lrs)} "
-        f"iterations in {first.elapsed:.1f} s. Drag across the chart to pick a range to zoom "
-        "into."
+        f"iterations in {first.elapsed:.1f} s, on its own rate axis. Drag across the chart to "
+        "pick a range to zoom into."
     )
     st.subheader("Suggestions")
     table = sugg[["title", "lr", "meaning"]].rename(

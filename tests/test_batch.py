@@ -334,6 +334,13 @@ def test_scaling_check_repeats_say_what_is_within_noise(on_blobs):
     assert "one seed: run repeats to judge" in single.verdict()
 
 
+def test_a_diverged_scaling_check_is_shown_as_diverged(on_blobs):
+    cfg = bs_scaling_check.Config(base_batch=16, optim=OptimSpec("sgd", 1e5), k_max=2, epochs=1)
+    result = bs_scaling_check.run(SETUP, cfg)
+    assert set(result.curves().status) == {"diverged"}
+    assert result.status == "finished"
+
+
 def test_scaling_check_bad_input():
     with pytest.raises(ConfigError, match="K must be at least 2"):
         bs_scaling_check.Config(k_max=1)

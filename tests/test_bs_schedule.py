@@ -284,3 +284,17 @@ def test_the_cli_json_keys_and_empty_milestones(capsys):
     assert {"regime", "updates", "val_loss", "updates_vs_decay"} <= set(figures["regimes"][0])
     args = ["bs-schedule", "--epochs", "2", "--regimes", "plateau", "--milestones"]
     assert main([*args, "--batch-size", "16", "--json", "--no-store"]) == 0
+
+
+def test_a_diverged_regime_is_shown_as_diverged_and_judges_nothing():
+    cfg = bss.Config(
+        regimes=("decay", "grow"),
+        epochs=2,
+        milestones=(1,),
+        batch_size=16,
+        optim=OptimSpec("sgd", 1e5),
+    )
+    result = bss.run(Setup(), cfg)
+    table = result.table()
+    assert set(table.status) == {"diverged"}
+    assert "reproduces" not in result.verdict()

@@ -19,11 +19,25 @@ def range_test_live(points: pd.DataFrame) -> alt.LayerChart:
 def range_test_zoom(
     points: pd.DataFrame, suggestions: pd.DataFrame, band: pd.DataFrame | None = None
 ) -> alt.LayerChart:
-    """The finished test: every round's curves, the last round's suggestions as labelled rules,
-    its seed band, and a brush along the rate axis whose range a zoom-in round can take (the
-    selection comes back as {"zoom": {"lr": [lo, hi]}})."""
+    """The finished test's last round on its own rate axis (a zoomed round is not squeezed
+    into the first round's 1e-7..10), its suggestions as labelled rules kept apart, its seed
+    band, and a brush along the rate axis whose range a zoom-in round can take (the selection
+    comes back as {"zoom": {"lr": [lo, hi]}})."""
     brush = alt.selection_interval(encodings=["x"], name=ZOOM)
-    return range_test_chart(points, suggestions, brush=brush, band=band)
+    last = points[points["round"] == points["round"].max()] if not points.empty else points
+    return range_test_chart(last, suggestions, brush=brush, band=band)
+
+
+def earlier_rounds(points: pd.DataFrame) -> list[tuple[int, alt.LayerChart]]:
+    """Each round before the last, on its own rate axis (small), for the page to show beside
+    the last one."""
+    if points.empty:
+        return []
+    rounds = sorted(points["round"].unique())[:-1]
+    return [
+        (int(r), range_test_chart(points[points["round"] == r]).properties(height=220))
+        for r in rounds
+    ]
 
 
 def sweep_curves(

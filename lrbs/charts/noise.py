@@ -6,7 +6,7 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
-from lrbs.charts import MAX_POINTS, thin
+from lrbs.charts import COUNT_FORMAT, LOG_FORMAT, MAX_POINTS, thin
 
 NOISE_COLOR = "#d9480f"
 LOSS_COLOR = "#1971c2"
@@ -17,7 +17,12 @@ def b_simple_chart(rows: pd.DataFrame, height: int = 300) -> alt.LayerChart:
     rows = thin(rows, MAX_POINTS, by=None)
     base = alt.Chart(rows).encode(x=alt.X("step:Q", title="training step"))
     averaged = base.mark_line(color=NOISE_COLOR, strokeWidth=2.5).encode(
-        y=alt.Y("b_simple:Q", title="B_simple (averaged)", scale=alt.Scale(type="log")),
+        y=alt.Y(
+            "b_simple:Q",
+            title="B_simple (averaged)",
+            scale=alt.Scale(type="log"),
+            axis=alt.Axis(format=COUNT_FORMAT),
+        ),
         tooltip=["step:Q", alt.Tooltip("b_simple:Q", format=".4g")],
     )
     raw = base.mark_circle(color=NOISE_COLOR, opacity=0.3, size=25).encode(
@@ -46,9 +51,17 @@ def optimal_lr_chart(curve: pd.DataFrame, b_noise: float, height: int = 280) -> 
         alt.Chart(curve)
         .mark_line(strokeWidth=2.5)
         .encode(
-            x=alt.X("batch:Q", title="batch size B", scale=alt.Scale(type="log")),
+            x=alt.X(
+                "batch:Q",
+                title="batch size B",
+                scale=alt.Scale(type="log"),
+                axis=alt.Axis(format=COUNT_FORMAT),
+            ),
             y=alt.Y(
-                "lr:Q", title="predicted best learning rate ε_opt(B)", scale=alt.Scale(type="log")
+                "lr:Q",
+                title="predicted best learning rate ε_opt(B)",
+                scale=alt.Scale(type="log"),
+                axis=alt.Axis(format=LOG_FORMAT),
             ),
             tooltip=[alt.Tooltip("batch:Q", format=","), alt.Tooltip("lr:Q", format=".3g")],
         )
@@ -69,8 +82,18 @@ def tradeoff_chart(check: pd.DataFrame, fitted: pd.DataFrame, height: int = 320)
         alt.Chart(fitted)
         .mark_line(color="#868e96")
         .encode(
-            x=alt.X("S:Q", title="updates S", scale=alt.Scale(type="log")),
-            y=alt.Y("E:Q", title="examples E", scale=alt.Scale(type="log")),
+            x=alt.X(
+                "S:Q",
+                title="updates S",
+                scale=alt.Scale(type="log"),
+                axis=alt.Axis(format=COUNT_FORMAT),
+            ),
+            y=alt.Y(
+                "E:Q",
+                title="examples E",
+                scale=alt.Scale(type="log"),
+                axis=alt.Axis(format=COUNT_FORMAT),
+            ),
         )
     )
     dots = (

@@ -6,7 +6,7 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
-from lrbs.charts import color_scale
+from lrbs.charts import COUNT_FORMAT, LOG_FORMAT, color_scale
 
 
 def step_frame(per_epoch: pd.DataFrame, y: str, group: str = "run_id") -> pd.DataFrame:
@@ -37,7 +37,12 @@ def per_epoch_chart(
         .mark_line(interpolate="step-after", strokeWidth=2)
         .encode(
             x=alt.X("x:Q", title="epochs"),
-            y=alt.Y(f"{y}:Q", title=None, scale=alt.Scale(type="log")),
+            y=alt.Y(
+                f"{y}:Q",
+                title=None,
+                scale=alt.Scale(type="log"),
+                axis=alt.Axis(format=COUNT_FORMAT if y == "batch_size" else LOG_FORMAT),
+            ),
             color=alt.Color(
                 f"{group}:N",
                 title=None,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
-from lrbs.charts import MAX_POINTS, thin
+from lrbs.charts import LOG_FORMAT, MAX_POINTS, thin
 
 
 def _color(runs: list[str]) -> alt.Color:
@@ -53,7 +53,12 @@ def loss_chart(events: pd.DataFrame, runs: list[str], height: int = 240) -> alt.
         .mark_line(strokeWidth=1.5)
         .encode(
             x=alt.X("step:Q", title="training step"),
-            y=alt.Y("loss:Q", title="training loss", scale=alt.Scale(type="log")),
+            y=alt.Y(
+                "loss:Q",
+                title="training loss",
+                scale=alt.Scale(type="log"),
+                axis=alt.Axis(format=LOG_FORMAT),
+            ),
             color=_color(runs),
             tooltip=["run:N", "step:Q", alt.Tooltip("loss:Q", format=".4g")],
         )
