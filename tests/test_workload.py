@@ -28,8 +28,10 @@ from lrbs.experiments import (
     bs_scaling_check,
     bs_schedule,
     bs_sweep,
+    lr_batch_map,
     lr_finder,
     noise_scale,
+    recommend,
     registry,
     schedules,
     sharpness,
@@ -75,6 +77,16 @@ TINY = {
     "sharpness": (
         sharpness,
         lambda: sharpness.Config(lrs=(0.05,), subset=64, steps=4, every=2, iterations=3),
+    ),
+    "lr-batch-map": (
+        lr_batch_map,
+        lambda: lr_batch_map.Config(
+            batch_sizes=(16, 32), rates=3, steps=4, seeds=1, noise_steps=10
+        ),
+    ),
+    "recommend": (
+        recommend,
+        lambda: recommend.Config(rates=3, seeds=1, sweep_steps=10, batch_size=16),
     ),
 }
 
