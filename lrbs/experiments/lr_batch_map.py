@@ -470,7 +470,7 @@ def run_workers(setup: Setup, config: Config, cells: list[dict], sink: Sink, sto
 
     from lrbs.experiments import autotune as at
 
-    name = config.study.strip() or f"map-{setup.data.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name = config.study.strip() or f"map-{setup.data_name}-{time.strftime('%Y%m%d-%H%M%S')}"
     url = config.storage or at.default_storage()
     study = create_map_study(at.open_storage(url), name, setup, config, cells)
     sink.emit("study", {"study": name, "storage": at.safe_url(url), "workers": config.workers})
@@ -529,8 +529,8 @@ def run(
     sink.emit(
         "info",
         {
-            "dataset": setup.data.name,
-            "model": setup.model.name,
+            "dataset": setup.data_name,
+            "model": setup.model_name,
             "n_train": n,
             "optimizer": config.optim.name,
             "cells": len(cells),

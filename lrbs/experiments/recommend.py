@@ -589,8 +589,8 @@ def run(
     sink.emit(
         "info",
         {
-            "dataset": setup.data.name,
-            "model": setup.model.name,
+            "dataset": setup.data_name,
+            "model": setup.model_name,
             "device": describe(data.x_train.device).name,
             "n_train": data.n_train,
         },

@@ -29,8 +29,8 @@ def recorder(kind: str, config: dict, setup=None, name: str = "") -> Recorder:
     meta = {"name": name}
     if setup is not None:
         meta.update(
-            dataset=setup.data.name,
-            model=setup.model.name,
+            dataset=setup.data_name,
+            model=setup.model_name,
             seed=setup.seed,
             device=str(setup.torch_device()),
         )

@@ -23,7 +23,7 @@ def latest_range_test(setup: Setup) -> tuple[dict[str, float], str] | None:
             )
     try:
         with RunStore(store_path()) as store:
-            stored = stored_range_test(store, setup.data.name, setup.model.name)
+            stored = stored_range_test(store, setup.data_name, setup.model_name)
     except (StoreError, LrbsError):
         return None
     if stored is None:
