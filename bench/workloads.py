@@ -184,7 +184,7 @@ def section(repeats: int = 5, stamp: bool = False) -> list[str]:
         else ""
     )
     return [
-        "## 8. Your own workload through a DataLoader",
+        "## 9. Your own workload through a DataLoader",
         "",
         f"Issue 17's targets, each pair timed side by side{when}. (a) The range test on a "
         "user's DataLoader (TensorDataset, batch 64, shuffled), fresh MLP and "
