@@ -74,7 +74,7 @@ points = store.export(selected)
 if points.empty:
     st.info("The selected runs have no points.")
 else:
-    channels = sorted(points.channel.unique())
+    channels = points.channel.value_counts().index.tolist()  # the curve (most points) first
     channel = st.selectbox("Curve", channels, key="h_channel")
     part = points[points.channel == channel].dropna(axis=1, how="all")
     numeric = history_charts.numeric_columns(part)

@@ -582,17 +582,23 @@ def run_worker(
             study.stop()
 
     from optuna.trial import TrialState
-    from sqlalchemy.exc import InterfaceError, OperationalError  # (Optuna requires SQLAlchemy)
+    from sqlalchemy.exc import (  # (Optuna requires SQLAlchemy)
+        InterfaceError,
+        OperationalError,
+        PendingRollbackError,
+    )
+
+    lost_kinds = (OperationalError, InterfaceError, PendingRollbackError)
 
     def connection_lost(exc: BaseException) -> BaseException | None:
-        """The database error behind `exc` if it is a lost connection (Optuna may raise
-        another error while it handles the storage's)."""
-        seen = 0
+        """The database error behind `exc` if it is a lost connection, anywhere in its chain
+        (Optuna may raise another error while it handles the storage's, or fail a commit on
+        a session the outage left to roll back)."""
+        storage_error, seen = False, 0
         while exc is not None and seen < 20:
-            if isinstance(exc, optuna.exceptions.StorageInternalError) and isinstance(
-                exc.__cause__, (OperationalError, InterfaceError)
-            ):
-                return exc.__cause__
+            storage_error |= isinstance(exc, optuna.exceptions.StorageInternalError)
+            if storage_error and isinstance(exc, lost_kinds):
+                return exc
             exc, seen = exc.__cause__ or exc.__context__, seen + 1
         return None
 

@@ -95,7 +95,7 @@ def test_sweep_stop_keeps_the_partial_curve(page, app_url, tmp_path):
     page.get_by_role("button", name="Run sweep").wait_for()
     settle(page)
     page.get_by_role("button", name="Run sweep").click()
-    page.get_by_text("rates done").first.wait_for()
+    page.get_by_text("runs done").first.wait_for()
     time.sleep(3)
     page.get_by_role("button", name="Stop").click()
     page.get_by_text("Results").wait_for()
