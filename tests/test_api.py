@@ -158,3 +158,22 @@ def test_find_lr_takes_a_dataloader_and_its_batch_size():
     loader = DataLoader(TensorDataset(x, y), batch_size=16, shuffle=True)
     found = lrbs.find_lr(net(), loader, iterations=10, data_path="stream")
     assert found.config.batch_size == 16 and found.summary()["data_path"] == "stream"
+
+
+def test_recommend_rescales_by_the_rule_of_the_users_own_optimizer():
+    """A user's AdamW, not the --optimizer default (SGD), decides the scaling rule and the
+    snippet: square root, and torch.optim.AdamW."""
+    x, y = blobs(400)
+    model = net()
+    card = lrbs.recommend(
+        model,
+        (x[:320], y[:320]),
+        val=(x[320:], y[320:]),
+        optimizer=torch.optim.AdamW(model.parameters(), lr=1e-3),
+        sweep_steps=10,
+        seeds=1,
+        rates=3,
+        batch_size=16,
+    ).summary()
+    assert card["optimizer"] == "adamw" and card["rule"] == "sqrt", card
+    assert "AdamW" in card.get("snippet", "AdamW")

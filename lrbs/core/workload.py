@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import importlib.util
+import inspect
 import itertools
 import os
 import sys
@@ -258,6 +259,10 @@ def optimizer_like(model: nn.Module, optimizer: torch.optim.Optimizer) -> Callab
         groups.append((hyper, [index[id(p)] for p in g["params"]]))
     state = copy.deepcopy(optimizer.state_dict())
     cls, defaults = type(optimizer), dict(optimizer.defaults)
+    # defaults may hold keys the constructor does not take (AdamW's decoupled_weight_decay)
+    accepted = inspect.signature(cls.__init__).parameters
+    if not any(p.kind == p.VAR_KEYWORD for p in accepted.values()):
+        defaults = {k: v for k, v in defaults.items() if k in accepted}
     base = groups[0][0]["lr"] if groups else defaults.get("lr", 1.0)
 
     def make(params, lr: float) -> torch.optim.Optimizer:

@@ -90,9 +90,13 @@ def make_fits(
     """fits(B): on a GPU, a real training step at batch B (out-of-memory caught, memory
     released); on the CPU, the measured step memory against `cap_bytes`."""
     device = data.device
+    # BatchNorm cannot train on one sample; a batch of 2 needs at least batch 1's memory
+    smallest = (
+        2 if any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()) else 1
+    )
 
     def fits(batch: int) -> bool:
-        idx = torch.arange(batch, device=device) % data.n_train
+        idx = torch.arange(max(batch, smallest), device=device) % data.n_train
         x, y = data.take(idx)
         try:
             with data.compute.autocast(device):

@@ -303,7 +303,7 @@ def should_stack(setup: Setup, data: TensorData, config: Config) -> bool:
         why = stackable(setup.fresh_model(data, config.seed))
         require(why is None, f"this model cannot be stacked: {why}")
         return True
-    return data.x_train.device.type == "cuda" and stackable(setup.fresh_model(data)) is None
+    return data.device.type == "cuda" and stackable(setup.fresh_model(data)) is None
 
 
 def run_here(
@@ -535,7 +535,7 @@ def run(
             "optimizer": config.optim.name,
             "cells": len(cells),
             "batches": list(batches),
-            "device": data.x_train.device.type,
+            "device": data.device.type,
             "largest_fitting": fitting,
         },
     )
@@ -557,7 +557,7 @@ def largest_fitting(setup: Setup, data: TensorData, config: Config, stop=None) -
     """The largest batch whose training step fits (lrbs.experiments.bs_probe), for the default
     powers of two: under --cap-mib, or on a GPU; None where nothing limits the batch but the
     data (a CPU without a cap) or the batches are listed."""
-    if config.batch_sizes or (config.cap_mib is None and data.x_train.device.type != "cuda"):
+    if config.batch_sizes or (config.cap_mib is None and data.device.type != "cuda"):
         return None
     from lrbs.experiments.bs_probe import largest_batch, make_fits
 

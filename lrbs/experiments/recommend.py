@@ -29,6 +29,7 @@ from functools import cached_property
 
 import numpy as np
 import pandas as pd
+import torch
 
 from lrbs.core.config import check, option
 from lrbs.core.data import TensorData
@@ -346,6 +347,19 @@ def batch_choice(
     return out
 
 
+def optimizer_family(setup: Setup, data, default: str) -> str:
+    """The optimizer the runs really use, as a scaling rule knows it: a workload's own
+    optimizer() (AdamW, say) decides the rule, not the --optimizer default."""
+    if data.task.optimizer is None:
+        return default
+    opt = data.task.build_optimizer(setup.fresh_model(data).parameters(), OptimSpec(default))
+    if isinstance(opt, torch.optim.AdamW):
+        return "adamw"
+    if isinstance(opt, torch.optim.Adam) or "betas" in opt.defaults:
+        return "adam"
+    return "momentum" if opt.defaults.get("momentum") else "sgd"
+
+
 def rescale(lr: float, base_batch: int, batch: int, optimizer: str, b_crit: float) -> float:
     """The rate for `batch`, from `lr` at `base_batch`: linear for SGD (with or without
     momentum) and square root for Adam/AdamW (Malladi et al. 2022), growing only up to the
@@ -460,7 +474,7 @@ class _Pipeline:
 
     def probe(self) -> str:
         stage, data = self.stage("probe"), self.data
-        stage.emit("info", {"n_train": data.n_train, "device": data.x_train.device.type})
+        stage.emit("info", {"n_train": data.n_train, "device": data.device.type})
         fits = bs_probe.make_fits(
             self.setup.fresh_model(data),
             data,
@@ -591,8 +605,9 @@ def run(
         {
             "dataset": setup.data_name,
             "model": setup.model_name,
-            "device": describe(data.x_train.device).name,
+            "device": describe(data.device).name,
             "n_train": data.n_train,
+            "optimizer": optimizer_family(setup, data, config.optim.name),
         },
     )
     pipeline = _Pipeline(setup, config, data=data, sink=sink, rows=rows, stop=stop)
@@ -640,6 +655,11 @@ class Result(experiment.Result):
     @property
     def info(self) -> dict:
         return (self.rows.get("info") or [{}])[0]
+
+    @property
+    def optimizer(self) -> str:
+        """The optimizer the runs used (a workload's own, where it brings one)."""
+        return self.info.get("optimizer") or self.config.optim.name
 
     # ------------------------------------------------------------------ 1. the rate
 
@@ -752,7 +772,7 @@ class Result(experiment.Result):
         row = table[table.best].iloc[0]
         batch = int(row.batch)
         b_crit = self.b_simple
-        lr = rescale(best.lr, self.config.batch_size, batch, self.config.optim.name, b_crit)
+        lr = rescale(best.lr, self.config.batch_size, batch, self.optimizer, b_crit)
         return {
             "batch": batch,
             "lr": lr,
@@ -813,20 +833,21 @@ class Result(experiment.Result):
     def card(self) -> dict:
         """The answer, as far as the finished steps give it; `missing` names the others."""
         opt = self.config.optim
+        name = self.optimizer
         out: dict = {
             "status": self.status,
             "message": self.message,
             "dataset": self.info.get("dataset"),
             "model": self.info.get("model"),
-            "optimizer": opt.name,
-            "momentum": opt.momentum if opt.name == "momentum" else None,
+            "optimizer": name,
+            "momentum": opt.momentum if name == "momentum" else None,
             "missing": self.missing,
             "suggestions": self.suggestions(),
             "seconds": self.step_seconds,
         }
         best = self.confirmed if self.done("sweep") else None
         base = self.config.batch_size
-        out |= {"base_batch": base, "batch": base, "lr": None, "rule": SCALING_RULE[opt.name]}
+        out |= {"base_batch": base, "batch": base, "lr": None, "rule": SCALING_RULE[name]}
         if best is None:
             out["confidence"], out["confidence_reasons"] = "low", ["no rate was confirmed"]
             return out
@@ -864,7 +885,7 @@ class Result(experiment.Result):
         peak = best.band_hi * k
         steps = out["expected_steps"]
         out["band_at_batch"] = [best.band_lo * k, best.band_hi * k]
-        sched = "one-cycle" if opt.name in ("sgd", "momentum") else "warm-up + cosine"
+        sched = "one-cycle" if self.optimizer in ("sgd", "momentum") else "warm-up + cosine"
         out["schedule"] = {
             "name": sched,
             "peak_lr": peak,
