@@ -257,10 +257,14 @@ def test_the_database_restarted_mid_study_loses_no_finished_trial(pg, tmp_path, 
         # trial's slot (3 trials made instead of 4, seen once): no finished trial is lost
         assert len(before) < len(rows) <= 4, states(rows)
         assert_each_once(rows, len(rows))
-        assert set(states(rows)) <= {"COMPLETE", "PRUNED", "FAIL"}, states(rows)
+        assert set(states(rows)) <= {"COMPLETE", "PRUNED", "FAIL", "RUNNING"}, states(rows)
         assert all("reachable again" in log for log in logs if "retrying" in log), logs
         said = sum(log.count("now back: going on") for log in logs)  # one a loss, in trial or not
-        assert len(cut) <= said, logs
+        # A trial the server started (WAITING -> RUNNING committed) while the connection died
+        # before the worker heard of it belongs to no worker: Optuna's ask() raised, so no
+        # worker can fail it. It stays "running"; only an outage can leave one.
+        orphans = [n for n, state, _ in rows if state == "RUNNING"]
+        assert len(cut) + len(orphans) <= said, logs
 
 
 # ------------------------------------------------------------------ clear refusals
