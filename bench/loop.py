@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from bench.common import alternate, median, ratio
 from lrbs.core.data import DataSpec, TensorData, load
@@ -52,11 +52,14 @@ def minimal_loop(
                 k = 0
 
 
-def dataloader_loop(model, data: TensorData, batch: int, steps: int, lr: float, seed: int) -> None:
-    """The usual tutorial loop: TensorDataset + DataLoader(shuffle=True)."""
+def dataloader_loop(
+    model, data: TensorData | Dataset, batch: int, steps: int, lr: float, seed: int
+) -> None:
+    """The usual tutorial loop: a Dataset (TensorDataset of the data) + DataLoader(shuffle)."""
     opt = torch.optim.SGD(model.parameters(), lr=lr)
+    dataset = data if isinstance(data, Dataset) else TensorDataset(data.x_train, data.y_train)
     loader = DataLoader(
-        TensorDataset(data.x_train, data.y_train),
+        dataset,
         batch_size=batch,
         shuffle=True,
         generator=torch.Generator().manual_seed(seed),

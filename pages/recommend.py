@@ -44,7 +44,9 @@ with st.sidebar:
         list(recommend.BUDGETS),
         key="rec_budget",
         horizontal=True,
-        help="quick: about 1 min on 2 CPU cores at the defaults; thorough: about 5",
+        help="quick: about 1 min on 2 CPU cores at the defaults; thorough: about 5. The "
+        "pipeline first times this model's updates and fits the seeds, rates and updates to "
+        "the budget (never below what a meaningful answer needs).",
     )
     opt, momentum = optimizer_inputs("rec")
     batch = st.number_input("Base batch (range test, sweep)", min_value=1, key="rec_batch")
@@ -105,6 +107,8 @@ def card_view(result: recommend.Result) -> None:
             "best rate depends on how long one trains; for a much longer or shorter training, "
             "set the updates per sweep run to its length."
         )
+    if result.budget_plan:
+        st.caption("Plan: " + result.plan_text() + ".")
     if card["missing"]:
         st.caption("Steps not done yet: " + ", ".join(card["missing"]) + ".")
     done = [f"{recommend.STEP_TITLES[s]} {t:.1f} s" for s, t in card["seconds"].items()]

@@ -5,6 +5,7 @@ a stop that keeps the finished steps, the history's rebuild and the CLI's --json
 import json
 import math
 import threading
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -101,6 +102,79 @@ def test_candidate_batches_stay_under_the_safe_batch():
     assert candidate_batches(64, 300, 4000) == (16, 32, 64, 128, 256)
     assert candidate_batches(100, 4000, 1000) == (16, 32, 64, 100, 128, 256)  # <= N/2
     assert candidate_batches(8, 20, 1000) == (1, 2, 4, 8, 16)
+
+
+BIG = recommend.Effort(
+    range_seeds=3,
+    range_iterations=100,
+    rates=7,
+    sweep_seeds=2,
+    sweep_steps=400,
+    noise_steps=300,
+    throughput_seconds=0.25,
+)
+
+
+def test_the_estimate_against_a_hand_count():
+    e, sps, big = BIG, 0.01, 8.5
+    parts = recommend.estimated_seconds(e, sps, big)
+    assert parts["range"] == pytest.approx(0.01 * 3 * 100)
+    assert parts["sweep"] == pytest.approx(0.01 * 2 * 7 * 400)
+    assert parts["noise"] == pytest.approx(0.01 * (300 + 15 * 8.5))
+    assert parts["confirm"] == pytest.approx(0.01 * 400)
+    assert parts["throughput"] == pytest.approx(8 * 0.25)
+
+
+def total(e, sps, big=8.5):
+    return sum(recommend.estimated_seconds(e, sps, big).values())
+
+
+def test_a_plan_keeps_an_effort_that_fits_and_shrinks_one_that_does_not():
+    assert total(BIG, 0.001) < 60 and recommend.fit_effort(BIG, 0.001, 60.0) == BIG
+    # a model 20x slower: the plan fits the budget, lowering range seeds first, then updates
+    slow = recommend.fit_effort(BIG, 0.01, 60.0)
+    assert total(slow, 0.01) <= 60.0 + 1e-6 < total(BIG, 0.01)
+    assert slow.range_seeds == recommend.FLOOR.range_seeds
+    assert slow.sweep_steps < BIG.sweep_steps and slow.rates == BIG.rates  # rates kept longer
+    for name in recommend.SHRINK_ORDER:
+        assert getattr(recommend.FLOOR, name) <= getattr(slow, name) <= getattr(BIG, name)
+
+
+def test_a_plan_never_goes_below_the_floor_nor_lowers_what_the_user_set():
+    very_slow = recommend.fit_effort(BIG, 0.25, 60.0)  # a transformer's update on a CPU
+    assert very_slow == replace(
+        recommend.FLOOR, throughput_seconds=recommend.FLOOR.throughput_seconds
+    )
+    assert total(very_slow, 0.25) > 60.0  # over the budget: the floors say so on the card
+    kept = recommend.fit_effort(BIG, 0.25, 60.0, fixed=frozenset({"rates", "sweep_steps"}))
+    assert kept.rates == BIG.rates and kept.sweep_steps == BIG.sweep_steps
+    assert kept.sweep_seeds == recommend.FLOOR.sweep_seeds
+    cfg = Config(rates=9, sweep_steps=500)
+    assert cfg.fixed == {"rates", "sweep_steps"}
+
+
+def test_the_pipeline_runs_what_its_plan_says(monkeypatch):
+    """A model whose updates take (as if) a second: the plan falls to the floors and every step
+    runs the plan's seeds, rates and updates; the card and the report say so."""
+    floor = replace(TINY, rates=3, sweep_steps=20, range_iterations=30)
+    monkeypatch.setitem(recommend.EFFORT, "quick", replace(TINY, rates=5, sweep_steps=60))
+    monkeypatch.setattr(recommend, "FLOOR", floor)
+    monkeypatch.setattr(recommend, "step_seconds", lambda *a: 1.0)
+    stop = threading.Event()
+    r = recommend.run(SETUP, Config(), StopAt(stop, "steps", "sweep"), stop)
+    plan = r.budget_plan
+    assert plan["seconds_per_step"] == 1.0 and plan["shrunk"] and plan["over_budget"]
+    assert r.effort.rates == 3 and r.effort.sweep_steps == 20
+    runs = r.sweep_runs()
+    assert runs.lr.nunique() == 3 and set(runs.steps) == {20}
+    assert r.card()["horizon_steps"] == 20 and r.card()["plan"]["rates"] == 3
+    assert "over the budget" in r.plan_text() and "1e+03 ms" in r.plan_text()
+
+
+def test_the_step_time_is_measured_on_the_model():
+    data = sweeps.load_data(SETUP)
+    sps = recommend.step_seconds(SETUP, Config(), data)
+    assert 0 < sps < 0.5
 
 
 def quadratic_sweep(lam: float, grid, seeds: int = 3, steps: int = 5) -> pd.DataFrame:

@@ -10,12 +10,12 @@ import torch
 from support import ROOT, blobs
 from torch import nn
 from torch.optim import optimizer as step_hooks
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, TensorDataset
 
 from lrbs.core.data import TensorData
 from lrbs.core.loop import Budget, OptimSpec, TrainConfig, train
 from lrbs.core.setup import Setup
-from lrbs.core.stream import StreamData, build_data
+from lrbs.core.stream import Gathered, StreamData, build_data
 from lrbs.core.task import CLASSIFICATION, Compute, default_task
 from lrbs.experiments import bs_probe, lr_finder, noise_scale, sweeps
 from lrbs.experiments.lr_finder import RangeTestConfig, range_test
@@ -86,6 +86,31 @@ def test_a_streamed_dataset_gives_the_same_curve_for_one_seed(on_disk):
     assert curve(a) == curve(b)
     c = train(mlp(), streamed(folder), cfg(seed=1))
     assert curve(c) != curve(a)
+
+
+def test_a_streamed_tensor_dataset_is_gathered_a_batch_at_a_time_with_the_same_curve(on_disk):
+    """A TensorDataset streams by one index per batch (`Gathered`); the curve is the one of the
+    same samples read and stacked one at a time, workers or not, batch schedule or not."""
+    memory, folder = on_disk
+    tensors = StreamData(
+        train=TensorDataset(memory.x_train, memory.y_train),
+        val=TensorDataset(memory.x_val, memory.y_val),
+        device=torch.device("cpu"),
+        input_shape=(6,),
+        n_classes=3,
+    )
+    loader = tensors.loader(tensors.train, [[3, 1, 2]])
+    assert isinstance(loader.dataset, Gathered)
+    x, y = next(iter(loader))
+    assert torch.equal(x, memory.x_train[[3, 1, 2]]) and torch.equal(y, memory.y_train[[3, 1, 2]])
+
+    def grow(p):
+        return 16 if p.step < 5 else 48
+
+    one_at_a_time = train(mlp(), streamed(folder), cfg(), batch_size_at=grow)
+    gathered = train(mlp(), tensors, cfg(), batch_size_at=grow)
+    in_a_worker = train(mlp(), replace(tensors, workers=1), cfg(), batch_size_at=grow)
+    assert curve(gathered) == curve(one_at_a_time) == curve(in_a_worker)
 
 
 def test_streamed_and_in_memory_agree_with_a_batch_schedule(on_disk):

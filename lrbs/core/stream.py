@@ -19,7 +19,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, TensorDataset
+from torch.utils.data import (
+    DataLoader,
+    Dataset,
+    IterableDataset,
+    Sampler,
+    TensorDataset,
+    get_worker_info,
+)
 from torch.utils.data.dataloader import default_collate
 
 from lrbs.core.data import TensorData
@@ -61,24 +68,31 @@ class StreamData:
     def loader(
         self, dataset: Dataset, batch_sampler, seed: int = 0, persistent: bool = False
     ) -> DataLoader:
+        collate = self.collate_fn or pair_collate
+        if self.collate_fn is None and isinstance(dataset, TensorDataset):
+            dataset, collate = Gathered(dataset), already_batched
         return DataLoader(
             dataset,
             batch_sampler=batch_sampler,
             num_workers=self.workers,
             pin_memory=self.device.type == "cuda",
-            collate_fn=self.collate_fn or default_collate,
+            collate_fn=collate,
             generator=torch.Generator().manual_seed(seed),  # the workers' seeds
             persistent_workers=persistent and self.workers > 0,
         )
 
     def put(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = batch
+        if self.device.type == "cpu":  # collated on the CPU already
+            return x, y
         nb = self.device.type == "cuda"
         return x.to(self.device, non_blocking=nb), y.to(self.device, non_blocking=nb)
 
     def take(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """These training samples as one batch on the device."""
-        collate = self.collate_fn or default_collate
+        if self.collate_fn is None and isinstance(self.train, TensorDataset):
+            return self.put(Gathered(self.train).__getitems__(idx.tolist()))
+        collate = self.collate_fn or pair_collate
         return self.put(collate([self.train[i] for i in idx.tolist()]))
 
     def chunks(
@@ -90,6 +104,50 @@ class StreamData:
         batches = [order[i : i + chunk] for i in range(0, len(order), chunk)]
         for batch in self.loader(dataset, batches):
             yield self.put(batch)
+
+
+def pair_collate(batch: list):
+    """`default_collate` for the usual sample, an (input tensor, target tensor or int) pair,
+    without its per-element dispatch: one stack per field, the same tensors. Anything else,
+    and any batch in a worker process (where default_collate stacks into shared memory), goes
+    to default_collate."""
+    first = batch[0]
+    if (
+        isinstance(first, tuple | list)
+        and len(first) == 2
+        and isinstance(first[0], torch.Tensor)
+        and get_worker_info() is None
+    ):
+        target = first[1]
+        if isinstance(target, torch.Tensor):
+            return torch.stack([s[0] for s in batch]), torch.stack([s[1] for s in batch])
+        if type(target) is int:
+            return torch.stack([s[0] for s in batch]), torch.tensor([s[1] for s in batch])
+    return default_collate(batch)
+
+
+class Gathered(Dataset):
+    """A TensorDataset read a batch at a time: one index per tensor instead of a Python call
+    and a stack per sample (the DataLoader uses `__getitems__` when a dataset has it). Host
+    tensors too large for the device stream this way at the cost of one gather per batch."""
+
+    def __init__(self, dataset: TensorDataset) -> None:
+        self.tensors = dataset.tensors
+
+    def __len__(self) -> int:
+        return len(self.tensors[0])
+
+    def __getitem__(self, i):
+        return tuple(t[i] for t in self.tensors)
+
+    def __getitems__(self, indices: list[int]):
+        idx = torch.as_tensor(indices, dtype=torch.long)
+        return tuple(t[idx] for t in self.tensors)
+
+
+def already_batched(batch):
+    """The collate function of a `Gathered` dataset: its batch is collated already."""
+    return batch
 
 
 class Chunks(Sampler[list[int]]):
@@ -145,6 +203,11 @@ class StreamOrder:
 
     def take(self, pos: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         k = min(k, self.n - pos)
+        if not self.held:  # the usual step: a chunk is a batch, nothing to cut or join
+            x, y = next(self.it)
+            if len(y) == k:
+                return self.data.put((x, y))
+            self.xs, self.ys, self.held = [x], [y], len(y)
         while self.held < k:
             x, y = next(self.it)
             self.xs.append(x)

@@ -14,6 +14,10 @@ every step from the same rows:
 6. confirm    the batch that minimises the estimated time to the target loss, the rate rescaled
               to it (linear for SGD up to B_crit, square root for Adam), one short run there.
 
+A budget is a time: before the first step the pipeline times a few updates of this model at
+the base batch and plans each step's seeds, rates and updates to fit it (`fit_effort`), never
+below the floor a meaningful answer needs; the plan is a row of its own, on the card.
+
 Steps to the target follow McCandlish et al. (2018): S(B) = S_min (1 + B_noise / B), with
 S_min from the steps the best sweep run took at the base batch; time = S(B) x seconds per step.
 A stop keeps every finished step; the card says which are missing.
@@ -24,7 +28,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from functools import cached_property
 
 import numpy as np
@@ -35,7 +39,7 @@ from lrbs.core.config import check, option
 from lrbs.core.data import TensorData
 from lrbs.core.device import describe
 from lrbs.core.errors import require
-from lrbs.core.loop import Budget, OptimSpec, TrainConfig
+from lrbs.core.loop import Budget, OptimSpec, TrainConfig, train
 from lrbs.core.setup import Setup
 from lrbs.experiments import bs_probe, lr_finder, noise_scale, scaling, sweeps
 from lrbs.experiments.sweeps import SweptOptim, load_data
@@ -64,6 +68,7 @@ WEIGHTS = {
     "confirm": 0.15,
 }
 BUDGETS = ("quick", "thorough")
+BUDGET_SECONDS = {"quick": 60.0, "thorough": 300.0}  # on 2 CPU cores, probe and all
 SCALING_RULE = {"sgd": "linear", "momentum": "linear", "adam": "sqrt", "adamw": "sqrt"}
 
 
@@ -100,6 +105,73 @@ EFFORT = {
         throughput_seconds=0.5,
     ),
 }
+# Below these an answer means little, whatever the budget: two seeds (a spread), five rates
+# (a band around a best that is not at the edge), 100 updates (past the first transient).
+FLOOR = Effort(
+    range_seeds=2,
+    range_iterations=60,
+    rates=5,
+    sweep_seeds=2,
+    sweep_steps=100,
+    noise_steps=100,
+    throughput_seconds=0.1,
+)
+# what a plan gives up first when the budget is short
+SHRINK_ORDER = (
+    "range_seeds",
+    "sweep_steps",
+    "noise_steps",
+    "rates",
+    "range_iterations",
+    "sweep_seeds",
+    "throughput_seconds",
+)
+THROUGHPUT_BATCHES = 8  # a typical count of candidate batches
+NOISE_MEASUREMENTS = 15  # the meter measures about every noise_steps / 15 updates
+
+
+def estimated_seconds(e: Effort, seconds_per_step: float, big_batches: float) -> dict[str, float]:
+    """Each step's estimated seconds, counted in updates at the base batch: the range test's
+    iterations, the sweep's runs, the noise meter's updates plus its measurements (a small and
+    a big batch each, `big_batches` base batches in all), the confirming run (no longer than
+    one sweep run: the chosen batch reaches the target no later than the base batch) and the
+    throughput's timed runs."""
+    return {
+        "range": seconds_per_step * e.range_seeds * e.range_iterations,
+        "sweep": seconds_per_step * e.sweep_seeds * e.rates * e.sweep_steps,
+        "noise": seconds_per_step * (e.noise_steps + NOISE_MEASUREMENTS * big_batches),
+        "throughput": THROUGHPUT_BATCHES * e.throughput_seconds,
+        "confirm": seconds_per_step * e.sweep_steps,
+    }
+
+
+def fit_effort(
+    e: Effort,
+    seconds_per_step: float,
+    seconds: float,
+    big_batches: float = 8.5,
+    fixed: frozenset[str] = frozenset(),
+) -> Effort:
+    """The most of `e` that fits `seconds`: each setting in SHRINK_ORDER in turn (not those in
+    `fixed`, which the user set) is lowered as far as needed, never below FLOOR. An effort
+    that fits already is kept whole; one whose floors do not fit stays at the floors."""
+
+    def total(x: Effort) -> float:
+        return sum(estimated_seconds(x, seconds_per_step, big_batches).values())
+
+    for name in SHRINK_ORDER:
+        if total(e) <= seconds:
+            break
+        if name in fixed:
+            continue
+        floor, now = getattr(FLOOR, name), getattr(e, name)
+        a = total(replace(e, **{name: 0}))
+        b = total(replace(e, **{name: 1})) - a  # the total is linear in each setting
+        want = (seconds - a) / b if b > 0 else now
+        value = min(now, max(floor, want))
+        value = value if isinstance(now, float) else int(max(floor, math.floor(value)))
+        e = replace(e, **{name: value})
+    return e
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -141,6 +213,7 @@ class Config:
 
     @property
     def effort(self) -> Effort:
+        """The budget's effort with the settings the user gave (before any time plan)."""
         e = EFFORT[self.budget]
         return replace(
             e,
@@ -149,8 +222,19 @@ class Config:
             sweep_steps=self.sweep_steps or e.sweep_steps,
         )
 
-    def range_config(self) -> lr_finder.Config:
-        e = self.effort
+    @property
+    def fixed(self) -> frozenset[str]:
+        """The effort's settings the user chose, which no time plan lowers."""
+        given = {"rates": self.rates, "sweep_seeds": self.seeds, "sweep_steps": self.sweep_steps}
+        return frozenset(k for k, v in given.items() if v)
+
+    def planned(self, seconds_per_step: float, big_batches: float) -> Effort:
+        return fit_effort(
+            self.effort, seconds_per_step, BUDGET_SECONDS[self.budget], big_batches, self.fixed
+        )
+
+    def range_config(self, effort: Effort | None = None) -> lr_finder.Config:
+        e = effort or self.effort
         return lr_finder.Config(
             iterations=e.range_iterations,
             batch_size=self.batch_size,
@@ -447,12 +531,16 @@ class _Pipeline:
     def now(self) -> Result:
         return Result(self.config, self.rows.rows)
 
+    @property
+    def effort(self) -> Effort:
+        return self.now().effort
+
     def range(self) -> str:
-        r = lr_finder.run(self.setup, self.config.range_config(), self.stage("range"), self.stop)
-        return r.status
+        cfg = self.config.range_config(self.effort)
+        return lr_finder.run(self.setup, cfg, self.stage("range"), self.stop).status
 
     def sweep(self) -> str:
-        e = self.config.effort
+        e = self.effort
         grid = sweep_grid(list(self.now().suggestions().values()), e.rates)
         for k in range(e.sweep_seeds):
             seed = self.setup.seed + k
@@ -495,7 +583,7 @@ class _Pipeline:
         return "stopped" if r.stopped else "finished"
 
     def throughput(self) -> str:
-        now, e = self.now(), self.config.effort
+        now, e = self.now(), self.effort
         base, data = self.config.batch_size, self.data
         batches = candidate_batches(base, now.probe.safe, data.n_train, self.config.max_batch)
         lr = now.confirmed.lr
@@ -518,7 +606,7 @@ class _Pipeline:
         return "stopped" if self.stopped else "finished"
 
     def noise(self) -> str:
-        now, e, data = self.now(), self.config.effort, self.data
+        now, e, data = self.now(), self.effort, self.data
         cfg = noise_config(self.config, self.setup, data.n_train, now.confirmed.lr, e)
         stage = self.stage("noise")
         meter = noise_scale.NoiseMeter(self.setup.fresh_model(data), data, cfg, stage)
@@ -545,7 +633,7 @@ class _Pipeline:
     def confirm(self) -> str:
         plan = self.now().plan()
         base = self.config.batch_size
-        steps = int(min(math.ceil(plan["expected_steps"]), 10 * self.config.effort.sweep_steps))
+        steps = int(min(math.ceil(plan["expected_steps"]), 10 * self.effort.sweep_steps))
 
         def prepare(name: str) -> Planned:
             tc = TrainConfig(
@@ -569,11 +657,52 @@ class _Pipeline:
         return "stopped" if self.stopped else "finished"
 
 
+def step_seconds(setup: Setup, config: Config, data) -> float:
+    """Seconds one update of this model takes at the base batch: the median of a few timed
+    updates after a warm-up one, at a rate too small to move anything."""
+    tc = TrainConfig(
+        batch_size=config.batch_size,
+        budget=Budget(steps=6),
+        optim=config.optim_at(1e-6),
+        seed=setup.seed,
+        log_every=1,
+        eval_each_epoch=False,
+        eval_at_end=False,
+        divergence_factor=None,
+    )
+    events = train(setup.fresh_model(data), data, tc).events
+    t = [e.elapsed for e in events if e.kind == "train"]
+    return float(np.median(np.diff(t))) if len(t) > 2 else float(t[-1] if t else 0.0)
+
+
+def plan_budget(setup: Setup, config: Config, data) -> dict:
+    """The budget's plan for this model: its measured step, what each step gets, the estimate."""
+    sps = step_seconds(setup, config, data)
+    big, small = noise_sizes(data.n_train)
+    big_batches = (big + small) / config.batch_size
+    e = config.planned(sps, big_batches)
+    parts = estimated_seconds(e, sps, big_batches)
+    return {
+        "budget": config.budget,
+        "budget_seconds": BUDGET_SECONDS[config.budget],
+        "seconds_per_step": sps,
+        "estimated_seconds": sum(parts.values()),
+        "shrunk": e != config.effort,
+        "over_budget": sum(parts.values()) > BUDGET_SECONDS[config.budget] * 1.05,
+        **asdict(e),
+    }
+
+
+def noise_sizes(n_train: int) -> tuple[int, int]:
+    """The noise meter's big and small batch."""
+    big = min(512, n_train)
+    return big, min(32, max(1, big // 4))
+
+
 def noise_config(
     config: Config, setup: Setup, n_train: int, lr: float, e: Effort
 ) -> noise_scale.Config:
-    big = min(512, n_train)
-    small = min(32, max(1, big // 4))
+    big, small = noise_sizes(n_train)
     return noise_scale.Config(
         batch_small=small,
         batch_big=big,
@@ -610,6 +739,8 @@ def run(
             "optimizer": optimizer_family(setup, data, config.optim.name),
         },
     )
+    sink.progress(0.0, "timing this model's updates")
+    sink.emit("plan", plan_budget(setup, config, data))
     pipeline = _Pipeline(setup, config, data=data, sink=sink, rows=rows, stop=stop)
     status = "finished"
     for step in STEPS:
@@ -657,6 +788,37 @@ class Result(experiment.Result):
         return (self.rows.get("info") or [{}])[0]
 
     @property
+    def budget_plan(self) -> dict:
+        """The budget's plan (a row written before the first step; {} for older runs)."""
+        return (self.rows.get("plan") or [{}])[0]
+
+    def plan_text(self) -> str:
+        """The budget's plan in a sentence: the measured update, what each step got."""
+        p, e = self.budget_plan, self.effort
+        if not p:
+            return ""
+        head = (
+            f"{p['budget']} budget ({p['budget_seconds']:.0f} s): one update at batch "
+            f"{self.config.batch_size} took {p['seconds_per_step'] * 1e3:.3g} ms, so "
+            f"range test {e.range_seeds} seeds x {e.range_iterations} steps, sweep {e.rates} "
+            f"rates x {e.sweep_seeds} seeds x {e.sweep_steps} updates, noise meter "
+            f"{e.noise_steps} updates; estimated {p['estimated_seconds']:.0f} s"
+        )
+        if p.get("over_budget"):
+            return head + (
+                " (over the budget: these are the floors below which the answer means little)"
+            )
+        return head + (" (shrunk to fit)" if p.get("shrunk") else "")
+
+    @property
+    def effort(self) -> Effort:
+        """What the pipeline ran: its plan's effort, or the budget's for a run without one."""
+        p = self.budget_plan
+        if not p:
+            return self.config.effort
+        return Effort(**{k: p[k] for k in Effort.__dataclass_fields__})
+
+    @property
     def optimizer(self) -> str:
         """The optimizer the runs used (a workload's own, where it brings one)."""
         return self.info.get("optimizer") or self.config.optim.name
@@ -665,7 +827,7 @@ class Result(experiment.Result):
 
     @cached_property
     def range_result(self) -> lr_finder.Result:
-        return lr_finder.Result(self.config.range_config(), self.sub("range"))
+        return lr_finder.Result(self.config.range_config(self.effort), self.sub("range"))
 
     def suggestions(self) -> dict[str, float]:
         return self.range_result.suggestions() if self.range_result.rounds else {}
@@ -762,7 +924,7 @@ class Result(experiment.Result):
             t.seconds_per_step,
             self.b_simple,
             self.config.batch_size,
-            self.config.effort.sweep_steps,
+            self.effort.sweep_steps,
         )
 
     def plan(self) -> dict:
@@ -844,6 +1006,7 @@ class Result(experiment.Result):
             "missing": self.missing,
             "suggestions": self.suggestions(),
             "seconds": self.step_seconds,
+            "plan": self.budget_plan,
         }
         best = self.confirmed if self.done("sweep") else None
         base = self.config.batch_size
@@ -861,10 +1024,10 @@ class Result(experiment.Result):
             "loss_noise": best.noise,
             "closest_rule": str(closest.rule.iloc[0]) if not closest.empty else None,
             "audit": audit_.to_dict(orient="records"),
-            "expected_steps": int(self.config.effort.sweep_steps),
+            "expected_steps": int(self.effort.sweep_steps),
             # the best rate depends on how long one trains (bench/RESULTS.md, section 8): the
             # sweep's updates at the base batch are the horizon this rate was confirmed for
-            "horizon_steps": int(self.config.effort.sweep_steps),
+            "horizon_steps": int(self.effort.sweep_steps),
         }
         if self.done("probe"):
             out |= {"largest_batch": self.probe.largest, "safe_batch": self.probe.safe}
@@ -922,6 +1085,7 @@ class Result(experiment.Result):
         if c["lr"] is None:
             return f"{self.status}: no rate confirmed (missing: {', '.join(c['missing'])})"
         lines = [
+            *([self.plan_text()] if self.budget_plan else []),
             f"lr {c['lr']:.3g} at batch {c['batch']} ({c['optimizer']}), "
             f"band {c['band_at_batch'][0]:.3g} to {c['band_at_batch'][1]:.3g}",
             f"schedule: {c['schedule']['name']}, peak {c['schedule']['peak_lr']:.3g}, "
