@@ -12,7 +12,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("LRBS_DATA_ROOT", str(ROOT / "tests" / ".no-data-here"))
 # the run history of a test session goes to a file of its own, never the user's
 os.environ["LRBS_DB"] = str(Path(tempfile.mkdtemp(prefix="lrbs-test-")) / "runs.db")
-torch.set_num_threads(min(2, torch.get_num_threads()))
+# `make test` runs two pytest-xdist workers on a 2-core machine: one torch thread each
+workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+torch.set_num_threads(max(1, min(2, torch.get_num_threads()) // workers))
 
 from support import blobs  # noqa: E402
 

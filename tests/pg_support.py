@@ -194,6 +194,13 @@ def pg():
 
 
 def pytest_terminal_summary(terminalreporter):
-    """Repeated at the end of the run, where it is seen: these tests did not run."""
-    for why in SKIPPED[:1]:
+    """Repeated at the end of the run, where it is seen: these tests did not run. The reasons
+    are read from the skipped reports too, since with pytest-xdist the skip happens in a
+    worker process, not in the one that writes this summary."""
+    reasons = list(SKIPPED)
+    for report in terminalreporter.stats.get("skipped", []):
+        text = str(getattr(report, "longrepr", ""))
+        if "POSTGRESQL TESTS SKIPPED: " in text:
+            reasons.append(text.split("POSTGRESQL TESTS SKIPPED: ", 1)[1].rstrip("')\""))
+    for why in reasons[:1]:
         terminalreporter.write_sep("*", f"POSTGRESQL TESTS SKIPPED: {why}", red=True, bold=True)

@@ -115,25 +115,35 @@ BIG = recommend.Effort(
 )
 
 
+def costs(step: float, evaluation: float = 0.0) -> recommend.Costs:
+    return recommend.Costs(step=step, evaluation=evaluation, epochs_per_step=64 / 4000)
+
+
 def test_the_estimate_against_a_hand_count():
-    e, sps, big = BIG, 0.01, 8.5
-    parts = recommend.estimated_seconds(e, sps, big)
+    c = recommend.Costs(
+        step=0.01, evaluation=0.05, epochs_per_step=0.016, big_batches=8.5, top_batches=31.25
+    )
+    parts = recommend.estimated_seconds(BIG, c)
+    run = 0.01 * 400 + 0.05 * (1 + 400 * 0.016)  # one eval at the end, one about each epoch
     assert parts["range"] == pytest.approx(0.01 * 3 * 100)
-    assert parts["sweep"] == pytest.approx(0.01 * 2 * 7 * 400)
+    assert parts["sweep"] == pytest.approx(2 * 7 * run)
+    assert parts["probe"] == pytest.approx(0.01 * 2 * 31.25)  # 1 + 2 + 4 ... up to the top
+    assert parts["throughput"] == pytest.approx(8 * 0.25 + 0.01 * 2 * 31.25)
     assert parts["noise"] == pytest.approx(0.01 * (300 + 15 * 8.5))
-    assert parts["confirm"] == pytest.approx(0.01 * 400)
-    assert parts["throughput"] == pytest.approx(8 * 0.25)
+    assert parts["confirm"] == pytest.approx(run)
 
 
-def total(e, sps, big=8.5):
-    return sum(recommend.estimated_seconds(e, sps, big).values())
+def total(e, c):
+    return sum(recommend.estimated_seconds(e, c).values())
 
 
 def test_a_plan_keeps_an_effort_that_fits_and_shrinks_one_that_does_not():
-    assert total(BIG, 0.001) < 60 and recommend.fit_effort(BIG, 0.001, 60.0) == BIG
+    fast = costs(0.001, 0.01)
+    assert total(BIG, fast) < 60 and recommend.fit_effort(BIG, fast, 60.0) == BIG
     # a model 20x slower: the plan fits the budget, lowering range seeds first, then updates
-    slow = recommend.fit_effort(BIG, 0.01, 60.0)
-    assert total(slow, 0.01) <= 60.0 + 1e-6 < total(BIG, 0.01)
+    slow_costs = costs(0.01, 0.05)
+    slow = recommend.fit_effort(BIG, slow_costs, 60.0)
+    assert total(slow, slow_costs) <= 60.0 + 1e-6 < total(BIG, slow_costs)
     assert slow.range_seeds == recommend.FLOOR.range_seeds
     assert slow.sweep_steps < BIG.sweep_steps and slow.rates == BIG.rates  # rates kept longer
     for name in recommend.SHRINK_ORDER:
@@ -141,16 +151,15 @@ def test_a_plan_keeps_an_effort_that_fits_and_shrinks_one_that_does_not():
 
 
 def test_a_plan_never_goes_below_the_floor_nor_lowers_what_the_user_set():
-    very_slow = recommend.fit_effort(BIG, 0.25, 60.0)  # a transformer's update on a CPU
-    assert very_slow == replace(
-        recommend.FLOOR, throughput_seconds=recommend.FLOOR.throughput_seconds
-    )
-    assert total(very_slow, 0.25) > 60.0  # over the budget: the floors say so on the card
-    kept = recommend.fit_effort(BIG, 0.25, 60.0, fixed=frozenset({"rates", "sweep_steps"}))
+    transformer = costs(0.25, 5.0)  # a transformer's update and evaluation on a CPU
+    very_slow = recommend.fit_effort(BIG, transformer, 60.0)
+    assert very_slow == recommend.FLOOR
+    assert total(very_slow, transformer) > 60.0  # over the budget: the card says so
+    fixed = frozenset({"rates", "sweep_steps"})
+    kept = recommend.fit_effort(BIG, transformer, 60.0, fixed=fixed)
     assert kept.rates == BIG.rates and kept.sweep_steps == BIG.sweep_steps
     assert kept.sweep_seeds == recommend.FLOOR.sweep_seeds
-    cfg = Config(rates=9, sweep_steps=500)
-    assert cfg.fixed == {"rates", "sweep_steps"}
+    assert Config(rates=9, sweep_steps=500).fixed == {"rates", "sweep_steps"}
 
 
 def test_the_pipeline_runs_what_its_plan_says(monkeypatch):
@@ -159,7 +168,7 @@ def test_the_pipeline_runs_what_its_plan_says(monkeypatch):
     floor = replace(TINY, rates=3, sweep_steps=20, range_iterations=30)
     monkeypatch.setitem(recommend.EFFORT, "quick", replace(TINY, rates=5, sweep_steps=60))
     monkeypatch.setattr(recommend, "FLOOR", floor)
-    monkeypatch.setattr(recommend, "step_seconds", lambda *a: 1.0)
+    monkeypatch.setattr(recommend, "measure_costs", lambda *a: recommend.Costs(step=1.0))
     stop = threading.Event()
     r = recommend.run(SETUP, Config(), StopAt(stop, "steps", "sweep"), stop)
     plan = r.budget_plan
@@ -171,10 +180,13 @@ def test_the_pipeline_runs_what_its_plan_says(monkeypatch):
     assert "over the budget" in r.plan_text() and "1e+03 ms" in r.plan_text()
 
 
-def test_the_step_time_is_measured_on_the_model():
+def test_the_costs_are_measured_on_the_model():
     data = sweeps.load_data(SETUP)
-    sps = recommend.step_seconds(SETUP, Config(), data)
-    assert 0 < sps < 0.5
+    c = recommend.measure_costs(SETUP, Config(), data)
+    assert 0 < c.step < 0.5 and 0 < c.evaluation < 2
+    assert c.epochs_per_step == pytest.approx(64 / data.n_train)
+    assert c.top_batches == pytest.approx((data.n_train // 2) / 64)
+    assert Config(max_batch=256).top_batch(data.n_train) == 256
 
 
 def quadratic_sweep(lam: float, grid, seeds: int = 3, steps: int = 5) -> pd.DataFrame:
@@ -250,7 +262,9 @@ def test_the_card_is_complete_and_its_batch_follows_the_rule(finished):
     assert card["confidence"] in ("high", "medium", "low") and card["confidence_reasons"]
     assert set(card["suggestions"]) == {"steep", "minimum", "valley", "max_usable"}
     assert len(card["audit"]) == 4 and sum(r["closest"] for r in card["audit"]) == 1
-    assert card["largest_batch"] == card["safe_batch"] == 1438  # no cap: the training set
+    # no memory cap: up to the largest batch considered, half the training set
+    assert card["largest_batch"] == card["safe_batch"] == 1438 // 2
+    assert "at least **719**, the largest batch considered" in finished.probe.verdict()
     assert card["b_simple"] > 0
     # the chosen batch by hand from the measured throughput and B_simple
     t = finished.throughput()

@@ -256,6 +256,12 @@ class Result(experiment.Result):
                 f"margin, rounded down to a power of two: **{safe:,}**."
             ) + self.accumulation_text()
         n = self.n_train
+        upper = (self.rows.get("info") or [{}])[0].get("upper")
+        if upper is not None and n is not None and int(upper) < n:
+            return (
+                f"Largest batch that fits: at least **{largest:,}**, the largest batch "
+                f"considered (of {n:,} training samples), so **{safe:,}** is safe as it is."
+            ) + self.accumulation_text()
         limit = f"the training set size ({n:,})" if n else "the training set size"
         return (
             f"Largest batch that fits: **{largest:,}** (limited by {limit}, not by memory): "

@@ -39,7 +39,7 @@ from lrbs.core.config import check, option
 from lrbs.core.data import TensorData
 from lrbs.core.device import describe
 from lrbs.core.errors import require
-from lrbs.core.loop import Budget, OptimSpec, TrainConfig, train
+from lrbs.core.loop import Budget, OptimSpec, TrainConfig, evaluate_data, train
 from lrbs.core.setup import Setup
 from lrbs.experiments import bs_probe, lr_finder, noise_scale, scaling, sweeps
 from lrbs.experiments.sweeps import SweptOptim, load_data
@@ -130,34 +130,45 @@ THROUGHPUT_BATCHES = 8  # a typical count of candidate batches
 NOISE_MEASUREMENTS = 15  # the meter measures about every noise_steps / 15 updates
 
 
-def estimated_seconds(e: Effort, seconds_per_step: float, big_batches: float) -> dict[str, float]:
-    """Each step's estimated seconds, counted in updates at the base batch: the range test's
-    iterations, the sweep's runs, the noise meter's updates plus its measurements (a small and
-    a big batch each, `big_batches` base batches in all), the confirming run (no longer than
-    one sweep run: the chosen batch reaches the target no later than the base batch) and the
-    throughput's timed runs."""
+@dataclass(frozen=True)
+class Costs:
+    """What the pieces of the pipeline cost on this model, measured before the first step."""
+
+    step: float  # seconds of one update at the base batch
+    evaluation: float = 0.0  # seconds of one evaluation: validation set and training subset
+    epochs_per_step: float = 0.0  # base batch / training samples
+    big_batches: float = 8.5  # the noise meter's two measuring batches, in base batches
+    top_batches: float = 8.0  # the largest batch the pipeline considers, in base batches
+
+
+def estimated_seconds(e: Effort, c: Costs) -> dict[str, float]:
+    """Each step's estimated seconds: the range test's iterations; the sweep's runs, each with
+    an evaluation at its end and about one per epoch; the probe (a step at each batch it
+    doubles through, up to the largest considered); the throughput's timed runs (at least a
+    step at each candidate); the noise meter's updates plus its measurements; the confirming
+    run (no longer than a sweep run: the chosen batch reaches the target no later than the
+    base batch). Linear in each setting of `e`, which `fit_effort` relies on."""
+    run = c.step * e.sweep_steps + c.evaluation * (1 + e.sweep_steps * c.epochs_per_step)
+    doubling = c.step * 2 * c.top_batches
     return {
-        "range": seconds_per_step * e.range_seeds * e.range_iterations,
-        "sweep": seconds_per_step * e.sweep_seeds * e.rates * e.sweep_steps,
-        "noise": seconds_per_step * (e.noise_steps + NOISE_MEASUREMENTS * big_batches),
-        "throughput": THROUGHPUT_BATCHES * e.throughput_seconds,
-        "confirm": seconds_per_step * e.sweep_steps,
+        "range": c.step * e.range_seeds * e.range_iterations,
+        "sweep": e.sweep_seeds * e.rates * run,
+        "probe": doubling,
+        "throughput": THROUGHPUT_BATCHES * e.throughput_seconds + doubling,
+        "noise": c.step * (e.noise_steps + NOISE_MEASUREMENTS * c.big_batches),
+        "confirm": run,
     }
 
 
 def fit_effort(
-    e: Effort,
-    seconds_per_step: float,
-    seconds: float,
-    big_batches: float = 8.5,
-    fixed: frozenset[str] = frozenset(),
+    e: Effort, costs: Costs, seconds: float, fixed: frozenset[str] = frozenset()
 ) -> Effort:
     """The most of `e` that fits `seconds`: each setting in SHRINK_ORDER in turn (not those in
     `fixed`, which the user set) is lowered as far as needed, never below FLOOR. An effort
     that fits already is kept whole; one whose floors do not fit stays at the floors."""
 
     def total(x: Effort) -> float:
-        return sum(estimated_seconds(x, seconds_per_step, big_batches).values())
+        return sum(estimated_seconds(x, costs).values())
 
     for name in SHRINK_ORDER:
         if total(e) <= seconds:
@@ -166,7 +177,7 @@ def fit_effort(
             continue
         floor, now = getattr(FLOOR, name), getattr(e, name)
         a = total(replace(e, **{name: 0}))
-        b = total(replace(e, **{name: 1})) - a  # the total is linear in each setting
+        b = total(replace(e, **{name: 1})) - a
         want = (seconds - a) / b if b > 0 else now
         value = min(now, max(floor, want))
         value = value if isinstance(now, float) else int(max(floor, math.floor(value)))
@@ -228,10 +239,12 @@ class Config:
         given = {"rates": self.rates, "sweep_seeds": self.seeds, "sweep_steps": self.sweep_steps}
         return frozenset(k for k, v in given.items() if v)
 
-    def planned(self, seconds_per_step: float, big_batches: float) -> Effort:
-        return fit_effort(
-            self.effort, seconds_per_step, BUDGET_SECONDS[self.budget], big_batches, self.fixed
-        )
+    def planned(self, costs: Costs) -> Effort:
+        return fit_effort(self.effort, costs, BUDGET_SECONDS[self.budget], self.fixed)
+
+    def top_batch(self, n_train: int) -> int:
+        """The largest batch the pipeline considers."""
+        return max(1, min(self.max_batch or n_train // 2, n_train))
 
     def range_config(self, effort: Effort | None = None) -> lr_finder.Config:
         e = effort or self.effort
@@ -562,14 +575,15 @@ class _Pipeline:
 
     def probe(self) -> str:
         stage, data = self.stage("probe"), self.data
-        stage.emit("info", {"n_train": data.n_train, "device": data.device.type})
+        top = self.config.top_batch(data.n_train)
+        stage.emit("info", {"n_train": data.n_train, "device": data.device.type, "upper": top})
         fits = bs_probe.make_fits(
             self.setup.fresh_model(data),
             data,
             bs_probe.Config(cap_mib=self.config.cap_mib).cap_bytes,
             bs_probe.OPTIMIZER_STATES[self.config.optim.name],
         )
-        total = bs_probe.expected_tries(data.n_train)
+        total = bs_probe.expected_tries(top)
         tried = []
 
         def logged(b: int) -> bool:
@@ -579,7 +593,7 @@ class _Pipeline:
             stage.progress(min(0.99, len(tried) / total), f"B={b}")
             return ok
 
-        r = bs_probe.largest_batch(logged, data.n_train, stop=self.stop)
+        r = bs_probe.largest_batch(logged, top, stop=self.stop)
         return "stopped" if r.stopped else "finished"
 
     def throughput(self) -> str:
@@ -657,9 +671,10 @@ class _Pipeline:
         return "stopped" if self.stopped else "finished"
 
 
-def step_seconds(setup: Setup, config: Config, data) -> float:
-    """Seconds one update of this model takes at the base batch: the median of a few timed
-    updates after a warm-up one, at a rate too small to move anything."""
+def measure_costs(setup: Setup, config: Config, data) -> Costs:
+    """Seconds of one update of this model at the base batch (the median of a few timed
+    updates after a warm-up one, at a rate too small to move anything) and of one evaluation,
+    with the sizes that scale the other steps."""
     tc = TrainConfig(
         batch_size=config.batch_size,
         budget=Budget(steps=6),
@@ -670,25 +685,38 @@ def step_seconds(setup: Setup, config: Config, data) -> float:
         eval_at_end=False,
         divergence_factor=None,
     )
-    events = train(setup.fresh_model(data), data, tc).events
+    model = setup.fresh_model(data)
+    events = train(model, data, tc).events
     t = [e.elapsed for e in events if e.kind == "train"]
-    return float(np.median(np.diff(t))) if len(t) > 2 else float(t[-1] if t else 0.0)
+    step = float(np.median(np.diff(t))) if len(t) > 2 else float(t[-1] if t else 0.0)
+    t0 = time.perf_counter()
+    evaluate_data(model, data)
+    evaluate_data(model, data, "train", torch.arange(min(tc.train_eval_size, data.n_train)))
+    big, small = noise_sizes(data.n_train)
+    return Costs(
+        step=step,
+        evaluation=time.perf_counter() - t0,
+        epochs_per_step=config.batch_size / data.n_train,
+        big_batches=(big + small) / config.batch_size,
+        top_batches=config.top_batch(data.n_train) / config.batch_size,
+    )
 
 
 def plan_budget(setup: Setup, config: Config, data) -> dict:
-    """The budget's plan for this model: its measured step, what each step gets, the estimate."""
-    sps = step_seconds(setup, config, data)
-    big, small = noise_sizes(data.n_train)
-    big_batches = (big + small) / config.batch_size
-    e = config.planned(sps, big_batches)
-    parts = estimated_seconds(e, sps, big_batches)
+    """The budget's plan for this model: the measured costs, what each step gets, the
+    estimate."""
+    costs = measure_costs(setup, config, data)
+    e = config.planned(costs)
+    estimate = sum(estimated_seconds(e, costs).values())
+    limit = BUDGET_SECONDS[config.budget]
     return {
         "budget": config.budget,
-        "budget_seconds": BUDGET_SECONDS[config.budget],
-        "seconds_per_step": sps,
-        "estimated_seconds": sum(parts.values()),
+        "budget_seconds": limit,
+        "seconds_per_step": costs.step,
+        "evaluation_seconds": costs.evaluation,
+        "estimated_seconds": estimate,
         "shrunk": e != config.effort,
-        "over_budget": sum(parts.values()) > BUDGET_SECONDS[config.budget] * 1.05,
+        "over_budget": estimate > limit * 1.05,
         **asdict(e),
     }
 
