@@ -190,8 +190,8 @@ class Config:
     budget: str = option(
         "quick",
         choices=BUDGETS,
-        help="quick (about 1 min on 2 CPU cores at the defaults) or thorough (about 5): "
-        "the seeds, rates and steps of every step",
+        help="quick (about 1 min on 2 CPU cores) or thorough (about 5): the seeds, rates "
+        "and steps of every step, fitted to this model's measured update time",
     )
     optim: SweptOptim = option(
         factory=SweptOptim, help="the optimizer (the pipeline picks its rate)"
