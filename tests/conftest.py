@@ -26,3 +26,24 @@ def data():
 
 # the PostgreSQL server of tests/test_postgres.py, and its loud skip where there is none
 from pg_support import pg, pytest_terminal_summary  # noqa: E402, F401
+
+# The slowest files first: `make test`'s two xdist workers (--dist loadfile) then share them
+# out at the start and end together, instead of one running the browser tests alone at the end.
+SLOW_FIRST = (
+    "tests/e2e/test_browser.py",
+    "tests/test_postgres.py",
+    "tests/e2e/test_jobs_browser.py",
+    "tests/test_cli_runs.py",
+    "tests/e2e/test_chosen_browser.py",
+    "tests/test_autotune.py",
+    "tests/test_jobs.py",
+    "tests/test_faults.py",
+)
+
+
+def pytest_collection_modifyitems(items):
+    def rank(item) -> int:
+        path = item.nodeid.split("::")[0]
+        return SLOW_FIRST.index(path) if path in SLOW_FIRST else len(SLOW_FIRST)
+
+    items.sort(key=rank)  # stable: each file keeps its own order
