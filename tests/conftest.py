@@ -27,8 +27,9 @@ def data():
 # the PostgreSQL server of tests/test_postgres.py, and its loud skip where there is none
 from pg_support import pg, pytest_terminal_summary  # noqa: E402, F401
 
-# The slowest files first: `make test`'s two xdist workers (--dist loadfile) then share them
-# out at the start and end together, instead of one running the browser tests alone at the end.
+# The slowest files first: `make test`'s two xdist workers (--dist worksteal) each start on
+# half the queue and an idle one steals from the other's tail, which is then the quick tests,
+# not a browser test left to run alone at the end.
 SLOW_FIRST = (
     "tests/e2e/test_browser.py",
     "tests/test_postgres.py",
