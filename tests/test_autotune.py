@@ -293,7 +293,7 @@ def test_a_stopped_study_keeps_its_ended_trials_in_the_history(tmp_path):
         space=space,
         seconds=None,
         epochs=1,
-        trials=20,
+        trials=200,  # far more than run before the stop arrives, even on a loaded machine
         workers=1,
         study="stop",
         storage=str(tmp_path / "j.journal"),
@@ -303,7 +303,7 @@ def test_a_stopped_study_keeps_its_ended_trials_in_the_history(tmp_path):
     result = execute(at, DIGITS, cfg, sink=StopAtFirstTrial(), stop=stop, recorder=rec)
     assert result.status == "stopped"
     trials = result.trials()
-    assert 1 <= len(trials) < 20 and trials.trial.is_unique
+    assert 1 <= len(trials) < 200 and trials.trial.is_unique
     with RunStore(tmp_path / "h.db") as store:
         info = store.run(rec.run_id)
         assert info["status"] == "stopped"
