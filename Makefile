@@ -18,7 +18,7 @@ run: $(VENV)/.installed
 
 test: $(VENV)/.installed browser postgres
 	$(PY) -m ruff check lrbs pages tests bench app.py
-	$(PY) -m pytest -q -n 2 --dist worksteal
+	$(PY) -m pytest -q -n 2 --dist loadfile
 
 # The browser tests drive Debian's chromium. Install it where this machine allows (root with
 # apt); elsewhere tests/e2e skips with a loud message.

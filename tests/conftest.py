@@ -27,9 +27,9 @@ def data():
 # the PostgreSQL server of tests/test_postgres.py, and its loud skip where there is none
 from pg_support import pg, pytest_terminal_summary  # noqa: E402, F401
 
-# The slowest files first: `make test`'s two xdist workers (--dist worksteal) each start on
-# half the queue and an idle one steals from the other's tail, which is then the quick tests,
-# not a browser test left to run alone at the end.
+# The slowest files first, so that `make test`'s two xdist workers (--dist loadfile: a file's
+# tests stay together, in order, on one worker) start them early and do not end on a browser
+# test running alone.
 SLOW_FIRST = (
     "tests/e2e/test_browser.py",
     "tests/test_postgres.py",

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -322,6 +323,10 @@ def test_one_name_claimed_at_the_same_moment_in_threads(pg):
     settings share one study and other settings are refused; never two studies, never
     settings overwritten."""
     url = pg.url()
+    # the schema first: the race under test is the study's name, not Optuna making its tables
+    # (`autotune run` opens the storage before any worker starts; alone on a fresh server this
+    # test otherwise raced three threads to create them)
+    at.open_storage(url)
     for k in range(5):
         name, gate, outcomes = f"race{k}", threading.Barrier(3), {}
 
@@ -378,5 +383,9 @@ def test_the_database_gone_for_good(pg, tmp_path, env, capsys):
     rows = trials_of(url, "gone")
     kept = [r for r in rows if r[1] in ("COMPLETE", "PRUNED")]
     n_done = int(last.split(" after ")[1].split()[0])
-    assert len(kept) == n_done >= 1  # each trial the worker finished, none lost
+    # a trial whose result was being written as the server went may be stored or not: the
+    # worker says "perhaps N more" for those
+    maybe = re.search(r"perhaps (\d+) more", last)
+    n_more = int(maybe.group(1)) if maybe else 0
+    assert n_done <= len(kept) <= n_done + n_more and len(kept) >= 1  # none lost
     print(f"database gone: {n_done} finished trial(s) kept; the worker's last line: {last}")

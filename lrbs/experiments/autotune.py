@@ -603,10 +603,19 @@ def run_worker(
         return None
 
     current: list = [None]  # the trial in hand
+    ended = 0  # trials whose training ended (a value or pruned): their result may be stored
+    # even when the connection goes before `count` hears of it
 
     def tracked(trial):
+        nonlocal ended
         current[0] = trial
-        return fn(trial)
+        try:
+            value = fn(trial)
+        except optuna.TrialPruned:
+            ended += 1
+            raise
+        ended += 1
+        return value
 
     lost = 0  # trials cut short by a lost connection: each recorded failed, and one of ours
     while done + lost < n_trials:
@@ -633,9 +642,15 @@ def run_worker(
                     cut.set_user_attr("status", "connection lost")
                     study.tell(cut.number, state=TrialState.FAIL, skip_if_finished=True)
             except Exception:
+                pending = max(0, ended - done)
+                more = (
+                    f" (and perhaps {pending} more, whose result was being stored when it went)"
+                    if pending
+                    else ""
+                )
                 raise ConfigError(
                     f"lost the study storage {safe_url(storage_url or '')} after {done} "
-                    f"finished trial(s), which it keeps: {why}"
+                    f"finished trial(s), which it keeps{more}: {why}"
                 ) from None
             log.warning("lost the study storage (%s), now back: going on", why)
             if stop is not None and stop.is_set():
