@@ -104,15 +104,8 @@ def test_candidate_batches_stay_under_the_safe_batch():
     assert candidate_batches(8, 20, 1000) == (1, 2, 4, 8, 16)
 
 
-BIG = recommend.Effort(
-    range_seeds=3,
-    range_iterations=100,
-    rates=7,
-    sweep_seeds=2,
-    sweep_steps=400,
-    noise_steps=300,
-    throughput_seconds=0.25,
-)
+# the real quick budget, read when this module is imported (the fixture above patches it later)
+BIG = recommend.EFFORT["quick"]
 
 
 def costs(step: float, evaluation: float = 0.0) -> recommend.Costs:
