@@ -438,7 +438,8 @@ def train(
                     order.shuffle()
                     since = state.elapsed() - state.last_eval_at
                     ev = None
-                    if cfg.eval_each_epoch and since >= cfg.min_eval_seconds:
+                    due = bool(cfg.eval_every) and state.step % cfg.eval_every == 0
+                    if (cfg.eval_each_epoch and since >= cfg.min_eval_seconds) or due:
                         ev = run_eval()
                     if on_epoch_end is not None:  # may change the lr or the next batch size
                         on_epoch_end(progress(), ev, opt)

@@ -217,7 +217,9 @@ def train_stacked(
         if epoch_done:
             epoch, pos = epoch + 1, 0
             perm = torch.randperm(n, generator=gen, device=device)
-            if cfg.eval_each_epoch and elapsed() - last_eval >= cfg.min_eval_seconds and live():
+            due = bool(cfg.eval_every) and step % cfg.eval_every == 0
+            each = cfg.eval_each_epoch and elapsed() - last_eval >= cfg.min_eval_seconds
+            if (each or due) and live():
                 run_eval()
         elif cfg.eval_every and step % cfg.eval_every == 0:
             run_eval()

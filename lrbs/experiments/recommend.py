@@ -21,6 +21,12 @@ below the floor a meaningful answer needs; the plan is a row of its own, on the 
 Steps to the target follow McCandlish et al. (2018): S(B) = S_min (1 + B_noise / B), with
 S_min from the steps the best sweep run took at the base batch; time = S(B) x seconds per step.
 A stop keeps every finished step; the card says which are missing.
+
+The best rate depends on how long one trains (bench/RESULTS.md, section 8): with a planned
+training (`train_epochs`) the sweep trains each rate for that length when the budget allows it;
+when it does not, the sweep trains as long as it can, scores every run at LAW_POINTS common
+checkpoints, fits how the best rate moves with the updates (log lr* against log t) and carries
+the confirmed rate to the planned length by that law.
 """
 
 from __future__ import annotations
@@ -127,6 +133,7 @@ SHRINK_ORDER = (
     "throughput_seconds",
 )
 THROUGHPUT_BATCHES = 8  # a typical count of candidate batches
+LAW_POINTS = 8  # checkpoints of each sweep run when its rate is carried to a longer training
 NOISE_MEASUREMENTS = 15  # the meter measures about every noise_steps / 15 updates
 
 
@@ -139,6 +146,7 @@ class Costs:
     epochs_per_step: float = 0.0  # base batch / training samples
     big_batches: float = 8.5  # the noise meter's two measuring batches, in base batches
     top_batches: float = 8.0  # the largest batch the pipeline considers, in base batches
+    checkpoints: int = 0  # extra evaluations of each sweep run (the horizon law's)
 
 
 def estimated_seconds(e: Effort, c: Costs) -> dict[str, float]:
@@ -148,7 +156,8 @@ def estimated_seconds(e: Effort, c: Costs) -> dict[str, float]:
     step at each candidate); the noise meter's updates plus its measurements; the confirming
     run (no longer than a sweep run: the chosen batch reaches the target no later than the
     base batch). Linear in each setting of `e`, which `fit_effort` relies on."""
-    run = c.step * e.sweep_steps + c.evaluation * (1 + e.sweep_steps * c.epochs_per_step)
+    evaluations = 1 + (c.checkpoints or e.sweep_steps * c.epochs_per_step)
+    run = c.step * e.sweep_steps + c.evaluation * evaluations
     doubling = c.step * 2 * c.top_batches
     return {
         "range": c.step * e.range_seeds * e.range_iterations,
@@ -217,6 +226,14 @@ class Config:
     stacked: str = option(
         "auto", choices=sweeps.STACKED, help="stack the sweep's rates with torch.func"
     )
+    train_epochs: float | None = option(
+        None,
+        low=1e-6,
+        label="planned training (epochs)",
+        help="how long you will train, in epochs at the base batch: the rate is confirmed for "
+        "that length, swept at it when the budget allows, else carried to it from the longest "
+        "sweep that fits by the measured horizon law (default: the sweep's own updates)",
+    )
 
     def __post_init__(self) -> None:
         check(self)
@@ -239,8 +256,28 @@ class Config:
         given = {"rates": self.rates, "sweep_seeds": self.seeds, "sweep_steps": self.sweep_steps}
         return frozenset(k for k, v in given.items() if v)
 
-    def planned(self, costs: Costs) -> Effort:
-        return fit_effort(self.effort, costs, BUDGET_SECONDS[self.budget], self.fixed)
+    def horizon(self, n_train: int) -> int | None:
+        """The planned training in updates at the base batch (None: none planned)."""
+        if self.train_epochs is None:
+            return None
+        return max(1, math.ceil(self.train_epochs * n_train / self.batch_size))
+
+    def aimed(self, n_train: int | None = None) -> tuple[Effort, frozenset[str]]:
+        """The effort before any time plan, and what the plan may not lower: with a planned
+        training the sweep aims at its length (one shorter than the floor is swept at exactly
+        its length)."""
+        e, fixed = self.effort, self.fixed
+        horizon = self.horizon(n_train) if n_train else None
+        if horizon and not self.sweep_steps:
+            e = replace(e, sweep_steps=horizon)
+            if horizon <= FLOOR.sweep_steps:
+                fixed = fixed | {"sweep_steps"}
+        return e, fixed
+
+    def planned(self, costs: Costs, n_train: int | None = None) -> Effort:
+        """The aimed effort, fitted to the budget."""
+        e, fixed = self.aimed(n_train)
+        return fit_effort(e, costs, BUDGET_SECONDS[self.budget], fixed)
 
     def top_batch(self, n_train: int) -> int:
         """The largest batch the pipeline considers."""
@@ -357,6 +394,61 @@ def loss_at(table: pd.DataFrame, lr: float) -> float:
     if not (np.isfinite(a) and np.isfinite(b)):
         return math.nan
     return float(np.interp(math.log(lr), x[j - 1 : j + 1], [a, b]))
+
+
+def refined_best(lrs, losses) -> float:
+    """The rate of lowest loss, refined between the grid's rates: the vertex of the parabola
+    through the lowest point and its two neighbours in log(lr), kept between those neighbours
+    (the grid's best itself at an edge, or where the three do not curve upwards)."""
+    x, y = np.log(np.asarray(lrs, float)), np.asarray(losses, float)
+    y = np.where(np.isfinite(y), y, np.inf)
+    i = int(np.argmin(y))
+    if not np.isfinite(y[i]) or i in (0, len(x) - 1) or not np.isfinite(y[[i - 1, i + 1]]).all():
+        return float(np.exp(x[i]))
+    a, b, _ = np.polyfit(x[i - 1 : i + 2], y[i - 1 : i + 2], 2)
+    if a <= 0:
+        return float(np.exp(x[i]))
+    return float(np.exp(np.clip(-b / (2 * a), x[i - 1], x[i + 1])))
+
+
+@dataclass(frozen=True)
+class HorizonLaw:
+    """How the best rate moves with the length of training, lr* proportional to t^slope,
+    fitted on a sweep's checkpoints; `slope` is clipped to [-1, 0] (the best rate does not
+    grow with a longer training, nor fall faster than 1/t), `fitted` is the slope as measured."""
+
+    slope: float
+    fitted: float
+    points: pd.DataFrame  # step, lr: the best rate at each checkpoint
+
+    def factor(self, swept: int, planned: int) -> float:
+        """What the rate confirmed at `swept` updates is multiplied by for `planned`."""
+        return float((planned / swept) ** self.slope)
+
+
+def horizon_law(curves: pd.DataFrame, swept: int) -> HorizonLaw | None:
+    """The law from every run's checkpoints (columns lr, step, val_loss, one row per seed and
+    checkpoint): at each checkpoint from a quarter of the sweep on (past the first transient),
+    the refined best rate of the mean loss over seeds (a rate that diverged, or has no score
+    there, counts as infinite); then the least-squares slope of log lr* on log t. None with
+    fewer than three checkpoints."""
+    if curves.empty:
+        return None
+    d = curves[curves.step >= swept / 4].copy()
+    d["val_loss"] = pd.to_numeric(d.val_loss, errors="coerce").astype(float)
+    lrs = np.sort(curves.lr.unique())
+    points = []
+    for step, part in d.groupby("step"):
+        mean = part.groupby("lr").val_loss.mean().reindex(lrs)
+        mean = mean.where(np.isfinite(mean), np.inf)
+        if not np.isfinite(mean).any():
+            continue
+        points.append({"step": int(step), "lr": refined_best(lrs, mean.to_numpy())})
+    pts = pd.DataFrame(points, columns=["step", "lr"])
+    if len(pts) < 3:
+        return None
+    fitted = float(np.polyfit(np.log(pts.step), np.log(pts.lr), 1)[0])
+    return HorizonLaw(slope=float(np.clip(fitted, -1.0, 0.0)), fitted=fitted, points=pts)
 
 
 AUDIT_COLUMNS = [
@@ -553,8 +645,10 @@ class _Pipeline:
         return lr_finder.run(self.setup, cfg, self.stage("range"), self.stop).status
 
     def sweep(self) -> str:
-        e = self.effort
-        grid = sweep_grid(list(self.now().suggestions().values()), e.rates)
+        now = self.now()
+        e = now.effort
+        grid = sweep_grid(list(now.suggestions().values()), e.rates)
+        every = max(1, e.sweep_steps // LAW_POINTS) if now.carried else None
         for k in range(e.sweep_seeds):
             seed = self.setup.seed + k
             cfg = sweeps.Config(
@@ -564,6 +658,7 @@ class _Pipeline:
                 optim=self.config.optim,
                 seed=seed,
                 stacked=self.config.stacked,
+                eval_every=every,
             )
             part = (k / e.sweep_seeds, (k + 1) / e.sweep_seeds)
             sweeps.run(self.setup, cfg, self.stage("sweep", {"seed": seed}, part), self.stop)
@@ -645,7 +740,7 @@ class _Pipeline:
         return "finished"
 
     def confirm(self) -> str:
-        plan = self.now().plan()
+        plan = self.now().plan(swept=True)
         base = self.config.batch_size
         steps = int(min(math.ceil(plan["expected_steps"]), 10 * self.effort.sweep_steps))
 
@@ -699,6 +794,7 @@ def measure_costs(setup: Setup, config: Config, data) -> Costs:
         epochs_per_step=config.batch_size / data.n_train,
         big_batches=(big + small) / config.batch_size,
         top_batches=config.top_batch(data.n_train) / config.batch_size,
+        checkpoints=LAW_POINTS if config.train_epochs else 0,
     )
 
 
@@ -706,7 +802,7 @@ def plan_budget(setup: Setup, config: Config, data) -> dict:
     """The budget's plan for this model: the measured costs, what each step gets, the
     estimate."""
     costs = measure_costs(setup, config, data)
-    e = config.planned(costs)
+    e = config.planned(costs, data.n_train)
     estimate = sum(estimated_seconds(e, costs).values())
     limit = BUDGET_SECONDS[config.budget]
     return {
@@ -715,7 +811,8 @@ def plan_budget(setup: Setup, config: Config, data) -> dict:
         "seconds_per_step": costs.step,
         "evaluation_seconds": costs.evaluation,
         "estimated_seconds": estimate,
-        "shrunk": e != config.effort,
+        "shrunk": e != config.aimed(data.n_train)[0],
+        "horizon_steps": config.horizon(data.n_train),
         "over_budget": estimate > limit * 1.05,
         **asdict(e),
     }
@@ -847,6 +944,16 @@ class Result(experiment.Result):
         return Effort(**{k: p[k] for k in Effort.__dataclass_fields__})
 
     @property
+    def horizon_steps(self) -> int:
+        """The planned training in updates at the base batch: the sweep's own for none."""
+        return int(self.budget_plan.get("horizon_steps") or self.effort.sweep_steps)
+
+    @property
+    def carried(self) -> bool:
+        """Whether the rate is carried from a shorter sweep to the planned training."""
+        return self.horizon_steps > self.effort.sweep_steps
+
+    @property
     def optimizer(self) -> str:
         """The optimizer the runs used (a workload's own, where it brings one)."""
         return self.info.get("optimizer") or self.config.optim.name
@@ -880,6 +987,29 @@ class Result(experiment.Result):
     @cached_property
     def confirmed(self) -> Confirmed | None:
         return confirm(loss_table(self.sweep_runs()))
+
+    def sweep_curves(self) -> pd.DataFrame:
+        """Every sweep run's evaluations: seed, lr, step, val_loss."""
+        cols = ["seed", "lr", "step", "val_loss"]
+        runs, events = self.frame("sweep/runs"), self.frame("sweep/events")
+        if runs.empty or events.empty or "seed" not in events:
+            return pd.DataFrame(columns=cols)
+        ev = events[events.kind == "eval"].rename(columns={"run_id": "run", "lr": "run_lr"})
+        return ev.merge(runs[["seed", "run", "lr"]], on=["seed", "run"])[cols]
+
+    @cached_property
+    def law(self) -> HorizonLaw | None:
+        """How the best rate moves with the updates (only measured when it is carried)."""
+        if not self.carried or not self.done("sweep"):
+            return None
+        return horizon_law(self.sweep_curves(), self.effort.sweep_steps)
+
+    @property
+    def carry_factor(self) -> float:
+        """What the confirmed rate is multiplied by for the planned training (1: swept at it,
+        or no law could be fitted)."""
+        law = self.law
+        return law.factor(self.effort.sweep_steps, self.horizon_steps) if law else 1.0
 
     def seed_bests(self) -> dict[int, float]:
         """Each seed's own best rate (lowest final validation loss among its runs)."""
@@ -942,8 +1072,9 @@ class Result(experiment.Result):
     def b_simple(self) -> float:
         return self.noise_result.b_simple if self.rows.get("noise/rows") else math.nan
 
-    def batch_table(self) -> pd.DataFrame:
-        """Per candidate batch: measured throughput, estimated steps and seconds to target."""
+    def batch_table(self, swept: bool = False) -> pd.DataFrame:
+        """Per candidate batch: measured throughput, estimated steps and seconds to the loss
+        the base batch reaches in the planned training (`swept`: in the sweep's)."""
         t, best = self.throughput(), self.confirmed
         if t.empty or best is None:
             return pd.DataFrame()
@@ -952,17 +1083,19 @@ class Result(experiment.Result):
             t.seconds_per_step,
             self.b_simple,
             self.config.batch_size,
-            self.effort.sweep_steps,
+            self.effort.sweep_steps if swept else self.horizon_steps,
         )
 
-    def plan(self) -> dict:
-        """The chosen batch, its rescaled rate and the expected steps to the target (the
-        loss the best sweep run reached): what the confirming run trains."""
-        table, best = self.batch_table(), self.confirmed
+    def plan(self, swept: bool = False) -> dict:
+        """The chosen batch, its rescaled rate and the expected steps to the target. With
+        `swept`, at the sweep's own length (the rate as confirmed, the loss the best sweep run
+        reached): what the confirming run trains; else for the planned training."""
+        table, best = self.batch_table(swept), self.confirmed
         row = table[table.best].iloc[0]
         batch = int(row.batch)
         b_crit = self.b_simple
-        lr = rescale(best.lr, self.config.batch_size, batch, self.optimizer, b_crit)
+        base_lr = best.lr * (1.0 if swept else self.carry_factor)
+        lr = rescale(base_lr, self.config.batch_size, batch, self.optimizer, b_crit)
         return {
             "batch": batch,
             "lr": lr,
@@ -1008,6 +1141,20 @@ class Result(experiment.Result):
         notes.append(
             f"the band spans {best.band_width:.3g}x ({best.band_lo:.3g} to {best.band_hi:.3g})"
         )
+        if self.carried:
+            law = self.law
+            if law is None:
+                issues.append(
+                    f"the sweep's {self.effort.sweep_steps:,} updates are shorter than the "
+                    f"planned {self.horizon_steps:,} and no horizon law could be fitted: the "
+                    "rate is the swept one"
+                )
+            else:
+                issues.append(
+                    f"the rate was swept at {self.effort.sweep_steps:,} updates and carried to "
+                    f"the planned {self.horizon_steps:,} by lr ~ t^{law.slope:.2f} "
+                    f"(x{self.carry_factor:.3g})"
+                )
         reached = self.reached()
         if reached is False:
             issues.append("the short run at the chosen batch missed the target: batch kept at base")
@@ -1044,18 +1191,26 @@ class Result(experiment.Result):
             return out
         audit_ = self.audit()
         closest = audit_[audit_.closest]
+        carry = self.carry_factor
         out |= {
-            "base_lr": best.lr,
-            "lr": best.lr,
+            "base_lr": best.lr * carry,
+            "swept_lr": best.lr,
+            "lr": best.lr * carry,
             "band": [best.band_lo, best.band_hi],
             "target_loss": best.loss,
             "loss_noise": best.noise,
             "closest_rule": str(closest.rule.iloc[0]) if not closest.empty else None,
             "audit": audit_.to_dict(orient="records"),
-            "expected_steps": int(self.effort.sweep_steps),
+            "expected_steps": self.horizon_steps,
             # the best rate depends on how long one trains (bench/RESULTS.md, section 8): the
-            # sweep's updates at the base batch are the horizon this rate was confirmed for
-            "horizon_steps": int(self.effort.sweep_steps),
+            # planned training's updates at the base batch, and those the sweep trained
+            "horizon_steps": self.horizon_steps,
+            "swept_steps": int(self.effort.sweep_steps),
+            "horizon_law": (
+                {"slope": self.law.slope, "fitted": self.law.fitted, "factor": carry}
+                if self.law
+                else None
+            ),
         }
         if self.done("probe"):
             out |= {"largest_batch": self.probe.largest, "safe_batch": self.probe.safe}
@@ -1072,7 +1227,7 @@ class Result(experiment.Result):
                     "expected_steps": int(math.ceil(plan["expected_steps"])),
                     "confirm_val_loss": run.get("val_loss"),
                 }
-        k = out["lr"] / best.lr
+        k = out["lr"] / best.lr  # the carry and the batch's rescale
         peak = best.band_hi * k
         steps = out["expected_steps"]
         out["band_at_batch"] = [best.band_lo * k, best.band_hi * k]
@@ -1086,6 +1241,30 @@ class Result(experiment.Result):
         out["confidence"], out["confidence_reasons"] = self.confidence()
         out["snippet"] = snippet(out)
         return out
+
+    def horizon_text(self) -> str:
+        """For how long a training the rate holds, and how it got there."""
+        h, planned, base = self.effort.sweep_steps, self.horizon_steps, self.config.batch_size
+        if not self.budget_plan.get("horizon_steps"):
+            return (
+                f"confirmed for {h:,} updates at batch {base}; the best rate depends on how "
+                "long one trains: give the planned training (--train-epochs) to have it "
+                "confirmed for that length"
+            )
+        if not self.carried:
+            return f"swept at the planned training's length, {planned:,} updates at batch {base}"
+        law = self.law
+        if law is None:
+            return (
+                f"swept at {h:,} updates at batch {base} (the budget's longest), shorter than "
+                f"the planned {planned:,}; no horizon law could be fitted, so the swept rate "
+                "stands"
+            )
+        return (
+            f"swept at {h:,} updates at batch {base} (the budget's longest) and carried to the "
+            f"planned {planned:,} by the horizon law measured on the sweep, lr ~ t^"
+            f"{law.slope:.2f} (fitted {law.fitted:.2f}): x{self.carry_factor:.3g}"
+        )
 
     def explain(self) -> str:
         if self.stopped:
@@ -1102,6 +1281,7 @@ class Result(experiment.Result):
             "audit": self.audit(),
             "range": self.range_result.points(),
             "sweep_runs": self.sweep_runs(),
+            "horizon_law": self.law.points if self.law else pd.DataFrame(columns=["step", "lr"]),
             "batches": self.batch_table(),
             "probe": self.probe.tried(),
             "noise": self.noise_result.measurements(),
@@ -1118,8 +1298,7 @@ class Result(experiment.Result):
             f"band {c['band_at_batch'][0]:.3g} to {c['band_at_batch'][1]:.3g}",
             f"schedule: {c['schedule']['name']}, peak {c['schedule']['peak_lr']:.3g}, "
             f"{c['expected_steps']} steps to val loss {c['target_loss']:.4g}",
-            f"confirmed for {c['horizon_steps']} updates at batch {c['base_batch']}: for a much "
-            "longer or shorter training, sweep at its length (--sweep-steps)",
+            self.horizon_text(),
             f"confidence: {c['confidence']} ({'; '.join(c['confidence_reasons'])})",
         ]
         if c["missing"]:

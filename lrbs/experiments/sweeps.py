@@ -118,6 +118,12 @@ class Config:
         help="train the rates at once with torch.func (auto: on a GPU, for a budget in steps, "
         "epochs or samples and a model without dropout)",
     )
+    eval_every: int | None = option(
+        None,
+        low=1,
+        help="evaluate every N updates, at the same steps in every run, instead of at epoch "
+        "ends (default: epoch ends, a few a second at most)",
+    )
 
     def __post_init__(self) -> None:
         check(self)
@@ -150,6 +156,8 @@ class Config:
             optim=OptimSpec(self.optim.name, lr, self.optim.momentum, self.optim.weight_decay),
             seed=self.seed if seed is None else seed,
             log_every=10,
+            eval_every=self.eval_every,
+            eval_each_epoch=self.eval_every is None,
             min_eval_seconds=0.25,  # short epochs: evaluate a few times a second, not each one
         )
 
