@@ -13,7 +13,12 @@ import streamlit as st
 
 from lrbs import charts
 from lrbs.charts.noise import b_simple_chart
-from lrbs.charts.recommend import sweep_chart, throughput_chart, time_to_target_chart
+from lrbs.charts.recommend import (
+    horizon_chart,
+    sweep_chart,
+    throughput_chart,
+    time_to_target_chart,
+)
 from lrbs.core.errors import LrbsError
 from lrbs.experiments import lr_finder, recommend
 from lrbs.experiments.sweeps import SweptOptim
@@ -37,6 +42,7 @@ setup, arrays = require_setup()
 default("rec_budget", "quick")
 default("rec_batch", 64)
 default("rec_cap", 512)
+default("rec_epochs", 0.0)
 with st.sidebar:
     st.subheader("Recommend")
     budget = st.radio(
@@ -50,6 +56,15 @@ with st.sidebar:
     )
     opt, momentum = optimizer_inputs("rec")
     batch = st.number_input("Base batch (range test, sweep)", min_value=1, key="rec_batch")
+    epochs = st.number_input(
+        "Planned training (epochs at the base batch; 0: none)",
+        min_value=0.0,
+        step=1.0,
+        key="rec_epochs",
+        help="The best rate depends on how long you train. Give your training's length and "
+        "the sweep trains each rate that long when the budget allows; otherwise it trains "
+        "as long as it can and carries the rate to your length by the law it measures.",
+    )
     cap = None
     if setup.torch_device().type == "cpu":
         cap = st.number_input("Memory cap for the batch probe (MiB)", min_value=1, key="rec_cap")
@@ -74,6 +89,7 @@ try:
         rates=int(rates) or None,
         seeds=int(seeds) or None,
         sweep_steps=int(sweep_steps) or None,
+        train_epochs=float(epochs) or None,
     )
     if cfg.batch_size > arrays.n_train:
         raise LrbsError(
@@ -102,11 +118,8 @@ def card_view(result: recommend.Result) -> None:
             f"**target:** validation loss {card['target_loss']:.4f}"
         )
         st.caption("Confidence: " + "; ".join(card["confidence_reasons"]) + ".")
-        st.caption(
-            f"Confirmed for {card['horizon_steps']:,} updates at batch {card['base_batch']}: the "
-            "best rate depends on how long one trains; for a much longer or shorter training, "
-            "set the updates per sweep run to its length."
-        )
+        text = result.horizon_text()
+        st.caption(text[0].upper() + text[1:] + ".")
     if result.budget_plan:
         st.caption("Plan: " + result.plan_text() + ".")
     if card["missing"]:
@@ -170,6 +183,17 @@ with tabs[1]:
         st.info("The confirmation sweep did not run.")
     else:
         live_chart(st, sweep_chart(sweep, tables["audit"]), False)
+        law = result.law
+        if law is not None:
+            st.markdown(f"**Carried to the planned training:** {result.horizon_text()}")
+            law_chart = horizon_chart(
+                law.points,
+                law.slope,
+                result.confirmed.lr,
+                result.effort.sweep_steps,
+                result.horizon_steps,
+            )
+            live_chart(st, law_chart, False)
         st.markdown("**Audit:** each rule's rate against the confirmed best")
         st.dataframe(tables["audit"], hide_index=True, width="stretch")
         csv_download(st, "Download the sweep (CSV)", sweep, "recommend_sweep.csv", "rec_s")

@@ -35,15 +35,18 @@ def test_recommend_is_the_first_concept_after_home():
 
 def test_the_card_the_evidence_and_use_this():
     at = recommend_page()
+    at.number_input(key="rec_epochs").set_value(5.0).run()  # 113 updates: carried from 20
     assert not at.metric or at.metric[0].value == "…"
     at.button(key="rec_job_run").click().run()
     wait(at, "rec_job")
     assert not at.exception
+    captions = " ".join(c.value for c in at.caption)
+    assert "carried to the planned 113 by the horizon law" in captions
     values = {m.label: m.value for m in at.metric}
     assert float(values["Learning rate"]) > 0 and int(values["Batch size"]) >= 1
     assert values["Confidence"] in ("high", "medium", "low")
     assert any("torch.optim.SGD" in c.value for c in at.code)
-    assert len(charts(at)) >= 4  # range test, sweep, time to target, throughput (+ noise)
+    assert len(charts(at)) >= 5  # range test, sweep, the law, time to target, throughput
     assert len(at.get("download_button")) >= 4
     at.button(key="rec_use").click().run()
     assert at.session_state["chosen_lr"] == pytest.approx(float(values["Learning rate"]), rel=1e-2)

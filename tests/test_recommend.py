@@ -221,6 +221,68 @@ def test_a_single_seed_has_no_band_and_diverged_rates_are_never_best():
     assert best.lr == 0.1 and best.band_lo == best.band_hi == 0.1 and best.noise == 0
 
 
+def test_the_refined_best_is_the_vertex_of_the_parabola_in_log_lr():
+    grid = np.geomspace(1e-3, 1.0, 7)
+    best = 0.037  # between grid points: the loss is a parabola in log(lr) around it
+    loss = (np.log(grid) - math.log(best)) ** 2 + 0.3
+    assert recommend.refined_best(grid, loss) == pytest.approx(best, rel=1e-9)
+    # at the grid's edge, or next to a diverged rate, the grid's own best stands
+    assert recommend.refined_best(grid, (np.log(grid) - math.log(5.0)) ** 2) == grid[-1]
+    loss[4] = np.inf
+    assert recommend.refined_best(grid, loss) == grid[np.argmin(loss)]
+
+
+def law_curves(slope: float, steps=range(100, 801, 100), seeds: int = 2) -> pd.DataFrame:
+    """Checkpoints of a sweep whose best rate at step t is 0.05 (t/800)^slope exactly (the loss a
+    parabola in log(lr) around it, the same for every seed), on a 9-rate grid."""
+    grid = np.geomspace(1e-4, 1.0, 9)
+    rows = []
+    for t in steps:
+        best = 0.05 * (t / 800) ** slope
+        for lr in grid:
+            for seed in range(seeds):
+                loss = 1 / t + (math.log(lr) - math.log(best)) ** 2
+                rows.append({"seed": seed, "lr": lr, "step": t, "val_loss": loss})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("slope", [-0.5, -0.2, 0.0])
+def test_the_horizon_law_recovers_a_known_power_law(slope):
+    law = recommend.horizon_law(law_curves(slope), swept=800)
+    assert law.fitted == pytest.approx(slope, abs=1e-6)
+    assert set(law.points.step) == set(range(200, 801, 100))  # from a quarter of the sweep
+    # carried from 800 updates to 8000: x 10^slope, the oracle at both ends
+    assert law.factor(800, 8000) == pytest.approx(8000**slope / 800**slope)
+
+
+def test_the_horizon_law_is_clipped_and_needs_three_checkpoints():
+    up = recommend.horizon_law(law_curves(0.4), swept=800)  # a best rate growing with t
+    assert up.fitted == pytest.approx(0.4) and up.slope == 0.0 and up.factor(800, 8000) == 1
+    steep = recommend.horizon_law(law_curves(-1.6), swept=800)
+    assert steep.slope == -1.0
+    assert recommend.horizon_law(law_curves(-0.5, steps=(600, 800)), swept=800) is None
+    # a rate that diverged (no score after step 300) is never the best there
+    d = law_curves(-0.5)
+    top = d.lr.max()
+    d = d[(d.lr != top) | (d.step <= 300)]
+    assert (recommend.horizon_law(d, swept=800).points.lr < top).all()
+
+
+def test_a_planned_training_aims_the_sweep_at_its_length():
+    c = recommend.Costs(step=0.001, evaluation=0.01, epochs_per_step=64 / 4000)
+    cfg = Config(train_epochs=3)
+    assert cfg.horizon(4000) == math.ceil(3 * 4000 / 64)
+    aimed, _ = cfg.aimed(4000)
+    assert aimed.sweep_steps == 188 and cfg.planned(c, 4000).sweep_steps == 188  # it fits
+    long = Config(train_epochs=400)  # 25,000 updates: the plan shrinks the sweep to fit
+    e = long.planned(c, 4000)
+    assert 100 <= e.sweep_steps < 25_000 and total(e, c) <= 60 + 1e-6
+    # a planned training shorter than the floor is swept at exactly its length
+    assert Config(train_epochs=0.5).planned(c, 4000).sweep_steps == 32
+    # what the user set stays: the sweep's own updates, carried to the planned length
+    assert Config(train_epochs=400, sweep_steps=50).planned(c, 4000).sweep_steps == 50
+
+
 # ---------------------------------------------------------------------------- the pipeline
 
 
@@ -272,6 +334,41 @@ def test_the_card_is_complete_and_its_batch_follows_the_rule(finished):
     tables = finished.tables()
     assert {"sweep", "audit", "range", "batches", "noise", "confirm"} <= set(tables)
     assert tables["batches"].best.sum() == 1
+
+
+def test_a_planned_training_longer_than_the_sweep_gets_the_carried_rate():
+    """Swept at 40 updates, planned at 5 epochs (113 updates at batch 64): every sweep run is
+    scored at the same checkpoints, the law is fitted on them and the card's rate is the
+    confirmed one times the law's factor."""
+    cfg = replace(SMALL, sweep_steps=40, train_epochs=5)
+    r = recommend.run(SETUP, cfg)
+    n = sweeps.load_data(SETUP).n_train
+    card = r.card()
+    assert card["horizon_steps"] == math.ceil(5 * n / 64) == 113 and card["swept_steps"] == 40
+    curves = r.sweep_curves()
+    assert len(curves) and set(curves.step) <= {*range(5, 41, 5)}  # every 40 // 8 updates
+    assert curves.groupby(["seed", "lr"]).size().nunique() == 1  # the same checkpoints for all
+    law = r.law
+    assert law is not None and set(law.points.step) == {*range(10, 41, 5)}
+    factor = (113 / 40) ** law.slope
+    assert card["swept_lr"] == r.confirmed.lr
+    assert card["base_lr"] == pytest.approx(r.confirmed.lr * factor)
+    assert card["horizon_law"]["factor"] == pytest.approx(factor) and factor <= 1.0
+    if card["batch"] == 64:
+        assert card["lr"] == pytest.approx(card["base_lr"])
+    assert card["band_at_batch"][0] <= card["lr"] <= card["band_at_batch"][1]
+    assert any("carried to the planned 113" in x for x in card["confidence_reasons"])
+    assert "carried to the planned 113" in r.report()
+    # the confirming run checks the rate as swept, at the sweep's length
+    run = r.confirm_run()
+    swept = r.plan(swept=True)
+    assert run["lr"] == pytest.approx(swept["lr"]) and run["target_loss"] == r.confirmed.loss
+    # the same planned training, short enough to sweep at its length: nothing is carried
+    short = recommend.run(SETUP, replace(SMALL, sweep_steps=None, train_epochs=1))
+    c = short.card()
+    assert c["horizon_steps"] == c["swept_steps"] == math.ceil(n / 64) and c["horizon_law"] is None
+    assert set(short.sweep_runs().steps) == {c["horizon_steps"]}
+    assert "swept at the planned training's length" in short.report()
 
 
 class StopAt(Sink):

@@ -1,6 +1,6 @@
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import pandas as pd
 import pytest
@@ -288,3 +288,17 @@ def test_a_stopped_or_unfinished_rate_is_never_the_best():
         }
     )
     assert sweeps.mark_best(table).best.tolist() == [True, False, False]
+
+
+@pytest.mark.parametrize("stacked", ["no", "yes"])
+def test_checkpoints_fall_at_the_same_steps_in_every_run_epoch_ends_included(stacked):
+    """eval_every scores every run at its multiples and only there, also where one ends an
+    epoch (a step the loop once skipped when epoch-end scoring was off)."""
+    n = sweeps.load_data(SETUP).n_train
+    batch = n // 2  # an epoch every 2 updates: every checkpoint below ends one
+    cfg = Config(lrs=(0.01, 0.1), budget=Budget(steps=6), batch_size=batch, eval_every=2)
+    r = run(SETUP, replace(cfg, stacked=stacked))
+    ev = r.curves()
+    ev = ev[ev.kind == "eval"]
+    for _, part in ev.groupby("run_id"):
+        assert sorted(part.step) == [2, 4, 6]

@@ -109,3 +109,34 @@ def throughput_chart(table: pd.DataFrame) -> alt.Chart:
         )
         .properties(title="Throughput", height=300)
     )
+
+
+def horizon_chart(
+    points: pd.DataFrame, slope: float, confirmed: float, swept: int, planned: int
+) -> alt.LayerChart:
+    """The best rate at each checkpoint of the sweep (log-log), the law lr ~ t^slope through
+    the confirmed rate at the sweep's end, carried to the planned training's length (the
+    card's rate at the base batch, a diamond)."""
+    p = points.sort_values("step")
+    steps = np.geomspace(float(min(p.step.min(), swept)), float(planned), 40)
+    line = pd.DataFrame({"step": steps, "lr": confirmed * (steps / swept) ** slope})
+    end = pd.DataFrame(
+        {
+            "step": [float(planned)],
+            "lr": [confirmed * (planned / swept) ** slope],
+            "what": ["carried to the planned training"],
+        }
+    )
+    x = alt.X("step:Q", title="updates at the base batch (log)", scale=alt.Scale(type="log"))
+    y = alt.Y("lr:Q", title="best rate (log)", scale=alt.Scale(type="log"))
+    tip = ["step:Q", alt.Tooltip("lr:Q", format=".3g")]
+    return alt.layer(
+        alt.Chart(line).mark_line(color="#868e96", strokeDash=[5, 3]).encode(x=x, y=y),
+        alt.Chart(p).mark_circle(size=70, color="#1971c2").encode(x=x, y=y, tooltip=tip),
+        alt.Chart(pd.DataFrame({"step": [float(swept)]}))
+        .mark_rule(color="#adb5bd")
+        .encode(x="step:Q"),
+        alt.Chart(end)
+        .mark_point(size=160, shape="diamond", filled=True, color=BEST)
+        .encode(x=x, y=y, tooltip=["what:N", *tip]),
+    ).properties(height=260, title=f"The best rate against the updates: lr ~ t^{slope:.2f}")

@@ -400,14 +400,15 @@ def refined_best(lrs, losses) -> float:
     """The rate of lowest loss, refined between the grid's rates: the vertex of the parabola
     through the lowest point and its two neighbours in log(lr), kept between those neighbours
     (the grid's best itself at an edge, or where the three do not curve upwards)."""
-    x, y = np.log(np.asarray(lrs, float)), np.asarray(losses, float)
+    lrs = np.asarray(lrs, float)
+    x, y = np.log(lrs), np.asarray(losses, float)
     y = np.where(np.isfinite(y), y, np.inf)
     i = int(np.argmin(y))
     if not np.isfinite(y[i]) or i in (0, len(x) - 1) or not np.isfinite(y[[i - 1, i + 1]]).all():
-        return float(np.exp(x[i]))
+        return float(lrs[i])
     a, b, _ = np.polyfit(x[i - 1 : i + 2], y[i - 1 : i + 2], 2)
     if a <= 0:
-        return float(np.exp(x[i]))
+        return float(lrs[i])
     return float(np.exp(np.clip(-b / (2 * a), x[i - 1], x[i + 1])))
 
 
