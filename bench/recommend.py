@@ -132,6 +132,38 @@ def seconds_per_step(setup: Setup, batch: int, optim: str) -> float:
     return r.elapsed / r.steps
 
 
+def lrbs_answer(
+    setup: Setup, optim: str, budget: Budget, epochs: float | None, sweep_steps: int | None
+) -> dict:
+    """lrbs's pipeline told the planned training (`epochs` at its base batch), then its
+    answer trained for `budget`: the race's lrbs row."""
+    t = time.perf_counter()
+    cfg = recommend.Config(optim=SweptOptim(optim), train_epochs=epochs, sweep_steps=sweep_steps)
+    r = recommend.run(setup, cfg)
+    card = r.card()
+    pipeline = time.perf_counter() - t
+    t = time.perf_counter()
+    ours = val_loss_of(setup, card["lr"], card["batch"], optim, budget)
+    seconds = pipeline + time.perf_counter() - t
+    print(f"lrbs: {seconds:.0f} s, lr {card['lr']:.3g} batch {card['batch']}: {ours:.4f}")
+    print(r.horizon_text(), flush=True)
+    law = card.get("horizon_law") or {}
+    return {
+        "who": "lrbs",
+        "trial": 0,
+        "seconds": seconds,
+        "pipeline_seconds": pipeline,
+        "lr": card["lr"],
+        "batch": card["batch"],
+        "val_loss": ours,
+        "best_so_far": ours,
+        "swept_steps": card["swept_steps"],
+        "horizon_steps": card["horizon_steps"],
+        "swept_lr": card["swept_lr"],
+        "carry_factor": law.get("factor", 1.0),
+    }
+
+
 def optuna_race(
     dataset: str,
     optim: str,
@@ -139,49 +171,39 @@ def optuna_race(
     factor: float,
     match: bool = True,
     seconds: float | None = None,
+    tpe_seed: int = 0,
+    lrbs_row: dict | None = None,
+    out: Path | None = None,
 ) -> pd.DataFrame:
-    """lrbs's pipeline, then its answer trained for `epochs`; then a TPE study whose every
-    trial trains (lr, batch) for the same `epochs`, until it has spent `factor` x lrbs's time.
-    Rows: the study's best-so-far against its cumulative seconds, and lrbs's point. With
-    `match`, the pipeline's sweep trains each rate for the same horizon (`epochs` at its base
-    batch): the best rate depends on how long one trains. With `seconds`, every training
-    (lrbs's answer and each trial) gets that many seconds instead of `epochs`: the card's own
-    objective, time to a loss."""
+    """lrbs's pipeline, then its answer trained for `epochs`; then a TPE study (seed
+    `tpe_seed`) whose every trial trains (lr, batch) for the same `epochs`, until it has spent
+    `factor` x lrbs's time. Rows: the study's best-so-far against its cumulative seconds, and
+    lrbs's point (`lrbs_row`: one measured before, for a second study against the same
+    answer). With `match`, the pipeline is told the planned training (`epochs`, or `seconds`
+    converted to epochs at its base batch at the measured update time), as a user would;
+    without, it sweeps at its budget's own length. With `seconds`, every training (lrbs's
+    answer and each trial) gets that many seconds instead of `epochs`: the card's own
+    objective, time to a loss. Every row is written to `out` as it comes."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     setup = Setup(DataSpec(dataset))
     n = load_data(setup).n_train
-    t = time.perf_counter()
-    cfg = recommend.Config(optim=SweptOptim(optim))
     budget = Budget(seconds=seconds) if seconds else Budget(epochs=epochs)
+    planned = None
     if match:
+        base = recommend.Config().batch_size
         if seconds:
-            steps = round(seconds / seconds_per_step(setup, cfg.batch_size, optim))
+            steps = seconds / seconds_per_step(setup, base, optim)
+            planned = round(steps * base / n, 2)
         else:
-            steps = round(epochs * n / cfg.batch_size)
-        cfg = recommend.Config(optim=SweptOptim(optim), sweep_steps=max(10, steps))
-    r = recommend.run(setup, cfg)
-    card = r.card()
-    pipeline = time.perf_counter() - t
-    t = time.perf_counter()
-    ours = val_loss_of(setup, card["lr"], card["batch"], optim, budget)
-    lrbs_seconds = pipeline + time.perf_counter() - t
-    print(f"lrbs: {lrbs_seconds:.0f} s, lr {card['lr']:.3g} batch {card['batch']}: {ours:.4f}")
-    rows = [
-        {
-            "who": "lrbs",
-            "trial": 0,
-            "seconds": lrbs_seconds,
-            "pipeline_seconds": pipeline,
-            "lr": card["lr"],
-            "batch": card["batch"],
-            "val_loss": ours,
-            "best_so_far": ours,
-        }
-    ]
+            planned = epochs
+    rows = [lrbs_row or lrbs_answer(setup, optim, budget, planned, None)]
+    if out:
+        pd.DataFrame(rows).to_csv(out, index=False)
+    lrbs_seconds = rows[0]["seconds"]
     batches = [2**k for k in range(4, 11) if 2**k <= n // 2]
-    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0))
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=tpe_seed))
     spent, best = 0.0, math.inf
     while spent < factor * lrbs_seconds:
         trial = study.ask()
@@ -195,6 +217,7 @@ def optuna_race(
         rows.append(
             {
                 "who": "optuna",
+                "tpe_seed": tpe_seed,
                 "trial": trial.number + 1,
                 "seconds": spent,
                 "lr": lr,
@@ -204,6 +227,8 @@ def optuna_race(
             }
         )
         print(f"trial {trial.number}: {spent:.0f} s, best {best:.4f}", flush=True)
+        if out:
+            pd.DataFrame(rows).to_csv(out, index=False)
     return pd.DataFrame(rows)
 
 
@@ -241,6 +266,10 @@ def main() -> None:
     p.add_argument("--factor", type=float, default=10.0)
     p.add_argument("--no-match", action="store_true", help="sweep at the budget's own steps")
     p.add_argument("--seconds", type=float, default=None, help="train each for seconds")
+    p.add_argument("--tpe-seed", type=int, default=0, help="the TPE sampler's seed")
+    p.add_argument(
+        "--lrbs-from", type=Path, default=None, help="a race CSV whose lrbs row to race again"
+    )
     a = p.parse_args()
     torch.set_num_threads(1)  # a shared 2-core machine: one thread is fastest
     if a.what == "audit":
@@ -248,9 +277,16 @@ def main() -> None:
         print(audit_tables(df))
         return
     for name in a.datasets:
-        df = optuna_race(name, a.optimizer, a.epochs, a.factor, not a.no_match, a.seconds)
+        ours = None
+        if a.lrbs_from:
+            old = pd.read_csv(a.lrbs_from)
+            ours = old[old.who == "lrbs"].iloc[0].dropna().to_dict()
         tag = ("_unmatched" if a.no_match else "") + (f"_{a.seconds:g}s" if a.seconds else "")
-        df.to_csv(HERE / f"recommend_optuna_{name}{tag}.csv", index=False)
+        tag += f"_tpe{a.tpe_seed}" if a.tpe_seed else ""
+        out = HERE / f"recommend_optuna_{name}{tag}.csv"
+        df = optuna_race(
+            name, a.optimizer, a.epochs, a.factor, not a.no_match, a.seconds, a.tpe_seed, ours, out
+        )
         s = race_summary(df)
         print(name, {k: (round(v, 4) if isinstance(v, float) else v) for k, v in s.items()})
 

@@ -188,7 +188,7 @@ with tabs[1]:
             st.markdown(f"**Carried to the planned training:** {result.horizon_text()}")
             law_chart = horizon_chart(
                 law.points,
-                law.slope,
+                law.t0,
                 result.confirmed.lr,
                 result.effort.sweep_steps,
                 result.horizon_steps,

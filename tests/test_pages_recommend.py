@@ -41,7 +41,7 @@ def test_the_card_the_evidence_and_use_this():
     wait(at, "rec_job")
     assert not at.exception
     captions = " ".join(c.value for c in at.caption)
-    assert "carried to the planned 113 by the horizon law" in captions
+    assert "the planned 113" in captions  # carried by the law, or kept where it is flat
     values = {m.label: m.value for m in at.metric}
     assert float(values["Learning rate"]) > 0 and int(values["Batch size"]) >= 1
     assert values["Confidence"] in ("high", "medium", "low")

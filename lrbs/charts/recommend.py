@@ -112,20 +112,20 @@ def throughput_chart(table: pd.DataFrame) -> alt.Chart:
 
 
 def horizon_chart(
-    points: pd.DataFrame, slope: float, confirmed: float, swept: int, planned: int
+    points: pd.DataFrame, t0: float, confirmed: float, swept: int, planned: int
 ) -> alt.LayerChart:
-    """The best rate at each checkpoint of the sweep (log-log), the law lr ~ t^slope through
-    the confirmed rate at the sweep's end, carried to the planned training's length (the
-    card's rate at the base batch, a diamond)."""
+    """The best rate at each checkpoint of the sweep (log-log), the law lr x (t + t0) = const
+    through the confirmed rate at the sweep's end, carried to the planned training's length
+    (the card's rate at the base batch, a diamond)."""
     p = points.sort_values("step")
+
+    def law(t):
+        return confirmed * (swept + t0) / (t + t0) if np.isfinite(t0) else confirmed + 0 * t
+
     steps = np.geomspace(float(min(p.step.min(), swept)), float(planned), 40)
-    line = pd.DataFrame({"step": steps, "lr": confirmed * (steps / swept) ** slope})
+    line = pd.DataFrame({"step": steps, "lr": law(steps)})
     end = pd.DataFrame(
-        {
-            "step": [float(planned)],
-            "lr": [confirmed * (planned / swept) ** slope],
-            "what": ["carried to the planned training"],
-        }
+        {"step": [float(planned)], "lr": [law(planned)], "what": ["the planned training"]}
     )
     x = alt.X("step:Q", title="updates at the base batch (log)", scale=alt.Scale(type="log"))
     y = alt.Y("lr:Q", title="best rate (log)", scale=alt.Scale(type="log"))
@@ -139,4 +139,4 @@ def horizon_chart(
         alt.Chart(end)
         .mark_point(size=160, shape="diamond", filled=True, color=BEST)
         .encode(x=x, y=y, tooltip=["what:N", *tip]),
-    ).properties(height=260, title=f"The best rate against the updates: lr ~ t^{slope:.2f}")
+    ).properties(height=260, title="The best rate against the updates, carried to your training")

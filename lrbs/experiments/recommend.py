@@ -414,25 +414,33 @@ def refined_best(lrs, losses) -> float:
 
 @dataclass(frozen=True)
 class HorizonLaw:
-    """How the best rate moves with the length of training, lr* proportional to t^slope,
-    fitted on a sweep's checkpoints; `slope` is clipped to [-1, 0] (the best rate does not
-    grow with a longer training, nor fall faster than 1/t), `fitted` is the slope as measured."""
+    """How the best rate moves with the updates t: lr*(t) = tau / (t + t0). Well below t0
+    updates the best rate hardly moves (stability holds it); beyond, a longer training wants
+    a proportionally smaller rate, rate x updates (the time of the gradient flow that small
+    steps follow) staying near the tau that scores best. Fitted on a sweep's checkpoints as a
+    straight line, 1/lr* = (t + t0) / tau; tau is infinite when the best rate did not fall
+    over them (then nothing is carried)."""
 
-    slope: float
-    fitted: float
+    tau: float
+    t0: float
     points: pd.DataFrame  # step, lr: the best rate at each checkpoint
 
+    @property
+    def declines(self) -> bool:
+        return math.isfinite(self.tau)
+
     def factor(self, swept: int, planned: int) -> float:
-        """What the rate confirmed at `swept` updates is multiplied by for `planned`."""
-        return float((planned / swept) ** self.slope)
+        """What the rate confirmed at `swept` updates is multiplied by for `planned` (between
+        swept/planned, a pure 1/t, and 1)."""
+        return (swept + self.t0) / (planned + self.t0) if self.declines else 1.0
 
 
 def horizon_law(curves: pd.DataFrame, swept: int) -> HorizonLaw | None:
     """The law from every run's checkpoints (columns lr, step, val_loss, one row per seed and
     checkpoint): at each checkpoint from a quarter of the sweep on (past the first transient),
     the refined best rate of the mean loss over seeds (a rate that diverged, or has no score
-    there, counts as infinite); then the least-squares slope of log lr* on log t. None with
-    fewer than three checkpoints."""
+    there, counts as infinite); then the least-squares line of 1/lr* on t. None with fewer
+    than three checkpoints."""
     if curves.empty:
         return None
     d = curves[curves.step >= swept / 4].copy()
@@ -448,8 +456,10 @@ def horizon_law(curves: pd.DataFrame, swept: int) -> HorizonLaw | None:
     pts = pd.DataFrame(points, columns=["step", "lr"])
     if len(pts) < 3:
         return None
-    fitted = float(np.polyfit(np.log(pts.step), np.log(pts.lr), 1)[0])
-    return HorizonLaw(slope=float(np.clip(fitted, -1.0, 0.0)), fitted=fitted, points=pts)
+    slope, intercept = np.polyfit(pts.step.astype(float), 1 / pts.lr, 1)
+    if slope <= 0:
+        return HorizonLaw(tau=math.inf, t0=math.inf, points=pts)
+    return HorizonLaw(tau=float(1 / slope), t0=float(max(0.0, intercept / slope)), points=pts)
 
 
 AUDIT_COLUMNS = [
@@ -1150,11 +1160,17 @@ class Result(experiment.Result):
                     f"planned {self.horizon_steps:,} and no horizon law could be fitted: the "
                     "rate is the swept one"
                 )
-            else:
+            elif law.declines:
                 issues.append(
                     f"the rate was swept at {self.effort.sweep_steps:,} updates and carried to "
-                    f"the planned {self.horizon_steps:,} by lr ~ t^{law.slope:.2f} "
+                    f"the planned {self.horizon_steps:,} by the measured horizon law "
                     f"(x{self.carry_factor:.3g})"
+                )
+            else:
+                issues.append(
+                    f"the rate was swept at {self.effort.sweep_steps:,} updates, shorter than the "
+                    f"planned {self.horizon_steps:,}; the best rate did not fall over its "
+                    "checkpoints, so it is kept"
                 )
         reached = self.reached()
         if reached is False:
@@ -1208,9 +1224,7 @@ class Result(experiment.Result):
             "horizon_steps": self.horizon_steps,
             "swept_steps": int(self.effort.sweep_steps),
             "horizon_law": (
-                {"slope": self.law.slope, "fitted": self.law.fitted, "factor": carry}
-                if self.law
-                else None
+                {"tau": self.law.tau, "t0": self.law.t0, "factor": carry} if self.law else None
             ),
         }
         if self.done("probe"):
@@ -1261,10 +1275,16 @@ class Result(experiment.Result):
                 f"the planned {planned:,}; no horizon law could be fitted, so the swept rate "
                 "stands"
             )
+        head = f"swept at {h:,} updates at batch {base} (the budget's longest)"
+        if not law.declines:
+            return (
+                f"{head}, shorter than the planned {planned:,}; the best rate did not fall "
+                "over the sweep's checkpoints, so the swept rate stands"
+            )
         return (
-            f"swept at {h:,} updates at batch {base} (the budget's longest) and carried to the "
-            f"planned {planned:,} by the horizon law measured on the sweep, lr ~ t^"
-            f"{law.slope:.2f} (fitted {law.fitted:.2f}): x{self.carry_factor:.3g}"
+            f"{head} and carried to the planned {planned:,} by the horizon law measured on "
+            f"the sweep, lr x (t + {law.t0:,.0f}) constant (beyond {law.t0:,.0f} updates the "
+            f"best rate falls as 1/t): x{self.carry_factor:.3g}"
         )
 
     def explain(self) -> str:
