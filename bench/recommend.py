@@ -147,7 +147,7 @@ def lrbs_answer(
     seconds = pipeline + time.perf_counter() - t
     print(f"lrbs: {seconds:.0f} s, lr {card['lr']:.3g} batch {card['batch']}: {ours:.4f}")
     print(r.horizon_text(), flush=True)
-    law = card.get("horizon_law") or {}
+    rule = card.get("horizon_rule") or {}
     return {
         "who": "lrbs",
         "trial": 0,
@@ -160,7 +160,8 @@ def lrbs_answer(
         "swept_steps": card["swept_steps"],
         "horizon_steps": card["horizon_steps"],
         "swept_lr": card["swept_lr"],
-        "carry_factor": law.get("factor", 1.0),
+        "carry_factor": rule.get("factor", 1.0),
+        "measured_exponent": rule.get("measured_exponent"),
     }
 
 
@@ -174,6 +175,7 @@ def optuna_race(
     tpe_seed: int = 0,
     lrbs_row: dict | None = None,
     out: Path | None = None,
+    study: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """lrbs's pipeline, then its answer trained for `epochs`; then a TPE study (seed
     `tpe_seed`) whose every trial trains (lr, batch) for the same `epochs`, until it has spent
@@ -183,7 +185,9 @@ def optuna_race(
     converted to epochs at its base batch at the measured update time), as a user would;
     without, it sweeps at its budget's own length. With `seconds`, every training (lrbs's
     answer and each trial) gets that many seconds instead of `epochs`: the card's own
-    objective, time to a loss. Every row is written to `out` as it comes."""
+    objective, time to a loss. Every row is written to `out` as it comes. `study`: the trials
+    of a study recorded before (same settings), taken up to `factor` x lrbs's time instead of
+    running a new one (for a second answer of lrbs against the same study)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -202,6 +206,15 @@ def optuna_race(
     if out:
         pd.DataFrame(rows).to_csv(out, index=False)
     lrbs_seconds = rows[0]["seconds"]
+    if study is not None:
+        trials = study[study.who == "optuna"]
+        if trials.seconds.max() < factor * lrbs_seconds:
+            print(f"the recorded study ends at {trials.seconds.max():.0f} s, before the race's end")
+        kept = trials[trials.seconds <= factor * lrbs_seconds]
+        df = pd.concat([pd.DataFrame(rows), kept], ignore_index=True)
+        if out:
+            df.to_csv(out, index=False)
+        return df
     batches = [2**k for k in range(4, 11) if 2**k <= n // 2]
     study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=tpe_seed))
     spent, best = 0.0, math.inf
@@ -241,6 +254,8 @@ def race_summary(df: pd.DataFrame) -> dict:
         part = opt[opt.seconds <= k * ours.seconds]
         at[k] = float(part.best_so_far.min()) if not part.empty else math.nan
     reach = opt[opt.best_so_far <= ours.val_loss]
+    near = opt[opt.best_so_far <= 1.02 * best10]
+    to_match = float(reach.seconds.iloc[0]) if not reach.empty else math.inf
     return {
         "lrbs_loss": float(ours.val_loss),
         "lrbs_seconds": float(ours.seconds),
@@ -251,7 +266,10 @@ def race_summary(df: pd.DataFrame) -> dict:
         "optuna_at_10x": at[10],
         "optuna_best": best10,
         "within_2pct_of_optuna_10x": bool(ours.val_loss <= 1.02 * best10),
-        "optuna_seconds_to_match": float(reach.seconds.iloc[0]) if not reach.empty else math.nan,
+        "optuna_seconds_to_match": to_match,  # inf: not within the race
+        "optuna_seconds_to_2pct": float(near.seconds.iloc[0]),
+        # the goal's time half: Optuna needs at least 5 x lrbs's time to reach its answer
+        "time_goal_met": bool(to_match >= 5 * float(ours.seconds)),
         "trials": len(opt),
     }
 
@@ -270,6 +288,10 @@ def main() -> None:
     p.add_argument(
         "--lrbs-from", type=Path, default=None, help="a race CSV whose lrbs row to race again"
     )
+    p.add_argument(
+        "--study-from", type=Path, default=None, help="a race CSV whose study to race against"
+    )
+    p.add_argument("--tag", default="", help="added to the CSV's name")
     a = p.parse_args()
     torch.set_num_threads(1)  # a shared 2-core machine: one thread is fastest
     if a.what == "audit":
@@ -282,10 +304,20 @@ def main() -> None:
             old = pd.read_csv(a.lrbs_from)
             ours = old[old.who == "lrbs"].iloc[0].dropna().to_dict()
         tag = ("_unmatched" if a.no_match else "") + (f"_{a.seconds:g}s" if a.seconds else "")
-        tag += f"_tpe{a.tpe_seed}" if a.tpe_seed else ""
+        tag += (f"_tpe{a.tpe_seed}" if a.tpe_seed else "") + a.tag
         out = HERE / f"recommend_optuna_{name}{tag}.csv"
+        study = pd.read_csv(a.study_from) if a.study_from else None
         df = optuna_race(
-            name, a.optimizer, a.epochs, a.factor, not a.no_match, a.seconds, a.tpe_seed, ours, out
+            name,
+            a.optimizer,
+            a.epochs,
+            a.factor,
+            not a.no_match,
+            a.seconds,
+            a.tpe_seed,
+            ours,
+            out,
+            study,
         )
         s = race_summary(df)
         print(name, {k: (round(v, 4) if isinstance(v, float) else v) for k, v in s.items()})

@@ -63,7 +63,7 @@ with st.sidebar:
         key="rec_epochs",
         help="The best rate depends on how long you train. Give your training's length and "
         "the sweep trains each rate that long when the budget allows; otherwise it trains "
-        "as long as it can and carries the rate to your length by the law it measures.",
+        "as long as it can and carries the rate to your length by the square-root rule.",
     )
     cap = None
     if setup.torch_device().type == "cpu":
@@ -183,12 +183,11 @@ with tabs[1]:
         st.info("The confirmation sweep did not run.")
     else:
         live_chart(st, sweep_chart(sweep, tables["audit"]), False)
-        law = result.law
-        if law is not None:
+        if result.carried:
             st.markdown(f"**Carried to the planned training:** {result.horizon_text()}")
             law_chart = horizon_chart(
-                law.points,
-                law.t0,
+                result.checkpoints(),
+                recommend.HORIZON_EXPONENT,
                 result.confirmed.lr,
                 result.effort.sweep_steps,
                 result.horizon_steps,

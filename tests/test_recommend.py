@@ -245,30 +245,26 @@ def law_curves(best_at, steps=range(100, 801, 100), seeds: int = 2) -> pd.DataFr
     return pd.DataFrame(rows)
 
 
-@pytest.mark.parametrize("tau, t0", [(8.0, 0.0), (20.0, 300.0), (30.0, 2000.0)])
-def test_the_horizon_law_recovers_a_known_flow_time(tau, t0):
-    law = recommend.horizon_law(law_curves(lambda t: tau / (t + t0)), swept=800)
-    assert law.tau == pytest.approx(tau, rel=1e-6) and law.t0 == pytest.approx(t0, abs=1e-3)
-    assert set(law.points.step) == set(range(200, 801, 100))  # from a quarter of the sweep
-    # carried from 800 updates to 8000: the oracle's own ratio, between 1/10 and 1
-    want = (tau / (8000 + t0)) / (tau / (800 + t0))
-    assert law.factor(800, 8000) == pytest.approx(want, rel=1e-6)
+@pytest.mark.parametrize("exponent", [-0.5, -0.2, 0.0])
+def test_the_checkpoints_give_the_best_rate_at_each_step(exponent):
+    """The oracle: the sweep's best rate at step t is 0.05 (t/800)^exponent exactly."""
+    points = recommend.checkpoint_bests(law_curves(lambda t: 0.05 * (t / 800) ** exponent), 800)
+    assert list(points.step) == list(range(200, 801, 100))  # from a quarter of the sweep on
+    want = 0.05 * (points.step / 800) ** exponent
+    assert np.allclose(points.lr, want, rtol=1e-6)
+    assert recommend.measured_exponent(points) == pytest.approx(exponent, abs=1e-6)
+    assert recommend.measured_exponent(points.head(2)) is None  # two points make no slope
 
 
-def test_the_horizon_law_never_raises_the_rate_and_needs_three_checkpoints():
-    flat = recommend.horizon_law(law_curves(lambda t: 0.05), swept=800)
-    assert not flat.declines and flat.factor(800, 8000) == 1.0
-    rising = recommend.horizon_law(law_curves(lambda t: 1e-4 * t), swept=800)
-    assert not rising.declines and rising.factor(800, 8000) == 1.0
-    # falling faster than 1/t: carried as 1/t at most (t0 is never negative)
-    fast = recommend.horizon_law(law_curves(lambda t: 1e3 / t**2), swept=800)
-    assert fast.t0 == 0 and fast.factor(800, 8000) == pytest.approx(0.1)
-    assert recommend.horizon_law(law_curves(lambda t: 1 / t, steps=(600, 800)), 800) is None
+def test_the_square_root_rule_and_a_diverged_rate():
+    assert recommend.HORIZON_EXPONENT == -0.5
+    assert recommend.carry_factor(400, 1600) == pytest.approx(0.5)  # 4x longer: half the rate
+    assert recommend.carry_factor(400, 400) == 1.0
     # a rate that diverged (no score after step 300) is never the best there
     d = law_curves(lambda t: 20 / (t + 300))
     top = d.lr.max()
     d = d[(d.lr != top) | (d.step <= 300)]
-    assert (recommend.horizon_law(d, swept=800).points.lr < top).all()
+    assert (recommend.checkpoint_bests(d, 800).lr < top).all()
 
 
 def test_a_planned_training_aims_the_sweep_at_its_length():
@@ -276,10 +272,13 @@ def test_a_planned_training_aims_the_sweep_at_its_length():
     cfg = Config(train_epochs=3)
     assert cfg.horizon(4000) == math.ceil(3 * 4000 / 64)
     aimed, _ = cfg.aimed(4000)
-    assert aimed.sweep_steps == 188 and cfg.planned(c, 4000).sweep_steps == 188  # it fits
+    fits = cfg.planned(c, 4000)
+    assert aimed.sweep_steps == fits.sweep_steps == 188  # it fits
+    assert fits.noise_steps == 188  # B_noise measured over as long a training as the sweep's
     long = Config(train_epochs=400)  # 25,000 updates: the plan shrinks the sweep to fit
     e = long.planned(c, 4000)
     assert 100 <= e.sweep_steps < 25_000 and total(e, c) <= 60 + 1e-6
+    assert e.noise_steps <= max(e.sweep_steps, TINY.noise_steps)
     # a planned training shorter than the floor is swept at exactly its length
     assert Config(train_epochs=0.5).planned(c, 4000).sweep_steps == 32
     # what the user set stays: the sweep's own updates, carried to the planned length
@@ -341,22 +340,21 @@ def test_the_card_is_complete_and_its_batch_follows_the_rule(finished):
 
 def test_a_planned_training_longer_than_the_sweep_gets_the_carried_rate():
     """Swept at 40 updates, planned at 5 epochs (113 updates at batch 64): every sweep run is
-    scored at the same checkpoints, the law is fitted on them and the card's rate is the
-    confirmed one times the law's factor."""
+    scored at the same checkpoints (the evidence beside the rule) and the card's rate is the
+    confirmed one times the square-root rule's factor, sqrt(40 / 113)."""
     cfg = replace(SMALL, sweep_steps=40, train_epochs=5)
     r = recommend.run(SETUP, cfg)
     n = sweeps.load_data(SETUP).n_train
     card = r.card()
     assert card["horizon_steps"] == math.ceil(5 * n / 64) == 113 and card["swept_steps"] == 40
     curves = r.sweep_curves()
-    assert len(curves) and set(curves.step) <= {*range(5, 41, 5)}  # every 40 // 8 updates
+    assert len(curves) and set(curves.step) == {*range(6, 37, 6), 40}  # every 40 // 6, the end
     assert curves.groupby(["seed", "lr"]).size().nunique() == 1  # the same checkpoints for all
-    law = r.law
-    assert law is not None and set(law.points.step) == {*range(10, 41, 5)}
-    factor = (40 + law.t0) / (113 + law.t0) if law.declines else 1.0
+    assert set(r.checkpoints().step) == {12, 18, 24, 30, 36, 40}
+    factor = math.sqrt(40 / 113)
     assert card["swept_lr"] == r.confirmed.lr
     assert card["base_lr"] == pytest.approx(r.confirmed.lr * factor)
-    assert card["horizon_law"]["factor"] == pytest.approx(factor) and factor <= 1.0
+    assert card["horizon_rule"]["factor"] == pytest.approx(factor)
     if card["batch"] == 64:
         assert card["lr"] == pytest.approx(card["base_lr"])
     lo, hi = card["band_at_batch"]
@@ -370,7 +368,7 @@ def test_a_planned_training_longer_than_the_sweep_gets_the_carried_rate():
     # the same planned training, short enough to sweep at its length: nothing is carried
     short = recommend.run(SETUP, replace(SMALL, sweep_steps=None, train_epochs=1))
     c = short.card()
-    assert c["horizon_steps"] == c["swept_steps"] == math.ceil(n / 64) and c["horizon_law"] is None
+    assert c["horizon_steps"] == c["swept_steps"] == math.ceil(n / 64) and c["horizon_rule"] is None
     assert set(short.sweep_runs().steps) == {c["horizon_steps"]}
     assert "swept at the planned training's length" in short.report()
 

@@ -112,27 +112,27 @@ def throughput_chart(table: pd.DataFrame) -> alt.Chart:
 
 
 def horizon_chart(
-    points: pd.DataFrame, t0: float, confirmed: float, swept: int, planned: int
+    points: pd.DataFrame, exponent: float, confirmed: float, swept: int, planned: int
 ) -> alt.LayerChart:
-    """The best rate at each checkpoint of the sweep (log-log), the law lr x (t + t0) = const
+    """The best rate at each checkpoint of the sweep (log-log) and the rule lr ~ t^exponent
     through the confirmed rate at the sweep's end, carried to the planned training's length
     (the card's rate at the base batch, a diamond)."""
-    p = points.sort_values("step")
-
-    def law(t):
-        return confirmed * (swept + t0) / (t + t0) if np.isfinite(t0) else confirmed + 0 * t
-
-    steps = np.geomspace(float(min(p.step.min(), swept)), float(planned), 40)
-    line = pd.DataFrame({"step": steps, "lr": law(steps)})
+    first = float(points.step.min()) if not points.empty else swept / 4
+    steps = np.geomspace(min(first, swept), float(planned), 40)
+    line = pd.DataFrame({"step": steps, "lr": confirmed * (steps / swept) ** exponent})
     end = pd.DataFrame(
-        {"step": [float(planned)], "lr": [law(planned)], "what": ["the planned training"]}
+        {
+            "step": [float(planned)],
+            "lr": [confirmed * (planned / swept) ** exponent],
+            "what": ["the planned training"],
+        }
     )
     x = alt.X("step:Q", title="updates at the base batch (log)", scale=alt.Scale(type="log"))
     y = alt.Y("lr:Q", title="best rate (log)", scale=alt.Scale(type="log"))
     tip = ["step:Q", alt.Tooltip("lr:Q", format=".3g")]
     return alt.layer(
         alt.Chart(line).mark_line(color="#868e96", strokeDash=[5, 3]).encode(x=x, y=y),
-        alt.Chart(p).mark_circle(size=70, color="#1971c2").encode(x=x, y=y, tooltip=tip),
+        alt.Chart(points).mark_circle(size=70, color="#1971c2").encode(x=x, y=y, tooltip=tip),
         alt.Chart(pd.DataFrame({"step": [float(swept)]}))
         .mark_rule(color="#adb5bd")
         .encode(x="step:Q"),
