@@ -63,7 +63,8 @@ with st.sidebar:
         key="rec_epochs",
         help="The best rate depends on how long you train. Give your training's length and "
         "the sweep trains each rate that long when the budget allows; otherwise it trains "
-        "as long as it can and carries the rate to your length by the square-root rule.",
+        "as long as it can and carries the rate to your length: lr ~ 1/sqrt(updates), or "
+        "faster where the sweep itself measured a faster fall.",
     )
     cap = None
     if setup.torch_device().type == "cpu":
@@ -187,7 +188,7 @@ with tabs[1]:
             st.markdown(f"**Carried to the planned training:** {result.horizon_text()}")
             law_chart = horizon_chart(
                 result.checkpoints(),
-                recommend.HORIZON_EXPONENT,
+                result.exponent,
                 result.confirmed.lr,
                 result.effort.sweep_steps,
                 result.horizon_steps,

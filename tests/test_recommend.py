@@ -256,10 +256,14 @@ def test_the_checkpoints_give_the_best_rate_at_each_step(exponent):
     assert recommend.measured_exponent(points.head(2)) is None  # two points make no slope
 
 
-def test_the_square_root_rule_and_a_diverged_rate():
+def test_the_square_root_rule_or_the_sweeps_own_steeper_fall_and_a_diverged_rate():
     assert recommend.HORIZON_EXPONENT == -0.5
     assert recommend.carry_factor(400, 1600) == pytest.approx(0.5)  # 4x longer: half the rate
     assert recommend.carry_factor(400, 400) == 1.0
+    assert recommend.carry_factor(400, 1600, -1.0) == pytest.approx(0.25)
+    rule = recommend.horizon_exponent
+    assert rule(None) == rule(0.3) == rule(-0.1) == rule(float("nan")) == -0.5
+    assert rule(-0.8) == -0.8 and rule(-1.7) == -1.0  # steeper, down to rate x updates constant
     # a rate that diverged (no score after step 300) is never the best there
     d = law_curves(lambda t: 20 / (t + 300))
     top = d.lr.max()
@@ -341,7 +345,7 @@ def test_the_card_is_complete_and_its_batch_follows_the_rule(finished):
 def test_a_planned_training_longer_than_the_sweep_gets_the_carried_rate():
     """Swept at 40 updates, planned at 5 epochs (113 updates at batch 64): every sweep run is
     scored at the same checkpoints (the evidence beside the rule) and the card's rate is the
-    confirmed one times the square-root rule's factor, sqrt(40 / 113)."""
+    confirmed one times the rule's factor, (113 / 40)^exponent."""
     cfg = replace(SMALL, sweep_steps=40, train_epochs=5)
     r = recommend.run(SETUP, cfg)
     n = sweeps.load_data(SETUP).n_train
@@ -351,7 +355,9 @@ def test_a_planned_training_longer_than_the_sweep_gets_the_carried_rate():
     assert len(curves) and set(curves.step) == {*range(6, 37, 6), 40}  # every 40 // 6, the end
     assert curves.groupby(["seed", "lr"]).size().nunique() == 1  # the same checkpoints for all
     assert set(r.checkpoints().step) == {12, 18, 24, 30, 36, 40}
-    factor = math.sqrt(40 / 113)
+    e = r.exponent
+    assert e == recommend.horizon_exponent(recommend.measured_exponent(r.checkpoints()))
+    factor = (113 / 40) ** e
     assert card["swept_lr"] == r.confirmed.lr
     assert card["base_lr"] == pytest.approx(r.confirmed.lr * factor)
     assert card["horizon_rule"]["factor"] == pytest.approx(factor)

@@ -24,10 +24,10 @@ A stop keeps every finished step; the card says which are missing.
 
 The best rate depends on how long one trains (bench/RESULTS.md, section 8): with a planned
 training (`train_epochs`) the sweep trains each rate for that length when the budget allows it;
-when it does not, the sweep trains as long as it can and the confirmed rate is carried to the
-planned length by the square-root rule (HORIZON_EXPONENT); every run is then scored at
-LAW_POINTS common checkpoints, so that the card can show how the best rate moved inside the
-sweep beside the rule.
+when it does not, the sweep trains as long as it can, scores every run at LAW_POINTS common
+checkpoints and carries the confirmed rate to the planned length by the square-root rule
+(HORIZON_EXPONENT), or by the fall the checkpoints measured where it is steeper
+(horizon_exponent).
 """
 
 from __future__ import annotations
@@ -237,7 +237,8 @@ class Config:
         label="planned training (epochs)",
         help="how long you will train, in epochs at the base batch: the rate is confirmed for "
         "that length, swept at it when the budget allows, else carried to it from the longest "
-        "sweep that fits by the square-root rule (default: the sweep's own updates)",
+        "sweep that fits by the square-root rule, or the sweep's own steeper fall (default: the "
+        "sweep's own updates)",
     )
 
     def __post_init__(self) -> None:
@@ -426,10 +427,21 @@ def refined_best(lrs, losses) -> float:
     return float(np.exp(np.clip(-b / (2 * a), x[i - 1], x[i + 1])))
 
 
-def carry_factor(swept: int, planned: int) -> float:
+def horizon_exponent(measured: float | None) -> float:
+    """The exponent a rate is carried by: the square-root rule's, or the one measured over the
+    sweep's own checkpoints where the best rate fell faster than that (down to -1, rate x
+    updates constant: the regime where a longer training overfits unless its rate falls in
+    proportion, and which a longer training only goes deeper into). A shallower measured fall
+    is no evidence that the rate holds: early on, stability caps the best rate."""
+    if measured is None or not math.isfinite(measured):
+        return HORIZON_EXPONENT
+    return float(max(-1.0, min(HORIZON_EXPONENT, measured)))
+
+
+def carry_factor(swept: int, planned: int, exponent: float = HORIZON_EXPONENT) -> float:
     """What a rate confirmed over `swept` updates is multiplied by for a training of `planned`:
-    (planned / swept)^HORIZON_EXPONENT."""
-    return float((planned / swept) ** HORIZON_EXPONENT)
+    (planned / swept)^exponent."""
+    return float((planned / swept) ** exponent)
 
 
 def checkpoint_bests(curves: pd.DataFrame, swept: int) -> pd.DataFrame:
@@ -774,12 +786,13 @@ class _Pipeline:
 
 
 def measure_costs(setup: Setup, config: Config, data) -> Costs:
-    """Seconds of one update of this model at the base batch (the median of a few timed
-    updates after a warm-up one, at a rate too small to move anything) and of one evaluation,
-    with the sizes that scale the other steps."""
+    """Seconds of one update of this model at the base batch (the median of up to 20 timed
+    updates, or a second of them, after two warm-up ones, at a rate too small to move
+    anything: the first updates of a process are slower and six of them gave plans 2x apart)
+    and of one evaluation, with the sizes that scale the other steps."""
     tc = TrainConfig(
         batch_size=config.batch_size,
-        budget=Budget(steps=6),
+        budget=Budget(steps=22, seconds=1.0),
         optim=config.optim_at(1e-6),
         seed=setup.seed,
         log_every=1,
@@ -790,7 +803,8 @@ def measure_costs(setup: Setup, config: Config, data) -> Costs:
     model = setup.fresh_model(data)
     events = train(model, data, tc).events
     t = [e.elapsed for e in events if e.kind == "train"]
-    step = float(np.median(np.diff(t))) if len(t) > 2 else float(t[-1] if t else 0.0)
+    gaps = np.diff(t)[2:] if len(t) > 4 else np.diff(t)
+    step = float(np.median(gaps)) if len(gaps) else float(t[-1] if t else 0.0)
     t0 = time.perf_counter()
     evaluate_data(model, data)
     evaluate_data(model, data, "train", torch.arange(min(tc.train_eval_size, data.n_train)))
@@ -1010,10 +1024,27 @@ class Result(experiment.Result):
             return pd.DataFrame(columns=["step", "lr"])
         return checkpoint_bests(self.sweep_curves(), self.effort.sweep_steps)
 
+    @cached_property
+    def measured_exponent(self) -> float | None:
+        """How the best rate moved over the sweep's checkpoints (when it is carried)."""
+        return measured_exponent(self.checkpoints()) if self.carried else None
+
+    @property
+    def exponent(self) -> float:
+        """The exponent the rate is carried by (horizon_exponent)."""
+        return horizon_exponent(self.measured_exponent)
+
     @property
     def carry_factor(self) -> float:
         """What the confirmed rate is multiplied by for the planned training (1: swept at it)."""
-        return carry_factor(self.effort.sweep_steps, self.horizon_steps) if self.carried else 1.0
+        if not self.carried:
+            return 1.0
+        return carry_factor(self.effort.sweep_steps, self.horizon_steps, self.exponent)
+
+    def rule_name(self) -> str:
+        if self.exponent == HORIZON_EXPONENT:
+            return "the square-root rule"
+        return "the fall the sweep measured, steeper than the square-root rule"
 
     def seed_bests(self) -> dict[int, float]:
         """Each seed's own best rate (lowest final validation loss among its runs)."""
@@ -1148,7 +1179,7 @@ class Result(experiment.Result):
         if self.carried:
             issues.append(
                 f"the rate was swept at {self.effort.sweep_steps:,} updates and carried to the "
-                f"planned {self.horizon_steps:,} by the square-root rule "
+                f"planned {self.horizon_steps:,} by {self.rule_name()} "
                 f"(x{self.carry_factor:.3g}), not swept at that length"
             )
         reached = self.reached()
@@ -1204,9 +1235,9 @@ class Result(experiment.Result):
             "swept_steps": int(self.effort.sweep_steps),
             "horizon_rule": (
                 {
-                    "exponent": HORIZON_EXPONENT,
+                    "exponent": self.exponent,
                     "factor": carry,
-                    "measured_exponent": measured_exponent(self.checkpoints()),
+                    "measured_exponent": self.measured_exponent,
                 }
                 if self.carried
                 else None
@@ -1253,16 +1284,16 @@ class Result(experiment.Result):
             )
         if not self.carried:
             return f"swept at the planned training's length, {planned:,} updates at batch {base}"
-        seen = measured_exponent(self.checkpoints())
+        seen = self.measured_exponent
         inside = (
-            f"; over the sweep's own checkpoints the best rate moved as t^{seen:.2f}"
+            f" (over the sweep's own checkpoints the best rate moved as t^{seen:.2f})"
             if seen is not None
             else ""
         )
         return (
             f"swept at {h:,} updates at batch {base} (the budget's longest) and carried to the "
-            f"planned {planned:,} by the square-root rule, lr ~ t^{HORIZON_EXPONENT:g}: "
-            f"x{self.carry_factor:.3g}{inside}"
+            f"planned {planned:,} by {self.rule_name()}, lr ~ t^{self.exponent:.2f}{inside}: "
+            f"x{self.carry_factor:.3g}"
         )
 
     def explain(self) -> str:
