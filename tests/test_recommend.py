@@ -272,7 +272,9 @@ def test_the_square_root_rule_or_the_sweeps_own_steeper_fall_and_a_diverged_rate
 
 
 def test_a_planned_training_aims_the_sweep_at_its_length():
-    c = recommend.Costs(step=0.001, evaluation=0.01, epochs_per_step=64 / 4000)
+    c = recommend.Costs(
+        step=0.001, evaluation=0.01, epochs_per_step=64 / 4000, noise_follows_sweep=True
+    )
     cfg = Config(train_epochs=3)
     assert cfg.horizon(4000) == math.ceil(3 * 4000 / 64)
     aimed, _ = cfg.aimed(4000)
@@ -282,7 +284,10 @@ def test_a_planned_training_aims_the_sweep_at_its_length():
     long = Config(train_epochs=400)  # 25,000 updates: the plan shrinks the sweep to fit
     e = long.planned(c, 4000)
     assert 100 <= e.sweep_steps < 25_000 and total(e, c) <= 60 + 1e-6
-    assert e.noise_steps <= max(e.sweep_steps, TINY.noise_steps)
+    assert e.noise_steps == max(e.sweep_steps, TINY.noise_steps)
+    # the estimate counts the noise meter's updates as it will run them
+    noise = recommend.estimated_seconds(replace(e, noise_steps=TINY.noise_steps), c)["noise"]
+    assert noise == pytest.approx(0.001 * (e.noise_steps + 15 * c.big_batches))
     # a planned training shorter than the floor is swept at exactly its length
     assert Config(train_epochs=0.5).planned(c, 4000).sweep_steps == 32
     # what the user set stays: the sweep's own updates, carried to the planned length

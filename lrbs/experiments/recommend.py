@@ -152,6 +152,7 @@ class Costs:
     big_batches: float = 8.5  # the noise meter's two measuring batches, in base batches
     top_batches: float = 8.0  # the largest batch the pipeline considers, in base batches
     checkpoints: int = 0  # extra evaluations of each sweep run (when its rate is carried)
+    noise_follows_sweep: bool = False  # the noise meter trains at least as long as a sweep run
 
 
 def estimated_seconds(e: Effort, c: Costs) -> dict[str, float]:
@@ -169,9 +170,17 @@ def estimated_seconds(e: Effort, c: Costs) -> dict[str, float]:
         "sweep": e.sweep_seeds * e.rates * run,
         "probe": doubling,
         "throughput": THROUGHPUT_BATCHES * e.throughput_seconds + doubling,
-        "noise": c.step * (e.noise_steps + NOISE_MEASUREMENTS * c.big_batches),
+        "noise": c.step * (noise_steps(e, c) + NOISE_MEASUREMENTS * c.big_batches),
         "confirm": run,
     }
+
+
+def noise_steps(e: Effort, c: Costs) -> int:
+    """The noise meter's updates: its own, or a sweep run's where that is longer and the meter
+    follows the sweep (a planned training: B_noise grows as the loss falls, McCandlish et al.
+    2018, so measured over the first few hundred updates it is that of a loss far above the
+    one the training reaches)."""
+    return max(e.noise_steps, e.sweep_steps) if c.noise_follows_sweep else e.noise_steps
 
 
 def fit_effort(
@@ -190,12 +199,14 @@ def fit_effort(
         if name in fixed:
             continue
         floor, now = getattr(FLOOR, name), getattr(e, name)
-        a = total(replace(e, **{name: 0}))
-        b = total(replace(e, **{name: 1})) - a
-        want = (seconds - a) / b if b > 0 else now
-        value = min(now, max(floor, want))
-        value = value if isinstance(now, float) else int(max(floor, math.floor(value)))
-        e = replace(e, **{name: value})
+        for _ in range(2):  # twice: the noise meter's max() bends the line once
+            a = total(replace(e, **{name: 0}))
+            b = (total(e) - a) / now if now > 0 else 0.0  # the mean slope from 0 to now
+            want = (seconds - a) / b if b > 0 else now
+            value = min(now, max(floor, want))
+            value = value if isinstance(now, float) else int(max(floor, math.floor(value)))
+            e = replace(e, **{name: value})
+            now = value
     return e
 
 
@@ -278,21 +289,14 @@ class Config:
             e = replace(e, sweep_steps=horizon)
             if horizon <= FLOOR.sweep_steps:
                 fixed = fixed | {"sweep_steps"}
-        if horizon:
-            # B_noise grows as the loss falls (McCandlish et al. 2018): measured over the first
-            # few hundred updates it is that of a loss far above the planned training's
-            e = replace(e, noise_steps=max(e.noise_steps, e.sweep_steps))
         return e, fixed
 
     def planned(self, costs: Costs, n_train: int | None = None) -> Effort:
-        """The aimed effort, fitted to the budget; with a planned training the noise meter
-        gets as many updates as a sweep run (the budget's, or the floor's)."""
+        """The aimed effort, fitted to the budget (the noise meter's updates as it will run
+        them, `noise_steps`)."""
         aimed, fixed = self.aimed(n_train)
         e = fit_effort(aimed, costs, BUDGET_SECONDS[self.budget], fixed)
-        if self.horizon(n_train or 1) and n_train:
-            cap = max(e.sweep_steps, self.effort.noise_steps)
-            e = replace(e, noise_steps=min(e.noise_steps, cap))
-        return e
+        return replace(e, noise_steps=noise_steps(e, costs))
 
     def top_batch(self, n_train: int) -> int:
         """The largest batch the pipeline considers."""
@@ -805,17 +809,23 @@ def measure_costs(setup: Setup, config: Config, data) -> Costs:
     t = [e.elapsed for e in events if e.kind == "train"]
     gaps = np.diff(t)[2:] if len(t) > 4 else np.diff(t)
     step = float(np.median(gaps)) if len(gaps) else float(t[-1] if t else 0.0)
-    t0 = time.perf_counter()
-    evaluate_data(model, data)
-    evaluate_data(model, data, "train", torch.arange(min(tc.train_eval_size, data.n_train)))
+
+    def evaluation() -> float:
+        t0 = time.perf_counter()
+        evaluate_data(model, data)
+        evaluate_data(model, data, "train", torch.arange(min(tc.train_eval_size, data.n_train)))
+        return time.perf_counter() - t0
+
+    first = evaluation()  # a process's first evaluation pays one-time costs: time a second
     big, small = noise_sizes(data.n_train)
     return Costs(
         step=step,
-        evaluation=time.perf_counter() - t0,
+        evaluation=min(first, evaluation()) if first < 1.0 else first,
         epochs_per_step=config.batch_size / data.n_train,
         big_batches=(big + small) / config.batch_size,
         top_batches=config.top_batch(data.n_train) / config.batch_size,
         checkpoints=LAW_POINTS if config.train_epochs else 0,
+        noise_follows_sweep=config.train_epochs is not None,
     )
 
 
