@@ -262,7 +262,8 @@ def recommend(
 ):
     """The answer (recommend): one learning rate and batch size with their evidence and
     confidence. `budget="quick"` or `"thorough"`; `recommend.Config`'s settings (`rates`,
-    `seeds`, `sweep_steps`, `batch_size`, `optimizer_name`, ...) and the setup's. Returns
+    `seeds`, `sweep_steps`, `train_epochs`: the training you plan, `batch_size`,
+    `optimizer_name`, ...) and the setup's. Returns
     recommend.Result: `.summary()` is the answer card, `.tables()` the evidence."""
     from lrbs.experiments import recommend as exp
 

@@ -5,7 +5,7 @@ a stop that keeps the finished steps, the history's rebuild and the CLI's --json
 import json
 import math
 import threading
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import numpy as np
 import pandas as pd
@@ -269,6 +269,33 @@ def test_the_square_root_rule_or_the_sweeps_own_steeper_fall_and_a_diverged_rate
     top = d.lr.max()
     d = d[(d.lr != top) | (d.step <= 300)]
     assert (recommend.checkpoint_bests(d, 800).lr < top).all()
+
+
+def sweep_rows(curve_of_best) -> dict:
+    """A carried sweep's rows (2 seeds, 3 rates, checkpoints 100 to 400 of 400 updates, a
+    planned training of 4,000): the middle rate best, its validation loss `curve_of_best`."""
+    plan = {**asdict(replace(TINY, sweep_steps=400)), "horizon_steps": 4000}
+    runs, events = [], []
+    for seed in (0, 1):
+        for lr, curve in ((0.01, [2.0, 1.8, 1.7, 1.6]), (0.1, curve_of_best), (1.0, [3] * 4)):
+            for step, v in zip((100, 200, 300, 400), curve, strict=True):
+                ev = {"seed": seed, "run_id": f"lr={lr:g}", "kind": "eval", "lr": lr}
+                events.append(ev | {"step": step, "val_loss": v + 0.001 * seed})
+            run = {"seed": seed, "run": f"lr={lr:g}", "lr": lr, "status": "finished"}
+            runs.append(run | {"val_loss": curve[-1] + 0.001 * seed, "steps": 400})
+    steps = [{"step": "sweep", "status": "finished", "seconds": 1.0}]
+    return {"plan": [plan], "sweep/runs": runs, "sweep/events": events, "steps": steps}
+
+
+def test_a_sweep_that_overfits_says_so_on_the_card():
+    rising = recommend.Result(Config(), sweep_rows([1.0, 0.8, 0.9, 1.0]))
+    assert rising.carried and rising.confirmed.lr == 0.1
+    assert rising.overfitting() == pytest.approx((0.8005, 1.0005))
+    level, reasons = rising.confidence()
+    assert level == "low" and any("overfits inside the sweep" in r for r in reasons)
+    falling = recommend.Result(Config(), sweep_rows([1.0, 0.9, 0.85, 0.8]))
+    assert falling.overfitting() is None
+    assert not any("overfits" in r for r in falling.confidence()[1])
 
 
 def test_a_planned_training_aims_the_sweep_at_its_length():

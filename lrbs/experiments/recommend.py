@@ -1051,6 +1051,22 @@ class Result(experiment.Result):
             return 1.0
         return carry_factor(self.effort.sweep_steps, self.horizon_steps, self.exponent)
 
+    def overfitting(self) -> tuple[float, float] | None:
+        """(lowest, last) mean validation loss of the confirmed rate over the sweep's
+        checkpoints, when the last lies above the lowest by more than the noise between seeds
+        (or 2 %): the model overfits inside the sweep, and a longer training overfits more."""
+        best = self.confirmed
+        curves = self.sweep_curves() if self.carried and best is not None else None
+        if curves is None or curves.empty:
+            return None
+        mine = curves[curves.lr == best.lr].copy()
+        mine["val_loss"] = pd.to_numeric(mine.val_loss, errors="coerce")
+        mean = mine.groupby("step").val_loss.mean().sort_index()
+        if len(mean) < 3 or not np.isfinite(mean).all():
+            return None
+        low, last = float(mean.min()), float(mean.iloc[-1])
+        return (low, last) if last > low + max(best.noise, 0.02 * low) else None
+
     def rule_name(self) -> str:
         if self.exponent == HORIZON_EXPONENT:
             return "the square-root rule"
@@ -1192,6 +1208,13 @@ class Result(experiment.Result):
                 f"planned {self.horizon_steps:,} by {self.rule_name()} "
                 f"(x{self.carry_factor:.3g}), not swept at that length"
             )
+            over = self.overfitting()
+            if over is not None:
+                issues.append(
+                    f"the model overfits inside the sweep (the best rate's validation loss rose "
+                    f"from {over[0]:.4g} to {over[1]:.4g}): a longer training overfits more "
+                    "whatever its rate; keep the best checkpoint, or train shorter"
+                )
         reached = self.reached()
         if reached is False:
             issues.append("the short run at the chosen batch missed the target: batch kept at base")
