@@ -1199,8 +1199,10 @@ class Result(experiment.Result):
                 issues.append(f"seeds disagree: {len(off)} of {len(seeds)} put the best outside")
             else:
                 notes.append(f"all {len(seeds)} seeds put their best inside the band")
+        where = "at the sweep's length, " if self.carried else ""
         notes.append(
-            f"the band spans {best.band_width:.3g}x ({best.band_lo:.3g} to {best.band_hi:.3g})"
+            f"{where}the band spans {best.band_width:.3g}x ({best.band_lo:.3g} to "
+            f"{best.band_hi:.3g})"
         )
         if self.carried:
             issues.append(
