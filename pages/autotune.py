@@ -17,8 +17,14 @@ from lrbs.experiments import autotune as at
 from pages.common import chosen
 from pages.common.job import experiment
 from pages.common.live import csv_download, result_columns, show_error
-from pages.common.range_test import latest_range_test
-from pages.common.sidebar import OPTIMIZER_TITLES, parse_floats, parse_ints, require_setup
+from pages.common.range_test import seeding_panel
+from pages.common.sidebar import (
+    OPTIMIZER_TITLES,
+    parse_floats,
+    parse_ints,
+    require_setup,
+    with_int,
+)
 from pages.common.state import default, page_start
 
 page_start()
@@ -55,11 +61,7 @@ DEFAULTS = {
 def with_chosen_batch(b: int) -> str:
     """The default batch list with the chosen batch in it."""
     text = st.session_state.get("at_batches", DEFAULTS["at_batches"])
-    try:
-        values = set(parse_ints(text, "batch sizes"))
-    except LrbsError:
-        return text
-    return ", ".join(str(v) for v in sorted(values | {int(b)}))
+    return with_int(text, b, "batch sizes")
 
 
 def inputs() -> at.Config | None:
@@ -172,33 +174,6 @@ def seed_by_probe() -> None:
     st.session_state["at_note"] = at.seeding_note(found)
 
 
-def seeding_panel() -> None:
-    latest = latest_range_test(setup)
-    c1, c2 = st.columns(2)
-    if latest is not None:
-        c1.button(
-            "Seed the lr range from the range test",
-            on_click=seed_from,
-            args=latest,
-            key="at_seed_rt",
-            help=f"From {latest[1]}",
-        )
-    else:
-        c1.caption("No range test of this dataset and model yet, in this tab or the history.")
-    c2.button(
-        "Seed from a quick range test + memory probe",
-        on_click=seed_by_probe,
-        key="at_seed_probe",
-        help="lr: a decade around the steepest descent; batch sizes: powers of two up to the "
-        "largest batch that fits in memory (or the training set)",
-    )
-    note = st.session_state.pop("at_note", None)
-    if note and note.startswith("error: "):
-        st.error(note.removeprefix("error: "))
-    elif note:
-        st.success(note)
-
-
 def draw_study(result: at.Result, running: bool = False) -> None:
     trials = result.trials()
     if running:
@@ -301,7 +276,18 @@ def watch_existing(storage_url: str | None, running: bool) -> None:
 
 
 cfg = inputs()
-seeding_panel()
+seeding_panel(
+    setup,
+    "at_note",
+    ("Seed the lr range from the range test", "at_seed_rt", seed_from),
+    (
+        "Seed from a quick range test + memory probe",
+        "at_seed_probe",
+        "lr: a decade around the steepest descent; batch sizes: powers of two up to the "
+        "largest batch that fits in memory (or the training set)",
+        seed_by_probe,
+    ),
+)
 result = experiment(
     "at_job", at, setup, cfg, draw, label="Start the study", name=cfg.study if cfg else ""
 )

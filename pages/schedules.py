@@ -19,7 +19,7 @@ from lrbs.experiments import schedules as sch
 from pages.common import chosen
 from pages.common.job import finished
 from pages.common.live import csv_download, downloads, live_chart, results_table, show_error
-from pages.common.range_test import latest_range_test
+from pages.common.range_test import seeding_panel
 from pages.common.sidebar import optimizer_inputs, require_setup
 from pages.common.state import default, page_start
 
@@ -64,11 +64,6 @@ DEFAULTS = {
 # ------------------------------------------------------------------ where the bounds come from
 
 
-def range_test_bounds() -> sch.RangeBounds | None:
-    latest = latest_range_test(setup)
-    return sch.RangeBounds.from_suggestions(*latest) if latest else None
-
-
 def apply_bounds(b: sch.RangeBounds) -> None:
     st.session_state.update(ls_lr=b.lr, ls_base=b.base_lr, ls_max=b.max_lr)
     st.session_state["ls_bounds_note"] = b.text()
@@ -82,38 +77,23 @@ def quick_range_test(cfg: sch.Config) -> None:
         st.session_state["ls_bounds_note"] = f"error: {exc}"
 
 
+def use_range_test(found: dict, source: str) -> None:
+    apply_bounds(sch.RangeBounds.from_suggestions(found, source))
+
+
 def bounds_panel(cfg: sch.Config | None) -> None:
-    found = range_test_bounds()
-    c1, c2 = st.columns([3, 2])
-    with c1:
-        if found is not None:
-            st.button(
-                "Use the range test's answer",
-                on_click=apply_bounds,
-                args=(found,),
-                key="ls_use_rt",
-                help=f"From {found.source}: lr {found.lr:.3g}, bounds {found.base_lr:.3g} "
-                f"to {found.max_lr:.3g}",
-            )
-            st.caption(f"Available: {found.source}.")
-        else:
-            st.caption(
-                "No range test of this dataset and model yet, in this tab or the run history."
-            )
-    with c2:
-        st.button(
+    seeding_panel(
+        setup,
+        "ls_bounds_note",
+        ("Use the range test's answer", "ls_use_rt", use_range_test),
+        (
             "Run a quick range test now",
-            on_click=quick_range_test,
-            args=(cfg,),
-            disabled=cfg is None,
-            key="ls_quick_rt",
-            help="100 iterations from 1e-6 to 10 with this optimizer and batch size (seconds)",
-        )
-    note = st.session_state.pop("ls_bounds_note", None)
-    if note and note.startswith("error: "):
-        st.error(note.removeprefix("error: "))
-    elif note:
-        st.success(note)
+            "ls_quick_rt",
+            "100 iterations from 1e-6 to 10 with this optimizer and batch size (seconds)",
+            lambda: quick_range_test(cfg),
+        ),
+        disabled=cfg is None,
+    )
     st.caption(
         "The upper bound is the range test's maximum usable rate (where the loss turns "
         "ragged); the lower one its steepest-descent rate, at most a quarter of the upper; "
@@ -280,11 +260,10 @@ def draw(snap, running: bool) -> None:
     train = charts.repeats_chart(train_rows, x, "loss", "Training loss", diverged, domain)
     live_chart(c2, train, running)
     title = "Learning rate each schedule used (hypergradient descent's is learned)"
-    if cfg is not None and cfg.repeats > 1:  # the first seed's: the same rates for every seed
-        first = train_rows[train_rows.run_id.str.endswith(f" seed {cfg.seed}")]
-        train_rows = first.assign(run_id=first.run_id.str.replace(r" seed \d+$", "", regex=True))
+    if cfg is not None and cfg.repeats > 1:
         title += f", seed {cfg.seed}"
-    used = charts.runs_chart(train_rows, x=x, y="lr", title=title, log_y=True, domain=domain)
+    rates = sch.Result(cfg, snap.rows).rates_used()
+    used = charts.runs_chart(rates, x=x, y="lr", title=title, log_y=True, domain=domain)
     live_chart(st, used, running)
     show_error(snap)
 

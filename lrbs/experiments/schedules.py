@@ -616,6 +616,16 @@ class Result(experiment.Result):
     def runs(self) -> list[dict]:
         return list(self.rows.get("runs", []))
 
+    def rates_used(self) -> pd.DataFrame:
+        """The training events, one curve per schedule: with repeats, the first seed's (every
+        seed uses the same rates), its run ids without the seed."""
+        rows = self.events()
+        rows = rows[rows.kind == "train"]
+        if self.config is None or self.config.repeats == 1:
+            return rows
+        first = rows[rows.run_id.str.endswith(f" seed {self.config.seed}")]
+        return first.assign(run_id=first.run_id.str.replace(r" seed \d+$", "", regex=True))
+
     @cached_property
     def _summary(self) -> tuple[pd.DataFrame, str]:
         statuses = {r["run"]: r["status"] for r in self.runs()}

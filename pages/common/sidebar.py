@@ -214,6 +214,18 @@ def parse_ints(text: str, what: str) -> tuple[int, ...]:
     return tuple(int(v) for v in values)
 
 
+def with_int(text: str, value: int, what: str) -> str:
+    """A list of whole numbers as text with `value` in it, sorted (the text itself if it does
+    not parse: its own error shows where it is read)."""
+    from lrbs.core.errors import LrbsError
+
+    try:
+        values = set(parse_ints(text, what))
+    except LrbsError:
+        return text
+    return ", ".join(str(v) for v in sorted(values | {int(value)}))
+
+
 def require_setup() -> tuple[Setup, Arrays]:
     """The shared block for a training page; stops the page (after saying why) when the data
     or model settings are not usable."""
