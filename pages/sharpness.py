@@ -41,7 +41,12 @@ N = arrays.n_train
 
 
 def inputs() -> sh.Config | None:
-    chosen.seed("sh_lrs", "lr", "0.05, 0.1, 0.2", lambda c: f"{c / 2:.3g}, {c:.3g}, {2 * c:.3g}")
+    chosen.seed(
+        "sh_lrs",
+        "lr",
+        ", ".join(f"{lr:g}" for lr in sh.DEFAULT_LRS),
+        lambda c: f"{c / 2:.3g}, {c:.3g}, {2 * c:.3g}",
+    )
     for key, value in {
         "sh_subset": min(2000, N),
         "sh_batch": 0,

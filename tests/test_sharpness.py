@@ -236,3 +236,37 @@ def test_a_cli_run_is_offered_by_the_page(tmp_path, capsys):
     table = at.dataframe[-1].value
     assert table.settled_ratio.tolist() == [r["settled_ratio"] for r in figures["rates"]]
     assert len(charts(at)) == 3  # drawn from the stored points
+
+
+@pytest.mark.parametrize(
+    "ratio, label",
+    [
+        (0.1, None),
+        (0.49, None),
+        (0.6, "approaching the edge"),
+        (0.85, "edge of stability"),
+        (1.0, "edge of stability"),
+        (1.19, "edge of stability"),
+        (1.25, "past the edge of stability"),
+        (1.42, "past the edge of stability"),
+    ],
+)
+def test_the_edge_label_follows_the_measured_ratio(ratio, label):
+    assert sh.edge_label(ratio) == label
+
+
+def test_the_defaults_reach_the_edge_on_the_default_data():
+    """The page is named for the edge of stability: its default rates on the default data
+    (MNIST-1D's MLP) must show it, one below the edge, one at it, one past it."""
+    cfg = sh.Config()
+    result = sh.run(Setup(DataSpec("mnist1d"), ModelSpec("mlp")), cfg, Sink())
+    table = result.table().set_index("lr")
+    assert list(table.index) == list(sh.DEFAULT_LRS)
+    for _, row in table.iterrows():  # the label is the one its own ratio gives
+        edge = sh.edge_label(row.settled_ratio)
+        assert edge is None or edge in row.labels
+    labels = " | ".join(table.labels)
+    assert "progressive sharpening" in labels
+    assert "edge of stability" in table.labels.iloc[1], table.labels.iloc[1]
+    assert "past the edge" in table.labels.iloc[2] or "edge of stability" in table.labels.iloc[2]
+    assert table.settled_ratio.iloc[0] < 1 - sh.EDGE_BAND  # the smallest rate stays below it

@@ -45,6 +45,8 @@ from lrbs.runs.sink import Sink
 KIND = "sharpness"
 ADAM_BETA1, ADAM_BETA2, ADAM_EPS = 0.9, 0.999, 1e-8  # torch's Adam defaults, which lrbs uses
 EDGE_BAND = 0.2  # "at the edge of stability": settled within +-20 % of the limit
+NEAR_EDGE = 0.5  # "approaching the edge": settled at half the limit or more, below the band
+DEFAULT_LRS = (0.1, 0.5, 0.9)  # on MNIST-1D's MLP (2/lambda_0 ~ 1): below, at and past the edge
 SHARPENING = 0.5  # "progressive sharpening": the sharpness rose by more than 50 %
 CATAPULT_DROP = 0.8  # after an early loss spike the sharpness fell below 80 % of lambda_0
 MEASURE_DEFAULT = 2000  # the measurement batch: the whole subset up to this many samples
@@ -199,10 +201,21 @@ def hessian_sharpness(model: nn.Module, x: torch.Tensor, y: torch.Tensor, iterat
     return Meter(model, x, y, iterations).measure()["sharpness"]
 
 
+def edge_label(ratio: float) -> str | None:
+    """Where a run settled against its stability limit, from the measured ratio alone."""
+    if ratio > 1 + EDGE_BAND:
+        return "past the edge of stability"
+    if ratio >= 1 - EDGE_BAND:
+        return "edge of stability"
+    if ratio >= NEAR_EDGE:
+        return "approaching the edge"
+    return None
+
+
 @dataclass(frozen=True, kw_only=True)
 class Config:
     lrs: tuple[float, ...] = option(
-        (0.05, 0.1, 0.2),
+        DEFAULT_LRS,
         flag=("--lr", "--lrs"),
         label="learning rate",
         help="learning rates, trained side by side from one initialisation",
@@ -394,8 +407,10 @@ class Result(experiment.Result):
         if lam0 > 0 and s.max() > (1 + SHARPENING) * lam0:
             out.append("progressive sharpening")
         ratio = self.settled(part)
-        if status != "diverged" and ratio is not None and abs(ratio - 1) <= EDGE_BAND:
-            out.append("edge of stability")
+        if status != "diverged" and ratio is not None:
+            edge = edge_label(ratio)
+            if edge:
+                out.append(edge)
         if len(losses) and lam0 > 0:
             loss0 = float(part.loss.iloc[0])
             early = losses[losses.index <= max(1, self.config.steps // 2)]
