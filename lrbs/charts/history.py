@@ -3,6 +3,8 @@ class."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import altair as alt
 import pandas as pd
 
@@ -18,17 +20,34 @@ def numeric_columns(points: pd.DataFrame) -> list[str]:
     ]
 
 
-def default_axes(numeric: list[str]) -> tuple[str, str]:
-    """The x and y a curve of these columns is most likely read by."""
-    x = next((c for c in PREFERRED_X if c in numeric), numeric[0])
+X_BY_KIND = {"lr-find": "lr"}  # a range test is read against its rate, not its step
+
+
+def default_axes(numeric: list[str], kinds: Iterable[str] = ()) -> tuple[str, str]:
+    """The x and y a curve of these columns is most likely read by (for runs of `kinds`)."""
+    own = {X_BY_KIND.get(k) for k in kinds}  # only when every run is read the same way
+    first = [own.pop()] if len(own) == 1 and None not in own else []
+    x = next((c for c in (*first, *PREFERRED_X) if c in numeric), numeric[0])
     y = next((c for c in PREFERRED_Y if c in numeric and c != x), numeric[1])
     return x, y
 
 
-def overlay_chart(points: pd.DataFrame, x: str, y: str, log_x: bool = False) -> alt.Chart:
+def wants_log(values: pd.Series) -> bool:
+    """A positive axis spanning two decades or more (a rate, a batch size) reads on a log
+    scale; on a linear one everything below its top decade is squeezed against zero."""
+    v = pd.to_numeric(values, errors="coerce").dropna()
+    return bool(len(v)) and float(v.min()) > 0 and float(v.max()) / float(v.min()) >= 100
+
+
+def overlay_chart(points: pd.DataFrame, x: str, y: str, log_x: bool | None = None) -> alt.Chart:
     """One line per stored run (and per sub-run: a sweep's rates, a study's trials), coloured
-    by run; sub-runs are drawn apart, never joined into one line."""
+    by run; sub-runs are drawn apart, never joined into one line. `log_x=None`: a log x axis
+    where the data span two decades or more."""
     d = points.dropna(subset=[x, y]).copy()
+    if log_x is None:
+        log_x = wants_log(d[x])
+    elif log_x and not (pd.to_numeric(d[x], errors="coerce") > 0).all():
+        log_x = False  # a log axis cannot show zero or negative values
     d["label"] = "#" + d.run.astype(str) + " " + d.run_kind + " " + d.run_name.fillna("")
     detail = []
     for part in ("run_id", "trial", "seed", "round"):
