@@ -68,9 +68,15 @@ def run(datasets=("fashion-mnist", "mnist1d"), iters: int = 100, repeats: int = 
                 "lrbs_iterations": len(ours.lrs),
                 "tlf_iterations": len(out["tlf"]["lr"]),
                 "floor_ratio": 1 / ratio(times, "floor", "torch-lr-finder"),
-                "lrbs_steep": ours.suggestion("steep").lr,
-                "lrbs_valley": ours.suggestion("valley").lr,
-                "lrbs_min_div10": ours.suggestion("minimum").lr,
+                # a rule with no answer (no real descent) is NaN in the table
+                **{
+                    f"lrbs_{col}": getattr(ours.suggestion(name), "lr", float("nan"))
+                    for col, name in (
+                        ("steep", "steep"),
+                        ("valley", "valley"),
+                        ("min_div10", "minimum"),
+                    )
+                },
                 "tlf_steepest": steepest_as_torch_lr_finder(out["tlf"]),
             }
         )

@@ -130,6 +130,38 @@ def smooth(losses: np.ndarray, beta: float, debias: bool = True) -> np.ndarray:
 
 # ---------------------------------------------------------------------------- suggestions
 # Each takes (lrs, smoothed losses) over the trimmed curve and returns an index or None.
+#
+# A short or noisy sweep has a flat head whose smoothed loss still wanders: a debiased average
+# of its first few losses moves by a large share of their noise at each step (the first 10 %
+# skipped is not enough for it to settle), and np.gradient's one-sided edge differences add to
+# that; against a gentle descent these wiggles are the steepest "falls" of the curve. So the
+# rules about the descent first locate it from the curve itself (`descent_region`), and with
+# no real descent they say nothing.
+
+HEAD_SHARE = 1 / 3  # the head: the first third of the curve; its first half is still settling
+REAL = 2.0  # a descent is real when it falls this many noise levels below the head
+
+
+def descent_region(lrs: np.ndarray, losses: np.ndarray) -> tuple[int, int] | None:
+    """(start, bottom): where the loss really falls, or None. The head is the curve's first
+    third; its level the median of its second half (the first is the average settling), its
+    noise the larger of that half's range and the largest rise of the curve from there to the
+    bottom (a flat noisy curve wanders up as far as it wanders down). bottom is the lowest point
+    past the head, real when it lies REAL x the noise below the level; start the last point
+    before it not yet one noise level below the level."""
+    b = np.asarray(losses, float)
+    k = max(4, round(HEAD_SHARE * len(b)))
+    if len(b) < k + 3:
+        return None
+    bottom = k + int(np.argmin(b[k:]))
+    settled = b[k // 2 : bottom + 1]
+    level = float(np.median(settled[: k - k // 2]))
+    rise = float(np.max(settled - np.minimum.accumulate(settled)))
+    noise = max(float(np.ptp(settled[: k - k // 2])), rise, 1e-9 * abs(level))
+    if b[bottom] >= level - REAL * noise:
+        return None
+    start = int(np.flatnonzero(b[:bottom] >= level - noise)[-1])
+    return start, bottom
 
 
 def _slopes(lrs: np.ndarray, losses: np.ndarray) -> np.ndarray:
@@ -139,23 +171,31 @@ def _slopes(lrs: np.ndarray, losses: np.ndarray) -> np.ndarray:
 
 
 def steepest(lrs: np.ndarray, losses: np.ndarray) -> int | None:
-    if len(lrs) < 3:
+    """The steepest fall per decade within the descent region."""
+    region = descent_region(lrs, losses)
+    if region is None:
         return None
-    return int(np.argmin(_slopes(lrs, losses)))
+    s, e = region
+    return s + int(np.argmin(_slopes(lrs[s : e + 1], losses[s : e + 1])))
 
 
 def minimum(lrs: np.ndarray, losses: np.ndarray) -> int | None:
-    """The lowest smoothed loss. Its rate / 10 is the suggestion (see SUGGESTIONS)."""
-    return int(np.argmin(losses)) if len(losses) else None
+    """The lowest smoothed loss, where the curve has a real descent down to it (else it is the
+    noise's lowest point). Its rate / 10 is the suggestion (see SUGGESTIONS)."""
+    region = descent_region(lrs, losses)
+    return None if region is None else region[1]
 
 
 def valley(lrs: np.ndarray, losses: np.ndarray, slack: float = 0.002) -> int | None:
-    """Half-way along the main descent: the unbroken run of falling loss with the largest
-    drop (a rise smaller than `slack` x the curve's range does not break a run), without its
-    flat head and tail (where it has fallen less than 5 % of its drop)."""
-    n = len(losses)
-    if n < 3:
+    """Half-way along the main descent: within the descent region, the unbroken run of falling
+    loss with the largest drop (a rise smaller than `slack` x the region's range does not break
+    a run), without its flat head and tail (where it has fallen less than 5 % of its drop)."""
+    region = descent_region(lrs, losses)
+    if region is None:
         return None
+    s0, e0 = region
+    losses = np.asarray(losses[s0 : e0 + 1], float)
+    n = len(losses)
     tol = slack * float(np.ptp(losses))
     best, start = None, 0
     for i in range(1, n + 1):
@@ -171,10 +211,10 @@ def valley(lrs: np.ndarray, losses: np.ndarray, slack: float = 0.002) -> int | N
     s, e = best
     e = s + int(np.argmin(losses[s : e + 1]))  # small rises within the slack may follow it
     drop = losses[s] - losses[e]
-    part = np.asarray(losses[s : e + 1])
+    part = losses[s : e + 1]
     head = s + int(np.argmax(part < losses[s] - 0.05 * drop))
     tail = s + int(len(part) - 1 - np.argmax(part[::-1] > losses[e] + 0.05 * drop))
-    return (head + max(head, tail)) // 2
+    return s0 + (head + max(head, tail)) // 2
 
 
 @dataclass(frozen=True)
@@ -184,7 +224,9 @@ class SuggestionRule:
     meaning: str
     pick: Callable[[np.ndarray, np.ndarray], int | None]
     scale: float = 1.0  # the suggested rate is lrs[index] * scale
-    descent_only: bool = False  # look only at the curve up to its lowest point
+    # a rule about the descent: its answer counts only within `descent_region` (none without a
+    # real descent); a rule of one's own can call descent_region to look only there
+    descent_only: bool = False
 
 
 SUGGESTIONS = (
@@ -236,22 +278,23 @@ def suggest(
     skip_end: int = 5,
 ) -> list[Suggestion]:
     """Apply each rule to the curve without its first ~10 % (the average is still settling)
-    and its last few points (the blow-up)."""
+    and its last few points (the blow-up). A rule that has no answer is left out."""
     lrs, smoothed = np.asarray(lrs, float), np.asarray(smoothed, float)
     keep = np.isfinite(smoothed)
     lrs, smoothed = lrs[keep], smoothed[keep]
     lo = int(len(lrs) * skip_start)
     hi = len(lrs) - skip_end if len(lrs) - skip_end - lo >= 5 else len(lrs)
     a, b = lrs[lo:hi], smoothed[lo:hi]
-    # rules about the descent look only up to the lowest loss: past it the curve blows up,
-    # and its noise has steep drops of its own
-    bottom = int(np.argmin(b)) + 1 if len(b) else 0
+    region = descent_region(a, b)
     out = []
     for rule in rules:
-        if rule.descent_only:
-            i = rule.pick(a[:bottom], b[:bottom]) if bottom >= 3 else None
-        else:
-            i = rule.pick(a, b) if len(a) else None
+        i = rule.pick(a, b) if len(a) else None
+        if (
+            rule.descent_only
+            and i is not None
+            and (region is None or not region[0] <= i <= region[1])
+        ):
+            i = None
         if i is not None:
             out.append(
                 Suggestion(
