@@ -111,7 +111,7 @@ def range_test_section() -> None:
             lambda info, rows: rebuild(lr_finder, info, rows),
             on_load=lambda job: show(job.result),
         )
-    job = attach("rt_job")  # this tab's, or the one a reloaded URL names
+    job = attach("rt_job", lr_finder.KIND)  # this tab's, or the one a reloaded URL names
     if controls("rt_job", "Run range test", disabled=cfg is None):
         run_range_test(cfg)
     if job is not None and not job.done:
@@ -142,14 +142,15 @@ def finished_view(result: lr_finder.Result) -> None:
             for cell, (r, chart) in zip(
                 st.columns(min(len(earlier), 3)) * 4, earlier, strict=False
             ):
-                cell.caption(f"Round {r}")
+                cell.caption(lr_finder.round_label(r).capitalize())
                 cell.altair_chart(chart, width="stretch")
     latest = result.latest
     first = latest[0]
     stop_note = f" ({first.message})" if first.message else ""
     st.caption(
-        f"Round {len(result.rounds) - 1}: {first.status}{stop_note}; {len(first.lrs)} "
-        f"iterations in {first.elapsed:.1f} s, on its own rate axis. Drag across the chart to "
+        f"{lr_finder.round_label(len(result.rounds) - 1).capitalize()}: {first.status}"
+        f"{stop_note}; {len(first.lrs)} iterations in {lr_finder.seconds_text(first.elapsed)}, "
+        "on its own rate axis. Drag across the chart to "
         "pick a range to zoom into."
     )
     st.subheader("Suggestions")

@@ -456,3 +456,11 @@ def test_bad_configs(kwargs, message):
         if "optimizer" in kwargs:
             kwargs = {"optim": SweptOptim(kwargs["optimizer"])}
         Config(**kwargs)
+
+
+def test_rounds_and_durations_read_the_same_everywhere():
+    assert lr_finder.round_label(0) == "round 1 (the whole range)"
+    assert lr_finder.round_label(2) == "round 3 (zoom 2)"
+    assert lr_finder.seconds_text(0.043) == "0.043 s"  # never "0.0 s" for a quick test
+    assert lr_finder.seconds_text(3.14159) == "3.1 s"
+    assert lr_finder.seconds_text(125.4) == "125 s"

@@ -53,7 +53,7 @@ def test_range_test_runs_suggests_and_zooms():
     second = rounds[1][0]
     assert second.config.lr_min == 0.01 and second.config.lr_max == 1.0
     assert second.lrs[0] == pytest.approx(0.01)
-    assert any("Round 1" in c.value for c in at.caption)
+    assert any("Round 2 (zoom 1)" in c.value for c in at.caption)
     # the zoomed round on its own rate axis, the first one beside it on its own
     main, first = (json.loads(c.proto.spec) for c in charts(at)[:2])
     x_main, x_first = (spec["layer"][0]["encoding"]["x"] for spec in (main, first))
@@ -61,7 +61,7 @@ def test_range_test_runs_suggests_and_zooms():
     assert x_main["scale"]["domain"][1] == pytest.approx(1.0, rel=0.01)
     assert x_first["scale"]["domain"][0] == pytest.approx(1e-7, rel=0.01)
     assert x_main["axis"]["format"] == "~e"
-    assert any("Round 0" in c.value for c in at.caption)
+    assert any("Round 1 (the whole range)" in c.value for c in at.caption)
 
 
 def test_use_this_carries_the_rate_to_the_sweep():

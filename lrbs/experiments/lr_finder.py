@@ -640,6 +640,21 @@ class Config:
         return replace(self, zoom=(*self.zoom, (lo, hi)))
 
 
+def round_label(r: int) -> str:
+    """How a round is named to a person, on every page and in the CLI: counted from 1, the
+    first over the whole range, each later one a zoom (the stored `round` column counts from
+    0)."""
+    return "round 1 (the whole range)" if r == 0 else f"round {r + 1} (zoom {r})"
+
+
+def seconds_text(seconds: float) -> str:
+    """A duration as a person reads it: 2 significant digits below 10 s (a range test of a
+    small model takes a few hundredths of a second; "0.0 s" reads as nothing measured)."""
+    if seconds < 10:
+        return f"{seconds:.2g} s"
+    return f"{seconds:.0f} s"
+
+
 def data_info(data: TensorData | StreamData, optimizer: str) -> dict:
     """What the test ran on: the optimizer (a workload's own, or the config's), the task (its
     loss) and the data path (memory or streamed)."""
@@ -668,7 +683,7 @@ def run(
     for r_no, round_cfg in enumerate(rounds):
         for k in range(config.seeds):
             seed = setup.seed + k
-            text = f"round {r_no}, seed {seed}"
+            text = f"{round_label(r_no)}, seed {seed}"
 
             def on_point(p: dict, done: int = done, text: str = text) -> None:
                 sink.emit("points", p)
@@ -813,8 +828,9 @@ class Result(experiment.Result):
             for r in results:
                 lr, loss = r.best
                 lines.append(
-                    f"round {r.round} seed {r.config.seed}: {r.status}, {len(r.lrs)} "
-                    f"iterations, lowest smoothed loss {loss:.4g} at lr {lr:.3g}"
+                    f"{round_label(r.round)} seed {r.config.seed}: {r.status}, {len(r.lrs)} "
+                    f"iterations in {seconds_text(r.elapsed)}, lowest smoothed loss {loss:.4g} "
+                    f"at lr {lr:.3g}"
                 )
                 lines += [f"  {s.title:<18} {s.lr:<10.3g} {s.meaning}" for s in r.suggestions]
         return "\n".join(lines) if lines else self.status

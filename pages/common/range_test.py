@@ -6,7 +6,7 @@ import streamlit as st
 
 from lrbs.core.errors import LrbsError
 from lrbs.core.setup import Setup
-from lrbs.experiments.lr_finder import stored_range_test
+from lrbs.experiments.lr_finder import round_label, stored_range_test
 from lrbs.runs.store import RunStore, StoreError
 from pages.common.history import store_path
 
@@ -20,7 +20,7 @@ def latest_range_test(setup: Setup) -> tuple[dict[str, float], str] | None:
         if "max_usable" in found:
             c = shown.config
             return found, (
-                f"the range test in this tab (round {len(shown.rounds)}, {c.optim.name}, "
+                f"the range test in this tab ({round_label(len(shown.rounds) - 1)}, {c.optim.name}, "
                 f"batch {c.batch_size})"
             )
     try:

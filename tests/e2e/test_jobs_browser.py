@@ -49,7 +49,7 @@ def test_a_reload_shows_the_same_run_with_its_settings_and_another_tab_stops_it(
     other.get_by_role("button", name="Stop").click()
     page.get_by_text("Suggestions").wait_for(timeout=60_000)  # the first tab sees it end
     no_exception(page)
-    page.get_by_text("Round 0: stopped").first.wait_for()
+    page.get_by_text("Round 1 (the whole range): stopped").first.wait_for()
     other.context.close()
 
 
