@@ -20,8 +20,8 @@ def latest_range_test(setup: Setup) -> tuple[dict[str, float], str] | None:
         if "max_usable" in found:
             c = shown.config
             return found, (
-                f"the range test in this tab ({round_label(len(shown.rounds) - 1)}, {c.optim.name}, "
-                f"batch {c.batch_size})"
+                f"the range test in this tab ({round_label(len(shown.rounds) - 1)}, "
+                f"{c.optim.name}, batch {c.batch_size})"
             )
     try:
         with RunStore(store_path()) as store:
