@@ -101,127 +101,150 @@ except LrbsError as exc:
     cfg = None
 
 
-def card_view(result: recommend.Result) -> None:
-    """The answer card, as far as the finished steps give it."""
-    card = result.card()
-    c1, c2, c3, c4 = st.columns(4)
-    c1.metric("Learning rate", f"{card['lr']:.3g}" if card["lr"] else "…")
-    c2.metric("Batch size", card["batch"] if card["lr"] else "…")
-    steps = card.get("expected_steps")
-    c3.metric("Steps to the target", f"{steps:,}" if steps and card["lr"] else "…")
-    c4.metric("Confidence", card["confidence"] if card["lr"] else "…")
-    if card["lr"]:
-        lo, hi = card["band_at_batch"]
-        sched = card["schedule"]
-        st.markdown(
-            f"**Band within noise:** {lo:.3g} to {hi:.3g} · **schedule:** {sched['name']} "
-            f"peaking at {sched['peak_lr']:.3g} over {sched['total_steps']:,} steps · "
-            f"**target:** validation loss {card['target_loss']:.4f}"
-        )
-        st.caption("Confidence: " + "; ".join(card["confidence_reasons"]) + ".")
-        text = result.horizon_text()
-        st.caption(text[0].upper() + text[1:] + ".")
-    if result.budget_plan:
-        st.caption("Plan: " + result.plan_text() + ".")
-    if card["missing"]:
-        st.caption("Steps not done yet: " + ", ".join(card["missing"]) + ".")
-    done = [f"{recommend.STEP_TITLES[s]} {t:.1f} s" for s, t in card["seconds"].items()]
-    if done:
-        st.caption("Seconds per step: " + " · ".join(done))
-
-
-def draw(snap, running: bool) -> None:
-    result = snap.result
-    if result is None and cfg is not None:
-        result = recommend.Result(cfg, snap.rows)
-    if running:
-        n = len(snap.rows.get("steps", []))
-        st.progress(snap.progress, text=f"Pipeline: {n} of {len(recommend.STEPS)} steps done")
-    if result is not None:
-        card_view(result)
-    show_error(snap)
-
-
-result = experiment("rec_job", recommend, setup, cfg, draw, label="Recommend")
-if st.session_state.get("rec_job") is None:
-    st.info("The card fills in as each step ends; the evidence of each step follows below it.")
-if result is None:
-    st.stop()
-
-
 def use_this(lr: float, batch: int) -> None:
     st.session_state["chosen_lr"] = float(lr)
     st.session_state["chosen_lr_source"] = "Recommend page"
     st.session_state["chosen_batch"] = int(batch)
 
 
-card = result.card()
-if card["lr"]:
-    st.button(
-        f"Use lr {card['lr']:.3g} and batch {card['batch']} on the other pages",
-        on_click=use_this,
-        args=(card["lr"], card["batch"]),
-        key="rec_use",
-    )
-    st.code(card["snippet"], language="python")
-tables = result.tables()
-tabs = st.tabs(["Range test", "Sweep & audit", "Batch", "Noise scale", "Card (JSON)"])
-with tabs[0]:
-    points = tables["range"]
-    if points.empty:
-        st.info("The range test did not run.")
-    else:
-        latest = result.range_result.latest
-        chart = charts.range_test_chart(
-            points, lr_finder.suggestion_frame(latest), band=lr_finder.band_of(latest)
+def card_view(result: recommend.Result, running: bool) -> None:
+    """The answer card, as far as the finished steps give it."""
+    card = result.card()
+    if not running and result.status_text():
+        st.warning(result.status_text() + ".")
+    empty = "…" if running else result.status
+    c1, c2, c3, c4 = st.columns(4)
+    c1.metric("Learning rate", f"{card['lr']:.3g}" if card["lr"] else empty)
+    c2.metric("Batch size", card["batch"] if card["lr"] else empty)
+    steps = card.get("expected_steps")
+    c3.metric("Steps to the target", f"{steps:,}" if steps and card["lr"] else empty)
+    c4.metric("Confidence", card["confidence"] if card["lr"] else empty)
+    if card["lr"]:
+        sched = card["schedule"]
+        st.markdown(
+            f"**Rate:** {card['rate_text']} · **band within noise:** {card['band_text']} · "
+            f"**schedule:** {sched['name']} peaking at {sched['peak_lr']:.3g} over "
+            f"{sched['total_steps']:,} steps · **target:** validation loss "
+            f"{card['target_loss']:.4f}"
         )
-        live_chart(st, chart, False)
-        st.dataframe(result.range_spread(), hide_index=True, width="stretch")
-        csv_download(st, "Download the range tests (CSV)", points, "recommend_range.csv", "rec_r")
-with tabs[1]:
-    sweep = tables["sweep"]
-    if sweep.empty:
-        st.info("The confirmation sweep did not run.")
-    else:
-        live_chart(st, sweep_chart(sweep, tables["audit"]), False)
-        if result.carried:
-            st.markdown(f"**Carried to the planned training:** {result.horizon_text()}")
-            law_chart = horizon_chart(
-                result.checkpoints(),
-                result.exponent,
-                result.confirmed.lr,
-                result.effort.sweep_steps,
-                result.horizon_steps,
+        st.markdown(
+            f"**Confidence: {card['confidence']}**\n"
+            + "\n".join(f"- {r}" for r in card["confidence_reasons"])
+        )
+        text = result.horizon_text()
+        st.caption(text[0].upper() + text[1:] + ".")
+    elif card["suggestions"]:
+        found = " · ".join(f"{k} {v:.3g}" for k, v in card["suggestions"].items())
+        st.markdown(f"**The range test's suggestions** (not confirmed by a sweep): {found}")
+    if result.budget_plan:
+        st.caption("Plan: " + result.plan_text() + ".")
+    if card["missing"] and running:
+        st.caption("Steps not done yet: " + ", ".join(card["missing"]) + ".")
+    done = [f"{recommend.STEP_TITLES[s]} {t:.1f} s" for s, t in card["seconds"].items()]
+    if done:
+        st.caption("Seconds per step: " + " · ".join(done))
+    if card["lr"] and not running:
+        st.button(
+            f"Use lr {card['lr']:.3g} and batch {card['batch']} on the other pages",
+            on_click=use_this,
+            args=(card["lr"], card["batch"]),
+            key="rec_use",
+        )
+    if card["lr"]:
+        st.code(card["snippet"], language="python")
+
+
+def evidence(result: recommend.Result, running: bool) -> None:
+    """Each step's evidence, as soon as the step has ended (downloads once the run has)."""
+    tables = result.tables()
+    card = result.card()
+    tabs = st.tabs(["Range test", "Sweep & audit", "Batch", "Noise scale", "Card (JSON)"])
+    with tabs[0]:
+        points = tables["range"]
+        if points.empty or not result.done("range"):
+            st.info("The range test has not ended.")
+        else:
+            latest = result.range_result.latest
+            chart = charts.range_test_chart(
+                points, lr_finder.suggestion_frame(latest), band=lr_finder.band_of(latest)
             )
-            live_chart(st, law_chart, False)
-        st.markdown("**Audit:** each rule's rate against the confirmed best")
-        st.dataframe(tables["audit"], hide_index=True, width="stretch")
-        csv_download(st, "Download the sweep (CSV)", sweep, "recommend_sweep.csv", "rec_s")
-        csv_download(
-            st, "Download the audit (CSV)", tables["audit"], "recommend_audit.csv", "rec_a"
-        )
-with tabs[2]:
-    batches = tables["batches"]
-    if result.done("probe"):
-        st.markdown(result.probe.verdict())
-    if batches.empty:
-        st.info("The throughput and the noise scale are both needed for the batch choice.")
-    else:
-        c1, c2 = st.columns(2)
-        live_chart(c1, time_to_target_chart(batches), False)
-        live_chart(c2, throughput_chart(batches), False)
-        st.dataframe(batches, hide_index=True, width="stretch")
-        if not tables["confirm"].empty:
-            st.markdown("**The short run at the chosen batch**")
-            st.dataframe(tables["confirm"], hide_index=True, width="stretch")
-        csv_download(st, "Download the batch table (CSV)", batches, "recommend_batch.csv", "rec_b")
-with tabs[3]:
-    noise = tables["noise"]
-    if noise.empty:
-        st.info("The noise scale was not measured.")
-    else:
-        st.markdown(f"B_simple = **{result.b_simple:,.0f}** (the last averaged estimate)")
-        live_chart(st, b_simple_chart(noise), False)
-        csv_download(st, "Download the measurements (CSV)", noise, "recommend_noise.csv", "rec_n")
-with tabs[4]:
-    st.code(json.dumps({k: v for k, v in card.items() if k != "snippet"}, indent=1, default=str))
+            live_chart(st, chart, running)
+            st.dataframe(result.range_spread(), hide_index=True, width="stretch")
+            if not running:
+                csv_download(
+                    st, "Download the range tests (CSV)", points, "recommend_range.csv", "rec_r"
+                )
+    with tabs[1]:
+        sweep = tables["sweep"]
+        if sweep.empty:
+            st.info("The confirmation sweep has not trained a rate yet.")
+        else:
+            live_chart(st, sweep_chart(sweep, tables["audit"]), running)
+            if result.done("sweep") and result.carried:
+                st.markdown(f"**Carried to the planned training:** {result.horizon_text()}")
+                law_chart = horizon_chart(
+                    result.checkpoints(),
+                    result.exponent,
+                    result.confirmed.lr,
+                    result.effort.sweep_steps,
+                    result.horizon_steps,
+                )
+                live_chart(st, law_chart, running)
+            if result.done("sweep"):
+                st.markdown("**Audit:** each rule's rate against the confirmed best")
+                st.dataframe(tables["audit"], hide_index=True, width="stretch")
+            if not running:
+                csv_download(st, "Download the sweep (CSV)", sweep, "recommend_sweep.csv", "rec_s")
+                audit = tables["audit"]
+                csv_download(st, "Download the audit (CSV)", audit, "recommend_audit.csv", "rec_a")
+    with tabs[2]:
+        batches = tables["batches"] if result.done("noise") else None
+        if result.done("probe"):
+            st.markdown(result.probe.verdict())
+        if batches is None or batches.empty:
+            st.info("The throughput and the noise scale are both needed for the batch choice.")
+        else:
+            c1, c2 = st.columns(2)
+            live_chart(c1, time_to_target_chart(batches), running)
+            live_chart(c2, throughput_chart(batches), running)
+            st.dataframe(batches, hide_index=True, width="stretch")
+            if not tables["confirm"].empty:
+                st.markdown("**The short run at the chosen batch**")
+                st.dataframe(tables["confirm"], hide_index=True, width="stretch")
+            if not running:
+                csv_download(
+                    st, "Download the batch table (CSV)", batches, "recommend_batch.csv", "rec_b"
+                )
+    with tabs[3]:
+        noise = tables["noise"]
+        if noise.empty or not result.done("noise"):
+            st.info("The noise scale has not been measured yet.")
+        else:
+            st.markdown(f"B_simple = **{result.b_simple:,.0f}** (the last averaged estimate)")
+            live_chart(st, b_simple_chart(noise), running)
+            if not running:
+                csv_download(
+                    st, "Download the measurements (CSV)", noise, "recommend_noise.csv", "rec_n"
+                )
+    with tabs[4]:
+        shown = {k: v for k, v in card.items() if k != "snippet"}
+        st.code(json.dumps(shown, indent=1, default=str))
+
+
+def draw(snap, running: bool) -> None:
+    result = snap.result
+    if result is None and cfg is not None:  # live, or ended without a record to rebuild
+        status = "running" if running else "error" if snap.error else "stopped"
+        result = recommend.Result(cfg, snap.rows, status)
+    if running:
+        fraction, text = recommend.step_progress(snap.rows, snap.progress)
+        st.progress(fraction, text="Pipeline: " + text)
+    show_error(snap)
+    if result is not None:
+        card_view(result, running)
+        evidence(result, running)
+
+
+experiment("rec_job", recommend, setup, cfg, draw, label="Recommend")
+if st.session_state.get("rec_job") is None:
+    st.info("The card fills in as each step ends; the evidence of each step follows below it.")

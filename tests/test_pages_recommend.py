@@ -59,3 +59,75 @@ def test_a_bad_base_batch_is_one_message():
     assert not at.exception
     assert any("larger than the training set" in e.value for e in at.error)
     assert at.button(key="rec_job_run").disabled
+
+
+class FakeJob:
+    """A job the page attaches to, frozen at a chosen moment of a real pipeline's rows."""
+
+    run_id = None
+
+    def __init__(self, rows: dict, done: bool, progress: float, result=None) -> None:
+        self.rows, self.done, self.progress, self.result = rows, done, progress, result
+
+    def snapshot(self):
+        from lrbs.runs.live import Snapshot
+
+        return Snapshot(self.rows, self.progress, self.done, self.result)
+
+    def queue_position(self):
+        return None
+
+    def stop(self) -> None:
+        pass
+
+
+def pipeline_until(step: str):
+    """A tiny real pipeline on the page's data, stopped as `step` ends."""
+    import threading
+
+    from test_recommend import SETUP, TINY, StopAt
+
+    from lrbs.experiments import recommend
+
+    stop = threading.Event()
+    cfg = recommend.Config(rates=3, seeds=2, sweep_steps=20)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(recommend.EFFORT, "quick", TINY)
+        return recommend.run(SETUP, cfg, StopAt(stop, "steps", step), stop)
+
+
+def texts(at) -> str:
+    parts = [*at.markdown, *at.caption, *at.warning, *at.info]
+    return " ".join(p.value for p in parts)
+
+
+def test_each_steps_evidence_shows_while_the_pipeline_runs():
+    from lrbs.experiments import recommend
+
+    r = pipeline_until("sweep")
+    at = recommend_page()
+    at.session_state["rec_job"] = FakeJob(dict(r.rows), False, recommend.SPANS["probe"][0])
+    at.run()
+    assert not at.exception, at.exception
+    bar = at.get("progress")[0].proto
+    assert bar.text == "Pipeline: 2 of 6 steps done; now step 3, largest batch that fits (0%)"
+    assert bar.value == round(100 * 2 / 6)
+    values = {m.label: m.value for m in at.metric}
+    assert float(values["Learning rate"]) == pytest.approx(r.confirmed.lr, rel=1e-2)
+    assert len(charts(at)) >= 2  # the range test and the sweep, as soon as each has ended
+    assert "at batch 64, as swept" in texts(at)
+    assert "stopped" not in texts(at).lower()
+
+
+def test_after_a_stop_the_page_says_stopped_and_keeps_what_finished():
+    r = pipeline_until("range")
+    assert r.status == "stopped"
+    at = recommend_page()
+    at.session_state["rec_job"] = FakeJob(dict(r.rows), True, 1.0, r)
+    at.run()
+    assert not at.exception, at.exception
+    warning = " ".join(w.value for w in at.warning)
+    assert "Stopped after 1 of 6 steps: finished range test" in warning
+    assert {m.value for m in at.metric} == {"stopped"}  # not "…": nothing more will come
+    assert "The range test's suggestions" in texts(at)
+    assert len(charts(at)) >= 1  # the range test that finished

@@ -12,16 +12,34 @@ BAND = "#b2f2bb"
 RULE = "#862e9c"
 
 
+DIVERGED = "#e03131"
+WHAT = {"confirmed best": BEST, "swept rate": "#1971c2", "diverged": DIVERGED}
+
+
 def sweep_chart(table: pd.DataFrame, audit: pd.DataFrame | None = None) -> alt.LayerChart:
     """Final validation loss against the rate (log): the mean over seeds with its min-max of
-    mean +- std, the band within noise of the best shaded, the best in green, and each
-    range-test rule's rate as a labelled rule."""
-    d = table[np.isfinite(table["mean"].astype(float))].copy()
+    mean +- std, the band within noise of the best shaded, the best in green, each range-test
+    rule's rate as a labelled rule, and each rate that diverged (in any seed: its mean is
+    infinite) as a red triangle at the chart's top edge, so the curve does not seem to fall on
+    past the last rate that trained."""
+    mean = table["mean"].astype(float)
+    d = table[np.isfinite(mean)].copy()
     d["lo"] = d["mean"] - d["std"].fillna(0.0)
     d["hi"] = d["mean"] + d["std"].fillna(0.0)
     d["what"] = np.where(d.best, "confirmed best", "swept rate")
+    top = float(d.hi.max()) if not d.empty else 1.0
+    bad = table[~np.isfinite(mean)].assign(mean=top, what="diverged")
+    bad["label"] = [
+        f"diverged ({k:.0f} of {n:.0f} seeds)" for k, n in zip(bad.diverged, bad.seeds, strict=True)
+    ]
     x = alt.X("lr:Q", title="learning rate (log)", scale=alt.Scale(type="log"))
     y = alt.Y("mean:Q", title="validation loss (mean over seeds)", scale=alt.Scale(zero=False))
+    color = alt.Color(
+        "what:N",
+        title=None,
+        scale=alt.Scale(domain=list(WHAT), range=list(WHAT.values())),
+        legend=alt.Legend(orient="top"),
+    )
     layers = []
     band = d[d.in_band]
     if not band.empty:
@@ -34,21 +52,13 @@ def sweep_chart(table: pd.DataFrame, audit: pd.DataFrame | None = None) -> alt.L
     layers.append(alt.Chart(d).mark_errorbar().encode(x=x, y=alt.Y("lo:Q", title=""), y2="hi:Q"))
     layers.append(alt.Chart(d).mark_line(color="#868e96").encode(x=x, y=y))
     tip = ["lr:Q", alt.Tooltip("mean:Q", format=".4f"), alt.Tooltip("std:Q", format=".4f")]
-    layers.append(
-        alt.Chart(d)
-        .mark_circle(size=90)
-        .encode(
-            x=x,
-            y=y,
-            color=alt.Color(
-                "what:N",
-                title=None,
-                scale=alt.Scale(domain=["confirmed best", "swept rate"], range=[BEST, "#1971c2"]),
-                legend=alt.Legend(orient="top"),
-            ),
-            tooltip=tip,
+    layers.append(alt.Chart(d).mark_circle(size=90).encode(x=x, y=y, color=color, tooltip=tip))
+    if not bad.empty:
+        layers.append(
+            alt.Chart(bad)
+            .mark_point(shape="triangle-up", size=140, filled=True)
+            .encode(x=x, y=y, color=color, tooltip=["lr:Q", "label:N"])
         )
-    )
     if audit is not None and not audit.empty:
         rules = audit.assign(
             label=[f"{t} {v:.2g}" for t, v in zip(audit.title, audit.lr, strict=True)]
@@ -60,9 +70,10 @@ def sweep_chart(table: pd.DataFrame, audit: pd.DataFrame | None = None) -> alt.L
                 text="label:N", y=alt.value(4)
             )
         )
-    return alt.layer(*layers).properties(
-        title="Confirmation sweep: the band within noise of the best", height=320
-    )
+    title = "Confirmation sweep: the band within noise of the best"
+    if not bad.empty:
+        title += " (red: diverged)"
+    return alt.layer(*layers).properties(title=title, height=320)
 
 
 def time_to_target_chart(table: pd.DataFrame) -> alt.LayerChart:

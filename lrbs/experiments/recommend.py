@@ -12,7 +12,8 @@ every step from the same rows:
 4. throughput seconds per step at each candidate batch (the series runner);
 5. noise      B_simple at the confirmed rate (noise_scale's meter);
 6. confirm    the batch that minimises the estimated time to the target loss, the rate rescaled
-              to it (linear for SGD up to B_crit, square root for Adam), one short run there.
+              to it (linear for SGD up to B_crit, square root for Adam) and capped by the
+              stability the range test and the sweep measured (cap_rate), one short run there.
 
 A budget is a time: before the first step the pipeline times a few updates of this model at
 the base batch and plans each step's seeds, rates and updates to fit it (`fit_effort`), never
@@ -532,16 +533,25 @@ def candidate_batches(base: int, largest: int, n_train: int, max_batch: int | No
 
 
 def batch_choice(
-    batches, seconds_per_step, b_noise: float, base_batch: int, base_steps: float
+    batches,
+    seconds_per_step,
+    b_noise: float,
+    base_batch: int,
+    base_steps: float,
+    shortfall=None,
 ) -> pd.DataFrame:
     """Per batch B: the steps to the target, S(B) = S_min (1 + B_noise / B) with S_min chosen so
     that the base batch takes `base_steps`, the seconds that costs at the measured seconds
-    per step, and the fastest marked `best`."""
+    per step, and the fastest marked `best`. S(B) assumes the rate rescaled to B; where the
+    stability cap holds it below the rule's by a factor (`shortfall`: rule / capped, per
+    batch), the steps grow by that factor (steps ~ 1 / lr while the rule holds)."""
     b = np.asarray(batches, float)
     sps = np.asarray(seconds_per_step, float)
     noise = max(float(b_noise), 0.0) if math.isfinite(b_noise) else 0.0
     s_min = base_steps / (1 + noise / base_batch)
     steps = s_min * (1 + noise / b)
+    if shortfall is not None:
+        steps = steps * np.asarray(shortfall, float)
     seconds = steps * sps
     out = pd.DataFrame(
         {
@@ -580,6 +590,82 @@ def rescale(lr: float, base_batch: int, batch: int, optimizer: str, b_crit: floa
     if batch > base_batch and math.isfinite(b_crit) and b_crit > 0:
         target = min(batch, max(base_batch, b_crit))
     return scaling.scaled_lr(lr, base_batch, target, SCALING_RULE[optimizer])
+
+
+@dataclass(frozen=True)
+class Stability:
+    """What the pipeline measured about stability, all of it at the base batch: the range
+    test's maximum usable rate (median over seeds), the smallest swept rate that diverged in
+    any seed, and the largest swept rate below it that trained in every seed. (The pipeline
+    measures no sharpness; were it to, 2/lambda would join the caps.)"""
+
+    max_usable: float | None = None
+    diverged: float | None = None
+    stable: float | None = None
+
+
+def stability_of(table: pd.DataFrame, max_usable: float | None) -> Stability:
+    """The sweep's stability edge from a `loss_table`, beside the range test's limit."""
+    ok = max_usable if max_usable and math.isfinite(max_usable) and max_usable > 0 else None
+    if table.empty:
+        return Stability(ok)
+    bad = table[table.diverged > 0]
+    if bad.empty:
+        return Stability(ok)
+    first = float(bad.lr.min())
+    below = table[(table.lr < first) & (table.diverged == 0) & np.isfinite(table["mean"])]
+    return Stability(ok, first, float(below.lr.max()) if not below.empty else None)
+
+
+CAP_NAMES = {
+    "sweep": "the largest swept rate that trained in every seed",
+    "range_test": "the range test's maximum usable rate",
+    "swept": "the rate the sweep confirmed",
+}
+
+
+@dataclass(frozen=True)
+class Capped:
+    """A rate carried by a rule, and what the stability measured let of it."""
+
+    rule_lr: float  # the rules' rate (batch rescale x horizon carry)
+    lr: float  # min(rule_lr, cap)
+    cap: float
+    caps: dict  # each cap's value at this batch
+    capped_by: str | None  # the cap that decided, when it did (a CAP_NAMES key)
+
+
+def cap_rate(rule_lr: float, swept_lr: float, scale: float, s: Stability) -> Capped:
+    """The stability cap on a rate carried from the base batch (where `swept_lr` was confirmed)
+    to a batch the batch rule scales by `scale` (1 at the base batch), and to a training length.
+
+    The scaling rules hold only below the stability limit (Goyal et al. 2017 see the linear rule
+    break at large rates); the limit is set by the loss's curvature (2/lambda for gradient
+    descent), which a larger batch approaches but never passes, and the pipeline measured it at
+    the base batch only. So the carried rate may not exceed:
+    - "sweep": the largest swept rate that trained in every seed below the smallest that
+      diverged, unscaled: no rate above it was seen to train at any batch (none where no swept
+      rate diverged);
+    - "range_test": the range test's maximum usable rate scaled by the same batch rule (the rule
+      moves the range test's limit as it moves the rate: a rescale keeps the rate's distance
+      from it; it binds where the sweep confirmed a rate beyond the range test's limit);
+    - but the cap never falls below "swept": the confirmed rate (scaled down to a smaller batch),
+      which the sweep trained in every seed.
+    A rate carried to a longer training only falls (horizon_exponent < 0): the caps bind on a
+    rescale to a larger batch."""
+    caps = {}
+    if s.stable is not None:
+        caps["sweep"] = s.stable
+    if s.max_usable is not None:
+        caps["range_test"] = s.max_usable * scale
+    floor = swept_lr * min(1.0, scale)
+    low = min(caps.values(), default=math.inf)
+    cap = max(low, floor)
+    caps["swept"] = floor
+    if rule_lr <= cap * (1 + 1e-9):
+        return Capped(rule_lr, rule_lr, cap, caps, None)
+    by = "swept" if floor > low else min((k for k in caps if k != "swept"), key=caps.get)
+    return Capped(rule_lr, cap, cap, caps, by)
 
 
 def snippet(card: dict) -> str:
@@ -640,6 +726,19 @@ def _spans() -> dict[str, tuple[float, float]]:
 
 
 SPANS = _spans()
+
+
+def step_progress(rows: dict, fraction: float) -> tuple[float, str]:
+    """The progress as the steps count it, so the bar and its text agree: k steps ended (their
+    "steps" rows) and the share of the step under way (the pipeline's `fraction`, which each
+    step's weight maps into its span, SPANS) give the bar (k + share) / len(STEPS)."""
+    k, n = len(rows.get("steps", [])), len(STEPS)
+    if k >= n:
+        return 1.0, f"all {n} steps done"
+    lo, hi = SPANS[STEPS[k]]
+    share = min(1.0, max(0.0, (fraction - lo) / (hi - lo)))
+    title = STEP_TITLES[STEPS[k]].lower()
+    return (k + share) / n, f"{k} of {n} steps done; now step {k + 1}, {title} ({share:.0%})"
 
 
 class _Pipeline:
@@ -1139,30 +1238,112 @@ class Result(experiment.Result):
         t, best = self.throughput(), self.confirmed
         if t.empty or best is None:
             return pd.DataFrame()
+        caps = [self.rate_at(int(b), carry=not swept) for b in t.batch]
         return batch_choice(
             t.batch,
             t.seconds_per_step,
             self.b_simple,
             self.config.batch_size,
             self.effort.sweep_steps if swept else self.horizon_steps,
+            shortfall=[c.rule_lr / c.lr for c in caps],
         )
 
+    @cached_property
+    def stability(self) -> Stability:
+        """What the range test and the sweep measured about stability (at the base batch)."""
+        return stability_of(loss_table(self.sweep_runs()), self.suggestions().get("max_usable"))
+
+    def rate_at(self, batch: int, carry: bool = True) -> Capped:
+        """The confirmed rate carried to `batch` by the optimizer's rule (up to B_crit) and, with
+        `carry`, to the planned training by the horizon rule; capped by the stability measured
+        (cap_rate)."""
+        best = self.confirmed
+        scale = rescale(1.0, self.config.batch_size, batch, self.optimizer, self.b_simple)
+        factor = self.carry_factor if carry else 1.0
+        return cap_rate(best.lr * factor * scale, best.lr, scale, self.stability)
+
     def plan(self, swept: bool = False) -> dict:
-        """The chosen batch, its rescaled rate and the expected steps to the target. With
-        `swept`, at the sweep's own length (the rate as confirmed, the loss the best sweep run
-        reached): what the confirming run trains; else for the planned training."""
+        """The chosen batch, its rescaled (and capped) rate and the expected steps to the
+        target. With `swept`, at the sweep's own length (the rate as confirmed, the loss the
+        best sweep run reached): what the confirming run trains; else for the planned
+        training."""
         table, best = self.batch_table(swept), self.confirmed
         row = table[table.best].iloc[0]
         batch = int(row.batch)
-        b_crit = self.b_simple
-        base_lr = best.lr * (1.0 if swept else self.carry_factor)
-        lr = rescale(base_lr, self.config.batch_size, batch, self.optimizer, b_crit)
         return {
             "batch": batch,
-            "lr": lr,
+            "lr": self.rate_at(batch, carry=not swept).lr,
             "expected_steps": float(row.steps_to_target),
             "target_loss": best.loss,
         }
+
+    def final(self) -> dict:
+        """The card's batch and rate: the chosen batch where the short run there reached the
+        target, else the base batch; the rules that carried the rate there, the cap, and
+        whether that very rate was trained at that batch."""
+        base, best = self.config.batch_size, self.confirmed
+        batch, steps = base, self.horizon_steps
+        if self.done("confirm") and self.reached():
+            plan = self.plan()
+            batch, steps = plan["batch"], int(math.ceil(plan["expected_steps"]))
+        capped = self.rate_at(batch)
+        run = self.confirm_run()
+        trained = not self.carried and (
+            batch == base
+            or (run.get("batch") == batch and math.isclose(run.get("lr", 0.0), capped.lr))
+        )
+        rules = ([SCALING_RULE[self.optimizer]] if batch != base else []) + (
+            ["horizon"] if self.carried else []
+        )
+        k = capped.rule_lr / best.lr  # the rules' factor, before the cap
+        band = [min(v * k, max(capped.cap, v)) for v in (best.band_lo, best.band_hi)]
+        return {
+            "batch": batch,
+            "lr": capped.lr,
+            "expected_steps": steps,
+            "rate_rule": "+".join(rules) or "none",
+            "rule_lr": capped.rule_lr,
+            "cap": capped.cap,
+            "capped_by": capped.capped_by,
+            "caps": capped.caps,
+            "band_at_batch": band,
+            "band_rescaled": k != 1.0,
+            "trained_at_batch": trained,
+        }
+
+    def rate_text(self) -> str:
+        """How the card's rate came from the sweep: the rules, the cap, what decided."""
+        f, best, base = self.final(), self.confirmed, self.config.batch_size
+        out = f"confirmed {best.lr:.3g} at batch {base} by the sweep"
+        if self.carried:
+            out += f"; x{self.carry_factor:.3g} to the planned {self.horizon_steps:,} updates"
+        if f["batch"] != base:
+            rule = SCALING_RULE[self.optimizer]
+            out += f"; rescaled to batch {f['batch']} by the {rule} rule"
+        if f["rate_rule"] != "none":
+            out += f": {f['rule_lr']:.3g}"
+        if f["capped_by"]:
+            out += f", capped at {f['cap']:.3g} by {CAP_NAMES[f['capped_by']]}"
+            s = self.stability
+            if f["capped_by"] == "sweep" and s.diverged is not None:
+                out += f" at batch {base} ({s.diverged:.3g} diverged)"
+            elif f["capped_by"] == "range_test" and s.max_usable is not None:
+                out += f" ({s.max_usable:.3g} at batch {base}, scaled by the same rule)"
+        elif f["rate_rule"] != "none":
+            out += f", under the stability cap {f['cap']:.3g}"
+        return out
+
+    def band_text(self) -> str:
+        """Both bands, each named by its batch: as swept, and where the card's batch differs
+        or the rate was carried, as rescaled (and capped) there."""
+        f, best, base = self.final(), self.confirmed, self.config.batch_size
+        out = f"at batch {base}, as swept: {best.band_lo:.3g} to {best.band_hi:.3g}"
+        if f["band_rescaled"]:
+            lo, hi = f["band_at_batch"]
+            how = "rescaled" if f["batch"] != base else "carried"
+            cap = f", capped at {f['cap']:.3g}" if f["capped_by"] else ""
+            out += f"; at batch {f['batch']}, {how}{cap}: {lo:.3g} to {hi:.3g}"
+        return out
 
     def confirm_run(self) -> dict:
         runs = self.rows.get("confirm/runs") or []
@@ -1183,27 +1364,45 @@ class Result(experiment.Result):
     # ------------------------------------------------------------------ 3. the card
 
     def confidence(self) -> tuple[str, list[str]]:
-        """high / medium / low, and why."""
+        """high / medium / low from the evidence, and why: each issue lowers it a level (one:
+        medium, two or more: low); a best at the sweep's edge is low, and a band of a single
+        swept rate (the grid too coarse to show a flat optimum) medium at most."""
         best = self.confirmed
         if best is None:
             return "low", ["no rate was confirmed"]
-        issues, notes = [], []
-        seeds = self.seed_bests()
+        f, base = self.final(), self.config.batch_size
+        issues, notes, ceiling = [], [], 2
         if best.at_edge:
             issues.append("the best rate is at the edge of the sweep: the optimum may lie beyond")
+            ceiling = 0
+        seeds = self.seed_bests()
         if len(seeds) < 2:
             issues.append("one seed: the spread between seeds was not measured")
         else:
             off = [s for s, lr in seeds.items() if not best.band_lo <= lr <= best.band_hi]
             if off:
-                issues.append(f"seeds disagree: {len(off)} of {len(seeds)} put the best outside")
+                issues.append(
+                    f"seeds disagree: {len(off)} of {len(seeds)} put the best outside the band "
+                    f"at batch {base}"
+                )
             else:
-                notes.append(f"all {len(seeds)} seeds put their best inside the band")
+                notes.append(
+                    f"all {len(seeds)} seeds put their best inside the band at batch {base}"
+                )
         where = "at the sweep's length, " if self.carried else ""
-        notes.append(
-            f"{where}the band spans {best.band_width:.3g}x ({best.band_lo:.3g} to "
-            f"{best.band_hi:.3g})"
-        )
+        if best.band_lo == best.band_hi:
+            grid = np.sort(self.sweep_runs().lr.dropna().unique())
+            step = f" (x{grid[1] / grid[0]:.3g} between rates)" if len(grid) > 1 else ""
+            issues.append(
+                f"{where}the band at batch {base} is one swept rate ({best.lr:.3g}): the grid"
+                f"{step} is too coarse to show how flat the optimum is"
+            )
+            ceiling = min(ceiling, 1)
+        else:
+            notes.append(
+                f"{where}at batch {base}, as swept, the band spans {best.band_width:.3g}x "
+                f"({best.band_lo:.3g} to {best.band_hi:.3g})"
+            )
         if self.carried:
             issues.append(
                 f"the rate was swept at {self.effort.sweep_steps:,} updates and carried to the "
@@ -1217,17 +1416,33 @@ class Result(experiment.Result):
                     f"from {over[0]:.4g} to {over[1]:.4g}): a longer training overfits more "
                     "whatever its rate; keep the best checkpoint, or train shorter"
                 )
+        if f["batch"] != base:
+            trained = "one short run of one seed there reached the target"
+            issues.append(
+                f"the rate was rescaled from batch {base} to batch {f['batch']} by the "
+                f"{SCALING_RULE[self.optimizer]} rule: "
+                + (
+                    trained + ", the only check at that batch"
+                    if f["trained_at_batch"]
+                    else "that rate was not trained at that batch"
+                )
+            )
+        if f["capped_by"]:
+            issues.append(
+                f"the rules' rate ({f['rule_lr']:.3g}) exceeds the stability measured: capped at "
+                f"{f['cap']:.3g} by {CAP_NAMES[f['capped_by']]}"
+            )
         reached = self.reached()
         if reached is False:
             issues.append("the short run at the chosen batch missed the target: batch kept at base")
-        elif reached:
+        elif reached and f["batch"] == base:
             notes.append("the short run at the chosen batch reached the target")
         if "confirm" in self.missing:
             issues.append("the batch was not confirmed (missing: " + ", ".join(self.missing) + ")")
-        level = "high" if not issues else "medium" if len(issues) == 1 else "low"
-        if best.at_edge:
-            level = "low"
-        return level, issues + notes
+        if f["trained_at_batch"] and f["batch"] == base:
+            notes.append(f"the rate was trained at batch {base} over every seed of the sweep")
+        level = min(ceiling, max(0, 2 - len(issues)))
+        return ("low", "medium", "high")[level], issues + notes
 
     def card(self) -> dict:
         """The answer, as far as the finished steps give it; `missing` names the others."""
@@ -1240,6 +1455,7 @@ class Result(experiment.Result):
             "model": self.info.get("model"),
             "optimizer": name,
             "momentum": opt.momentum if name == "momentum" else None,
+            "steps_done": [s for s in STEPS if self.done(s)],
             "missing": self.missing,
             "suggestions": self.suggestions(),
             "seconds": self.step_seconds,
@@ -1254,16 +1470,16 @@ class Result(experiment.Result):
         audit_ = self.audit()
         closest = audit_[audit_.closest]
         carry = self.carry_factor
+        s = self.stability
         out |= {
             "base_lr": best.lr * carry,
             "swept_lr": best.lr,
-            "lr": best.lr * carry,
             "band": [best.band_lo, best.band_hi],
+            "band_batch": base,  # the batch the band was swept at
             "target_loss": best.loss,
             "loss_noise": best.noise,
             "closest_rule": str(closest.rule.iloc[0]) if not closest.empty else None,
             "audit": audit_.to_dict(orient="records"),
-            "expected_steps": self.horizon_steps,
             # the best rate depends on how long one trains (bench/RESULTS.md, section 8): the
             # planned training's updates at the base batch, and those the sweep trained
             "horizon_steps": self.horizon_steps,
@@ -1277,30 +1493,29 @@ class Result(experiment.Result):
                 if self.carried
                 else None
             ),
+            "stability": {
+                "max_usable": s.max_usable,
+                "smallest_diverged": s.diverged,
+                "largest_stable": s.stable,
+                "at_batch": base,
+            },
         }
         if self.done("probe"):
             out |= {"largest_batch": self.probe.largest, "safe_batch": self.probe.safe}
         if self.done("noise"):
             out["b_simple"] = self.b_simple
         if self.done("throughput") and self.done("noise"):
-            plan = self.plan()
-            out["estimated_batch"] = plan["batch"]
-            if self.done("confirm") and self.reached():
-                run = self.confirm_run()
-                out |= {
-                    "batch": plan["batch"],
-                    "lr": plan["lr"],
-                    "expected_steps": int(math.ceil(plan["expected_steps"])),
-                    "confirm_val_loss": run.get("val_loss"),
-                }
-        k = out["lr"] / best.lr  # the carry and the batch's rescale
-        peak = best.band_hi * k
+            out["estimated_batch"] = self.plan()["batch"]
+            if self.done("confirm"):
+                out["confirm_val_loss"] = self.confirm_run().get("val_loss")
+        out |= self.final()
+        out["rate_text"] = self.rate_text()
+        out["band_text"] = self.band_text()
         steps = out["expected_steps"]
-        out["band_at_batch"] = [best.band_lo * k, best.band_hi * k]
         sched = "one-cycle" if self.optimizer in ("sgd", "momentum") else "warm-up + cosine"
         out["schedule"] = {
             "name": sched,
-            "peak_lr": peak,
+            "peak_lr": out["band_at_batch"][1],
             "total_steps": steps,
             "warmup_steps": max(1, steps // 20),
         }
@@ -1337,6 +1552,22 @@ class Result(experiment.Result):
         failed = [f"{s}: {v}" for s, v in self.step_status.items() if v.startswith("failed")]
         return "; ".join(failed)
 
+    def status_text(self) -> str:
+        """A stopped or failed run in a sentence: the steps that finished, those that did not
+        (empty for a finished run)."""
+        if self.status == "finished" and not self.missing:
+            return ""
+        done = [STEP_TITLES[s].lower() for s in STEPS if self.done(s)]
+        rest = [
+            f"{STEP_TITLES[s].lower()} ({self.step_status.get(s, 'not run')})" for s in self.missing
+        ]
+        head = f"{self.status.capitalize()} after {len(done)} of {len(STEPS)} steps"
+        return (
+            head
+            + (": finished " + ", ".join(done) if done else ": none finished")
+            + ("; not done: " + ", ".join(rest) if rest else "")
+        )
+
     def summary(self) -> dict:
         return self.card()
 
@@ -1358,9 +1589,10 @@ class Result(experiment.Result):
         if c["lr"] is None:
             return f"{self.status}: no rate confirmed (missing: {', '.join(c['missing'])})"
         lines = [
+            *([f"{self.status}: missing {', '.join(c['missing'])}"] if self.stopped else []),
             *([self.plan_text()] if self.budget_plan else []),
-            f"lr {c['lr']:.3g} at batch {c['batch']} ({c['optimizer']}), "
-            f"band {c['band_at_batch'][0]:.3g} to {c['band_at_batch'][1]:.3g}",
+            f"lr {c['lr']:.3g} at batch {c['batch']} ({c['optimizer']}): {c['rate_text']}",
+            f"band within noise {c['band_text']}",
             f"schedule: {c['schedule']['name']}, peak {c['schedule']['peak_lr']:.3g}, "
             f"{c['expected_steps']} steps to val loss {c['target_loss']:.4g}",
             self.horizon_text(),
