@@ -10,7 +10,17 @@ from pathlib import Path
 
 import torch
 
-from bench import cold_start, finder, loop, profile, sessions, stacked, streaming, workloads
+from bench import (
+    cold_start,
+    finder,
+    load,
+    loop,
+    profile,
+    sessions,
+    stacked,
+    streaming,
+    workloads,
+)
 from lrbs.core.device import describe, pick_device
 
 OUT = Path(__file__).resolve().parent / "RESULTS.md"
@@ -276,6 +286,7 @@ def main() -> None:
         ),
     ]
     parts += ["", *workloads.section(repeats=reps)]
+    parts += ["", *load.section()]
     OUT.write_text("\n".join(parts) + "\n")
     print(f"wrote {OUT}")
 

@@ -19,9 +19,10 @@ from typing import Any
 from tqdm import tqdm
 
 from lrbs.cli import flags
+from lrbs.core import threads
 from lrbs.core.errors import ConfigError, LrbsError
 from lrbs.core.setup import Setup
-from lrbs.runs.experiment import execute
+from lrbs.runs.experiment import execute, summary_of
 from lrbs.runs.sink import Sink
 from lrbs.runs.store import recorder
 
@@ -33,6 +34,13 @@ def add_output_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="headline figures as JSON, last line")
     p.add_argument("--no-store", action="store_true", help="do not save the run in the history")
     p.add_argument("--db", default=None, help="run-history file (default: LRBS_DB or ~/.local)")
+    p.add_argument(
+        "--threads",
+        default=None,
+        help="torch CPU threads: auto (the fastest count on the cores other processes leave "
+        "free, timed per model and batch), torch (its default) or a number "
+        "(default: LRBS_THREADS or auto)",
+    )
 
 
 def check_out(path: str | None) -> None:
@@ -114,12 +122,13 @@ def open_recorder(a: argparse.Namespace, kind: str, setup: Any, config: Any):
 
 def run_command(exp: ModuleType, a: argparse.Namespace) -> tuple[dict, int]:
     check_out(a.out)
+    policy = threads.parse_policy(a.threads) if a.threads is not None else threads.policy()
     setup = flags.build(a, Setup, ("setup",)) if getattr(exp, "USES_SETUP", True) else None
     config = flags.build(a, exp.Config, ("config",))
     rec = open_recorder(a, exp.KIND, setup, config)
     bar = ProgressBar()
     try:
-        with Signals() as signals:
+        with Signals() as signals, threads.using(policy):
             result = execute(exp, setup, config, sink=bar, stop=signals.stop, recorder=rec)
     finally:
         bar.close()
@@ -128,7 +137,7 @@ def run_command(exp: ModuleType, a: argparse.Namespace) -> tuple[dict, int]:
         frame = next(iter(tables.values()))
         frame.to_csv(a.out, index=False)
         log.info("wrote %d rows to %s", len(frame), a.out)
-    out = result.summary()
+    out = summary_of(result)
     if rec is not None:
         out["run_id"] = rec.run_id
     if not a.json:

@@ -47,6 +47,10 @@ def describe(device: torch.device) -> DeviceInfo:
         return DeviceInfo("cuda", props.name, props.total_memory)
     if device.type == "mps":
         return DeviceInfo("mps", "Apple GPU (MPS)", None)
+    from lrbs.core import threads as cpu_threads
+
+    if cpu_threads.policy() == "auto":  # each run picks its count (lrbs.core.threads)
+        return DeviceInfo("cpu", f"CPU, {os.cpu_count()} cores, threads chosen per run", None)
     threads = torch.get_num_threads()
     return DeviceInfo(
         "cpu", f"CPU, {threads} thread{'s' * (threads != 1)} of {os.cpu_count()}", None

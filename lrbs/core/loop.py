@@ -24,6 +24,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from lrbs.core import threads as cpu_threads
 from lrbs.core.config import option
 from lrbs.core.data import TensorData
 from lrbs.core.device import is_out_of_memory, peak_memory_bytes, release_memory, reset_peak_memory
@@ -396,11 +397,13 @@ def train(
     # instead measured 2-4 % slower on small CPU steps)
     loss_sum, pending = torch.zeros((), device=device), 0
     state.batch = cfg.batch_size
+    # this run's torch threads (lrbs.core.threads): timed, if at all, before its clock starts
+    threads = cpu_threads.for_run(model, data, cfg.batch_size, cfg.optim)
     state.t0 = time.perf_counter()
-    order.shuffle()
-    if cfg.eval_at_start:
-        run_eval()
     try:
+        order.shuffle()
+        if cfg.eval_at_start:
+            run_eval()
         with torch.enable_grad():
             while not spent():
                 if stop is not None and stop.is_set():
@@ -455,6 +458,7 @@ def train(
         log.warning(message)
     finally:
         order.close()
+        threads.restore()
     if pending and status in ("finished", "stopped"):
         emit(make_event("train", loss=loss_sum.item() / pending))
     last_eval = next((e for e in reversed(events) if e.kind == "eval"), None)

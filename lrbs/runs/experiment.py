@@ -21,9 +21,11 @@ from typing import Any, Protocol
 
 import pandas as pd
 
+from lrbs.core import threads
 from lrbs.core.config import from_dict
 from lrbs.core.device import is_out_of_memory, release_memory
 from lrbs.core.errors import LrbsError
+from lrbs.core.machine import Load, Meter, has_time_budget
 from lrbs.core.workload import as_workload_error
 from lrbs.runs.sink import Rows, Sink, tee
 
@@ -39,6 +41,7 @@ class Result:
     rows: Mapping[str, list[dict]]
     status: str = "finished"
     message: str = ""
+    machine: Load | None = None  # the machine during the run (what else it was doing)
 
     def frame(self, channel: str, columns: list[str] | None = None) -> pd.DataFrame:
         return pd.DataFrame(self.rows.get(channel, []), columns=columns)
@@ -62,7 +65,19 @@ class Result:
         """Rebuild from the run history: the config object, the stored rows per channel and
         the run's record (status, results)."""
         results = info.get("results") or {}
-        return cls(config, rows, info.get("status", "finished"), results.get("message", ""))
+        machine = results.get("machine")
+        return cls(
+            config,
+            rows,
+            info.get("status", "finished"),
+            results.get("message", ""),
+            Load.from_dict(machine) if isinstance(machine, dict) else None,
+        )
+
+    @property
+    def busy(self) -> bool:
+        """A wall-clock budget spent on a busy machine: its time comparisons do not hold."""
+        return self.machine is not None and self.machine.busy
 
     @cached_property
     def stopped(self) -> bool:
@@ -75,6 +90,16 @@ class Experiment(Protocol):
     Result: type[Result]
 
     def run(self, setup: Any, config: Any, sink: Sink, stop: threading.Event | None) -> Any: ...
+
+
+def summary_of(result: Result) -> dict:
+    """The result's headline figures and the machine it ran on: the --json object and the
+    history's results."""
+    out = result.summary()
+    if getattr(result, "machine", None) is not None:
+        m = result.machine
+        out = out | {"machine": m.as_dict(), "busy": m.busy, "busy_note": m.note()}
+    return out
 
 
 def collect(sink: Sink | None) -> tuple[Rows, Sink]:
@@ -109,9 +134,12 @@ def execute(
 ) -> Any:
     """Run `exp` with `config`, reporting to `sink` and, when given a started
     `runs.store.Recorder`, to the run history as it goes; the record is closed with the
-    result's status and summary (or "error" / "interrupted" if the run raised)."""
+    result's status and summary (or "error" / "interrupted" if the run raised). The result
+    carries the machine's load meanwhile (`Result.machine`, flagged busy for a time budget)."""
+    meter = Meter()
     try:
-        result = exp.run(setup, config, tee(sink, recorder), stop)
+        with threads.recording() as used:
+            result = exp.run(setup, config, tee(sink, recorder), stop)
     except KeyboardInterrupt:
         if recorder is not None:
             recorder.finish("interrupted", {"message": "interrupted"})
@@ -130,9 +158,12 @@ def execute(
         if isinstance(exc, LrbsError):
             raise exc from None
         raise
+    if dataclasses.is_dataclass(result) and hasattr(result, "machine"):
+        load = meter.finish(threads=max(used, default=None), timed=has_time_budget(config))
+        result = dataclasses.replace(result, machine=load)
     if recorder is not None:
         status = result.status
         if stop is not None and stop.is_set() and status == "finished":
             status = "stopped"
-        recorder.finish(status, result.summary())
+        recorder.finish(status, summary_of(result))
     return result

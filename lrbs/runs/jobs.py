@@ -32,8 +32,8 @@ POLL_SECONDS = 0.25  # how often a worker checks whether its job was asked to st
 
 
 def default_workers() -> int:
-    """One worker per core: each trains with one torch thread, which measured fastest on a
-    2-core machine (bench/RESULTS.md)."""
+    """One worker per core. Each run picks its torch threads on the cores the other workers
+    and processes leave free (lrbs.core.threads), so busy workers train on one thread each."""
     env = os.environ.get("LRBS_WORKERS")
     if env:
         return max(1, int(env))
@@ -103,7 +103,6 @@ def warm() -> None:
     machinery whose first use pulls in torch._dynamo)."""
     import torch
 
-    torch.set_num_threads(1)
     torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1).step()
     from lrbs.experiments import registry
 
@@ -144,7 +143,8 @@ class _Worker:
     """One worker process and whether it waits for a job."""
 
     def __init__(self, on_ready: Callable[[], None]) -> None:
-        env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+        # no OMP_NUM_THREADS=1: each run chooses its threads by the load (lrbs.core.threads)
+        env = os.environ | {"PYTHONUNBUFFERED": "1"}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "lrbs.runs.jobs"],
             stdin=subprocess.PIPE,

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from lrbs.core import threads
 from lrbs.core.device import is_out_of_memory, release_memory
 from lrbs.core.errors import LrbsError
 
@@ -44,10 +45,10 @@ class LiveRun:
     work: Callable[[Emit, threading.Event, Callable[[float], None]], Any]
     name: str = "run"
     alive: Callable[[], bool] | None = None  # e.g. "is the browser tab still open"
-    # torch threads for CPU work on the worker: a second thread's OpenMP team fights the first
-    # one's, and on a 2-core machine a small model trained 2-3x slower with 2 threads than
-    # with 1 (bench/RESULTS.md); None leaves torch's default
-    cpu_threads: int | None = 1
+    # torch threads for CPU work on the worker: "auto" lets each run time the counts the other
+    # processes and runs leave free (a second OpenMP team, or a busy machine, can make 2
+    # threads 2-3x slower than 1: bench/RESULTS.md); a number fixes it; None leaves torch's
+    cpu_threads: int | str | None = "auto"
     recorder: Any = None  # a store.Recorder: the run is also written to the history
     summarize: Callable[[Any], tuple[str, dict]] | None = None  # result -> (status, results)
     stop_event: threading.Event = field(default_factory=threading.Event)
@@ -107,13 +108,15 @@ class LiveRun:
 
     def _main(self) -> None:
         result, error = None, None
-        if self.cpu_threads:
+        policy = "torch" if self.cpu_threads is None else self.cpu_threads
+        if isinstance(policy, int):
             import torch
 
-            torch.set_num_threads(self.cpu_threads)  # per thread: the caller's stays as it was
+            torch.set_num_threads(policy)  # per thread: the caller's stays as it was
         self._start_recording()
         try:
-            result = self.work(self.emit, self.stop_event, self.set_progress)
+            with threads.using(policy):
+                result = self.work(self.emit, self.stop_event, self.set_progress)
         except LrbsError as exc:
             error = str(exc)
         except Exception as exc:
