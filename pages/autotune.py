@@ -191,14 +191,14 @@ def draw_study(result: at.Result, running: bool = False) -> None:
         charts.search_space_chart(trials),
         charts.trial_curves_chart(result.curves(), "percent of the trial's budget"),
     ]
-    imp = result.importances()
-    if imp:
-        built.append(charts.importance_chart(imp))
+    importance = charts.importance_chart(result.importances())
+    if importance is not None:
+        built.append(importance)
     cells = st.columns(2) + st.columns(2)
     for cell, chart in zip(cells, built, strict=False):
         cell.vega_lite_chart(spec=chart.to_dict(validate=False), width="stretch")
-    if not imp:
-        cells[3].caption("Parameter importances appear once 5 trials have finished.")
+    if importance is None:  # never an empty frame: a sentence in its place
+        cells[3].caption(charts.IMPORTANCES_NOTE)
 
 
 def draw(snap, running: bool) -> None:

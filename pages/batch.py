@@ -56,6 +56,8 @@ def sweep_inputs() -> bs_sweep.Config | None:
     chosen.seed("bs_lr", "lr", 0.1, lambda lr: float(f"{lr:.3g}"))
     grid = st.session_state.get("bs_grid", "64, 128, 256, full")
     chosen.seed("bs_grid", "batch", grid, lambda b: scaling.with_batch(grid, b))
+    # a chosen rate came with its batch: the rate belongs to that batch, not the smallest
+    chosen.seed("bs_base", "batch", 0)
     for key, value in {
         "bs_budget_kind": "seconds",
         "bs_budget": 5.0,
@@ -77,10 +79,16 @@ def sweep_inputs() -> bs_sweep.Config | None:
         amount = st.number_input(
             f"{kind.capitalize()} each", min_value=0.0, step=1.0, key="bs_budget"
         )
-        lr = st.number_input(
-            "Learning rate (of the smallest batch)", format="%.4g", step=None, key="bs_lr"
+        c1, c2 = st.columns(2)
+        lr = c1.number_input("Learning rate", format="%.4g", step=None, key="bs_lr")
+        base = c2.number_input(
+            "of batch (0: smallest)",
+            min_value=0,
+            step=16,
+            key="bs_base",
+            help="The batch this rate belongs to; the scaling rule rescales it for the others.",
         )
-        chosen.caption(("lr", "bs_lr"))
+        chosen.caption(("lr", "bs_lr"), ("batch", "bs_base"))
         rule = st.selectbox(
             "Learning-rate scaling",
             list(scaling.RULES),
@@ -105,6 +113,7 @@ def sweep_inputs() -> bs_sweep.Config | None:
             budget=budget,
             optim=OptimSpec(opt, float(lr), momentum),
             scaling=rule,
+            base_batch=int(base) or None,
             warmup_epochs=float(warm),
             seed=setup.seed,
             repeats=int(repeats),
@@ -177,14 +186,18 @@ def sweep_section() -> None:
     st.subheader("Results")
     st.dataframe(table, hide_index=True, width="stretch", column_config=TABLE_COLUMNS)
     verdict = result.verdict()
-    if verdict:
-        st.success(verdict)
     best = result.best()
+    if verdict:
+        (st.success if best is not None else st.warning)(verdict)
     if best is not None:
-        b = int(best["batch"])
-        if st.button(f"Use batch {b} on the other pages", key="bs_use"):
+        b, lr = int(best["batch"]), float(best["lr"])
+        # the pair it ran with: its rate is the one the scaling rule gave this batch
+        if st.button(
+            f"Use batch {b} with lr {lr:.3g} (its rate here) on the other pages", key="bs_use"
+        ):
             chosen.use("batch", b, "the batch-size sweep")
-            st.success(f"Batch size {b} will be the default on the other pages.")
+            chosen.use("lr", lr, f"the batch-size sweep (batch {b}'s rate)")
+            st.success(f"Batch size {b} with lr {lr:.3g} will be the default on the other pages.")
     downloads("batch_sweep", "bs", result.events(), table)
 
 

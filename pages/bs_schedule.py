@@ -118,11 +118,11 @@ def draw(snap, running: bool) -> None:
     live_chart(c2, train, running)
     epochs = live.per_epoch_shown()
     domain = [r for r in bss.REGIMES if r in set(epochs.run_id)]
-    c1, c2, c3 = st.columns(3)
-    live_chart(c1, per_epoch_chart(epochs, "lr", "Learning rate", domain), running)
-    live_chart(c2, per_epoch_chart(epochs, "batch_size", "Batch size", domain), running)
+    # one per row, full width: three side by side were too small to read
+    live_chart(st, per_epoch_chart(epochs, "lr", "Learning rate", domain), running)
+    live_chart(st, per_epoch_chart(epochs, "batch_size", "Batch size", domain), running)
     noise = per_epoch_chart(epochs, "noise_scale", "Noise scale g = lr/(1−m)·N/B", domain)
-    live_chart(c3, noise, running)
+    live_chart(st, noise, running)
     show_error(snap)
 
 

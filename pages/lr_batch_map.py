@@ -15,6 +15,7 @@ from lrbs.core.errors import LrbsError
 from lrbs.core.loop import OptimSpec
 from lrbs.experiments import critical_batch as cb
 from lrbs.experiments import lr_batch_map as m
+from lrbs.experiments import noise_scale as ns
 from pages.common.job import experiment
 from pages.common.live import csv_download, live_chart, show_error
 from pages.common.sidebar import optimizer_inputs, require_setup
@@ -156,7 +157,8 @@ def draw(snap, running: bool) -> None:
     if running:
         total = res.info.get("cells") or 0
         st.progress(snap.progress, text=f"{len(cells)} of {total} cells done")
-    if not cells.empty:
+    # once the job is done the page draws the full map (with its fits) below: not twice
+    if not cells.empty and (running or snap.result is None):
         empty = pd.DataFrame(columns=["batch", "curve", "lr", "steps"])
         live_chart(
             st, charts.map_chart(res.cell_means(), res.ridge, empty, res.value_name), running
@@ -194,9 +196,38 @@ def headline(res: m.Result) -> None:
             f"B_crit = {b_crit:,.0f} against B_simple = {res.b_simple:,.0f}: they "
             f"**{s['b_crit_vs_b_simple']}**."
         )
+    critical_notes(res)
     st.caption(f"{s['cells']} cells in {res.seconds:,.1f} s ({res.status}).")
     for w in res.warnings():
         st.warning(w)
+
+
+def critical_notes(res: m.Result) -> None:
+    """What the map's B_crit, B_noise and B_simple are and why they differ from the other
+    pages' (one explanation, the engine's)."""
+    s, n = res.summary(), res.info.get("n_train")
+    notes = []
+    if s["b_crit"]:
+        notes.append(ns.critical_batch_note(s["b_crit"], "b_crit", n, target=s["target_loss"]))
+    if res.eps is not None:
+        notes.append(ns.critical_batch_note(res.eps.b_noise, "b_noise", n, why=not notes))
+    if res.b_simple > 0:
+        noise = res.frame("noise")
+        batches = res.info.get("batches") or [res.config.base_batch]
+        notes.append(
+            ns.critical_batch_note(
+                res.b_simple,
+                "b_simple",
+                n,
+                steps=int(noise.step.iloc[-1]) if "step" in noise else None,
+                batch=min(res.config.base_batch, max(batches)),
+                lr=res.config.base_lr,
+                loss=float(noise.loss.iloc[-1]) if "loss" in noise else None,
+                why=not notes,
+            )
+        )
+    for note in notes:
+        st.caption(note)
 
 
 cfg = inputs()
@@ -214,9 +245,9 @@ fits = result.fitted_curves()
 st.altair_chart(
     charts.map_chart(result.cell_means(), result.ridge, fits, result.value_name), width="stretch"
 )
-c1, c2 = st.columns(2)
-c1.altair_chart(charts.ridge_chart(result.ridge, fits), width="stretch")
-c2.altair_chart(
+# one per row: side by side, their legends were cut ("sqrt rul…")
+st.altair_chart(charts.ridge_chart(result.ridge, fits), width="stretch")
+st.altair_chart(
     charts.steps_chart(result.steps_table(), fits, result.summary()["b_crit"], result.b_simple),
     width="stretch",
 )

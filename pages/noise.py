@@ -19,7 +19,7 @@ from pages.common import chosen
 from pages.common.job import experiment
 from pages.common.live import csv_download, live_chart, show_error
 from pages.common.sidebar import optimizer_inputs, parse_ints, require_setup
-from pages.common.state import default, page_start
+from pages.common.state import default, page_start, within
 
 page_start()
 
@@ -58,6 +58,7 @@ def inputs() -> ns.Config | None:
         small = c1.number_input("Small batch B_s", min_value=0, step=8, key="ns_small")
         big = c2.number_input("Big batch B_b", min_value=0, step=64, key="ns_big")
         every = st.number_input("Measure every k steps", min_value=0, step=5, key="ns_every")
+        within("ns_beta", 0.0, 0.99)
         beta = st.slider("Averaging β", 0.0, 0.99, step=0.01, key="ns_beta")
     try:
         cfg = ns.Config(
@@ -161,6 +162,8 @@ def check_section(result: ns.Result) -> None:
         "good predictor up to a small factor (B_simple ignores the Hessian's shape, which "
         "B_noise would weigh in)."
     )
+    target = checked.target_loss()
+    st.caption(ns.critical_batch_note(fit.b_crit, "b_crit", N, target=target, why=False))
     st.altair_chart(charts.tradeoff_chart(table, checked.fitted_frame(fit)), width="stretch")
     csv_download(
         st,
@@ -177,13 +180,15 @@ def headline(result: ns.Result) -> None:
         (st.error if result.diverged else st.warning)(result.message)
     s0, s1 = result.spread
     c1, c2, c3, c4 = st.columns(4)
-    c1.metric("B_simple (critical batch ≈)", f"{result.b_simple:,.0f}")
+    c1.metric("B_simple at the end of training", f"{result.b_simple:,.0f}")
     c2.metric("Spread, last quarter (25–75 %)", f"{s0:,.0f} – {s1:,.0f}")
     c3.metric("Measurement overhead", f"{result.overhead:.1%}")
     g = result.smith_le_g()
     c4.metric("Smith & Le g = ε/(1−m)·N/B", f"{g:,.3g}" if g is not None else "–")
     if result.n_train is not None:
         st.caption(f"Measured on {result.n_train:,} training samples (n_train).")
+    if result.measurements().b_simple.notna().any():
+        st.info(result.critical_note())
 
 
 cfg = inputs()

@@ -1,4 +1,5 @@
 import math
+import re
 import threading
 from dataclasses import replace
 
@@ -260,7 +261,103 @@ def test_a_diverged_batch_is_a_result(on_blobs):
     result = bs_sweep.run(SETUP, cfg)
     assert result.status == "finished"
     assert set(result.table().status) == {"diverged"}
-    assert result.best() is None and result.verdict() is None
+    assert result.best() is None
+    assert result.verdict() == (
+        "No batch size finished its budget with a validation loss, so none is named: "
+        "B=16 diverged; B=64 diverged."
+    )
+
+
+def test_a_run_stopped_mid_budget_is_not_compared_and_is_named(on_blobs):
+    """The reported bug: after Stop, the verdict named a batch that ran 4.6 of its 25 s."""
+    stop = threading.Event()
+
+    class StopInSecond(Rows):
+        def emit(self, channel, row):
+            super().emit(channel, row)
+            if channel == "events" and row["run_id"] == "B=32" and row["step"] >= 10:
+                stop.set()
+
+    cfg = bs_sweep.Config(batch_sizes=(16, 32, 64), budget=Budget(steps=40), log_every=5)
+    result = bs_sweep.run(SETUP, cfg, StopInSecond(), stop)
+    assert dict(zip(result.table().batch, result.table().status, strict=True)) == {
+        16: "finished",
+        32: "stopped",
+    }
+    assert list(result.compared().batch) == [16] and result.best()["batch"] == 16
+    verdict = result.verdict()
+    assert "Lowest: batch 16" in verdict and "batch 32 (" not in verdict
+    got = re.search(
+        r"Not compared: B=32 stopped after (\d+) of 40 steps; B=64 did not run\.$", verdict
+    )
+    assert got and 10 <= int(got[1]) < 40, verdict
+
+
+def sweep_rows(curves: dict[int, list[tuple[int, float]]], status=None) -> dict:
+    """A sweep's streamed rows from hand-made evaluation curves: batch -> [(samples, val loss)]."""
+    status = status or {}
+    events, runs = [], []
+    for b, points in curves.items():
+        for samples, loss in points:
+            events.append(
+                dict(
+                    run_id=f"B={b}",
+                    kind="eval",
+                    step=samples // b,
+                    epoch=samples / 240,
+                    samples=samples,
+                    elapsed=0.0,
+                    lr=0.1,
+                    batch_size=b,
+                    val_loss=loss,
+                )
+            )
+        last = points[-1]
+        runs.append(
+            dict(
+                run=f"B={b}",
+                batch=b,
+                seed=0,
+                lr=0.1,
+                status=status.get(b, "finished"),
+                val_loss=last[1],
+                val_acc=0.5,
+                train_eval_loss=last[1],
+                epochs=1.0,
+                steps=last[0] // b,
+                samples=last[0],
+                seconds=1.0,
+            )
+        )
+    return {"info": [{"n_train": 240}], "events": events, "runs": runs}
+
+
+def test_verdict_says_when_best_or_equal_samples_rank_differently():
+    # B=16 dips to 0.30 early and ends at 0.60; B=64 ends lowest (0.50) but never dips.
+    curves = {16: [(960, 0.30), (1920, 0.60)], 64: [(960, 0.80), (3840, 0.50)]}
+    cfg = bs_sweep.Config(batch_sizes=(16, 64), budget=Budget(steps=60))
+    result = bs_sweep.Result(cfg, sweep_rows(curves))
+    c = result.compared()
+    assert list(c.batch) == [64, 16] and list(c.best) == [0.50, 0.30]
+    assert c.attrs["equal_samples"] == 1920  # the most every compared run saw
+    assert list(c.at_equal) == [0.80, 0.60]  # B=64's last evaluation by then: 960 samples
+    verdict = result.verdict()
+    assert verdict.startswith("Compared: the final validation loss at the end of the budget")
+    assert "Lowest: batch 64 (val loss 0.5000" in verdict
+    assert "lowest validation loss reached at any point" in verdict
+    assert "16 < 64 against 64 < 16" in verdict and "batch 16 reached 0.3000" in verdict
+    assert "At equal samples seen (1,920" in verdict and "batch 16 led with 0.6000" in verdict
+    # when every ranking agrees, the verdict says only what it compares and the winner
+    same = {16: [(960, 0.9), (1920, 0.85)], 64: [(960, 0.8), (3840, 0.5)]}
+    plain = bs_sweep.Result(cfg, sweep_rows(same)).verdict()
+    assert "Lowest: batch 64" in plain and "order" not in plain and "Not compared" not in plain
+
+
+def test_a_diverged_batch_is_named_beside_the_winner():
+    curves = {16: [(960, 0.4)], 64: [(960, 9.0)]}
+    cfg = bs_sweep.Config(batch_sizes=(16, 64), budget=Budget(steps=60))
+    verdict = bs_sweep.Result(cfg, sweep_rows(curves, {64: "diverged"})).verdict()
+    assert "Lowest: batch 16" in verdict and verdict.endswith("Not compared: B=64 diverged.")
 
 
 def test_scaling_check_plan_and_agreement(on_blobs):

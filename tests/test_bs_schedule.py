@@ -276,6 +276,37 @@ def test_a_plateau_regime_that_cannot_grow_says_so():
     assert result.summary()["notes"] == result.notes()
 
 
+def test_the_plateau_notes_never_contradict_each_other():
+    """The reported contradiction: "'plateau' cannot grow the batch here" beside "'plateau'
+    reached its batch cap N/10 after epoch 10" (which says it grew to the cap)."""
+    cfg = bss.Config(regimes=("plateau",), epochs=12, milestones=(), batch_size=128, factor=5)
+    rows = {
+        "info": [{"n_train": 1438}],
+        "plateau": [{"run": "plateau", "epoch": 10, "action": "switch", "batch_size": 128}],
+    }
+    notes = bss.Result(cfg, rows).notes()
+    assert notes[0].startswith("'plateau' cannot grow the batch here: its next batch 128 × 5")
+    assert notes[1] == (
+        "'plateau': the validation loss stalled after epoch 10 and its batch could not grow "
+        "(128 × 5 = 640 is above its cap N/10 = 143), so from then on it reduces the LR on "
+        "plateaus."
+    )
+    assert not any("reached its batch cap" in n for n in notes)
+    # a regime that grew first says so, and no note says it cannot grow
+    small = bss.Config(regimes=("plateau",), epochs=12, milestones=(), batch_size=16, factor=5)
+    grew = {
+        "info": [{"n_train": 1438}],
+        "plateau": [
+            {"run": "plateau", "epoch": 3, "action": "grow", "batch_size": 80},
+            {"run": "plateau", "epoch": 6, "action": "switch", "batch_size": 80},
+        ],
+    }
+    notes = bss.Result(small, grew).notes()
+    assert notes[0] == "'plateau' grew the batch to 80 after epoch 3."
+    assert "its batch, grown to 80, could grow no further (80 × 5 = 400" in notes[1]
+    assert not any("cannot grow" in n for n in notes)
+
+
 def test_the_cli_json_keys_and_empty_milestones(capsys):
     args = ["bs-schedule", "--epochs", "3", "--regimes", "decay", "grow", "--milestones", "1"]
     assert main([*args, "--batch-size", "16", "--json", "--no-store"]) == 0

@@ -276,3 +276,33 @@ def test_big_batch_larger_than_data():
         ns.Config(batch_big=1000).check_data(240)
     with pytest.raises(ConfigError, match="check batch .* larger than the training set"):
         ns.Config(batch_big=64, check=(16, 500)).check_data(240)
+
+
+def test_one_explanation_of_a_critical_batch_and_of_a_value_above_the_data():
+    """The reported contradiction: 233, 586 and 4,025 for the same data, the last above its
+    4,000 training samples, each shown without saying what it is."""
+    above = ns.critical_batch_note(4025, "b_simple", 4000, steps=1000, batch=128, lr=0.1, loss=0.42)
+    assert above.startswith("B_simple = tr(Σ)/|G|² = 4,025 is the gradient noise scale measured ")
+    assert "after 1,000 training steps at batch 128, lr 0.1 (training loss 0.42 then)" in above
+    assert ns.WHY_THEY_DIFFER in above
+    assert "above the training set (N = 4,000)" in above and "capped at N = 4,000" in above
+    below = ns.critical_batch_note(586, "b_crit", 4000, target=0.5)
+    assert "B_crit = E_min/S_min = 586" in below and "training loss 0.5" in below
+    assert "above the training set" not in below
+    assert ns.WHY_THEY_DIFFER not in ns.critical_batch_note(233, "b_noise", 4000, why=False)
+    assert ns.critical_batch_note(math.nan, "b_simple", 4000, why=False) == "No B_simple here."
+    assert ns.capped_batch(4025, 4000) == 4000 and ns.capped_batch(233, 4000) == 233
+    with pytest.raises(ConfigError, match="unknown critical-batch quantity"):
+        ns.critical_batch_note(10, "b_guess", 4000)
+
+
+def test_the_note_of_a_measurement_held_by_another_experiment():
+    """Recommend holds the meter's rows without a noise-scale config: the note still says what
+    its B_simple is (recommend's page calls Result(None, rows).critical_note())."""
+    rows = {
+        "rows": [{"step": 40, "loss": 0.9, "b_simple": 5000.0}],
+        "runs": [{"phase": "measure", "n_train": 1438, "status": "finished"}],
+    }
+    note = ns.Result(None, rows).critical_note()
+    assert "B_simple = tr(Σ)/|G|² = 5,000" in note and "after 40 training steps" in note
+    assert "above the training set (N = 1,438)" in note

@@ -155,3 +155,22 @@ def test_a_cli_sweep_is_offered_by_the_page(capsys, tmp_path):
     assert table.val_loss.tolist() == pytest.approx([r["val_loss"] for r in figures["runs"]])
     assert len(charts(at)) == 2 and at.success
     assert not any("already ran" in i.value for i in at.info)  # it is the run on show
+
+
+def test_a_chosen_rate_belongs_to_its_chosen_batch_and_is_rescaled():
+    """The reported bug: "Use lr 3.14 and batch 128" made 3.14 the rate of batch 64."""
+    at = batch_page()
+    at.session_state["chosen_lr"], at.session_state["chosen_batch"] = 3.14, 128
+    at.run()
+    assert at.number_input(key="bs_base").value == 128
+    at.text_input(key="bs_grid").set_value("64, 128, 256").run()
+    at.selectbox(key="bs_rule").set_value("linear").run()
+    plan = next(c.value for c in at.caption if c.value.startswith("Plan"))
+    assert "B=64: lr 1.57" in plan and "B=128: lr 3.14" in plan and "B=256: lr 6.28" in plan
+    assert "belongs to batch 128" in plan
+    at.selectbox(key="bs_rule").set_value("sqrt").run()
+    plan = next(c.value for c in at.caption if c.value.startswith("Plan"))
+    assert "B=64: lr 2.22" in plan and "B=128: lr 3.14" in plan  # 3.14 / sqrt(2)
+    at.selectbox(key="bs_rule").set_value("fixed").run()
+    plan = next(c.value for c in at.caption if c.value.startswith("Plan"))
+    assert "B=64: lr 3.14" in plan and "used as given by every batch (not rescaled)" in plan

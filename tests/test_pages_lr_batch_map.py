@@ -2,6 +2,8 @@ import pytest
 from test_pages import charts, open_page
 from test_pages_lr import wait
 
+from lrbs.experiments import noise_scale as ns
+
 
 def map_page():
     at = open_page("pages/lr_batch_map.py")
@@ -25,7 +27,13 @@ def test_the_map_runs_and_shows_the_ridge_alpha_and_b_crit():
     wait(at, "map_job")
     labels = [x.label for x in at.metric]
     assert "Fitted α (lr_opt ∝ B^α)" in labels and "B_simple (noise meter)" in labels
-    assert len(charts(at)) >= 3  # the map, the ridge against the rules, steps to target
+    # the map (once: the finished page does not draw the live one too), the ridge against
+    # the rules, steps to target
+    assert len(charts(at)) == 3
+    notes = [c.value for c in at.caption if "B_simple = tr(Σ)/|G|²" in c.value]
+    assert notes and "training steps at batch 32, lr 0.1" in notes[0]
+    said = " ".join(c.value for c in at.caption)
+    assert said.count(ns.WHY_THEY_DIFFER) == 1  # why the pages differ, said once
     assert at.dataframe[-1].value.batch.tolist() == [32, 64, 128]
     assert any("one seed" in w.value for w in at.warning)  # said, not hidden
 

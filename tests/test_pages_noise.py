@@ -1,10 +1,12 @@
 import json
+import re
 
 import pytest
 from test_pages import charts, open_page
 from test_pages_lr import wait
 
 from lrbs.cli import main
+from lrbs.experiments import noise_scale as ns
 
 
 def noise_page():
@@ -19,7 +21,11 @@ def test_measure_then_check():
     at.button(key="ns_job_run").click().run()
     wait(at, "ns_job")
     labels = [m.label for m in at.metric]
-    assert "B_simple (critical batch ≈)" in labels and "Measurement overhead" in labels
+    assert "B_simple at the end of training" in labels and "Measurement overhead" in labels
+    # what the number is, at which point of training, and why other pages' numbers differ
+    note = next(i.value for i in at.info if "B_simple = tr(Σ)/|G|²" in i.value)
+    assert re.search(r"after 1\d\d training steps at batch 128, lr 0\.1 \(training loss", note)
+    assert ns.WHY_THEY_DIFFER in note
     assert len(charts(at)) == 3  # B_simple, loss, eps_opt(B)
     at.toggle(key="ns_check").set_value(True).run()
     at.text_input(key="nc_batches").set_value("16, 64, 256").run()
@@ -56,7 +62,7 @@ def test_a_cli_run_is_offered_by_the_page(tmp_path, capsys):
     at.button(key="ns_job_load").click().run()
     assert not at.exception, at.exception
     shown = {m.label: m.value for m in at.metric}
-    assert shown["B_simple (critical batch ≈)"] == f"{figures['b_simple']:,.0f}"
+    assert shown["B_simple at the end of training"] == f"{figures['b_simple']:,.0f}"
     assert len(charts(at)) == 3
 
 

@@ -332,7 +332,12 @@ def runs_chart(
     d = events.dropna(subset=[y]).copy()
     d = thin(d[np.isfinite(d[y])], 2500, color)
     sort = list(dict.fromkeys(events[color]))  # run order, not alphabetical
-    y_dom = _y_window(d[y]) if not log_y and not d.empty else None
+    y_dom, cap = runs_y_domain(d, y, color, diverged) if not log_y and not d.empty else (None, None)
+    if cap is not None:
+        title = alt.TitleParams(
+            title,
+            subtitle=f"y capped at {cap:.3g}: a diverging run's higher values run along the top",
+        )
     y_scale = (
         alt.Scale(type="log", domain=_log_window(d[y]), clamp=True)
         if log_y and not d.empty
@@ -376,6 +381,32 @@ def runs_chart(
                 .encode(x=enc["x"], y=enc["y"], tooltip=[f"{color}:N"])
             )
     return alt.layer(*layers).properties(height=340, title=title)
+
+
+SPIKE_ROOM = 0.5  # a diverged run may rise this share of the others' range above them
+
+
+def runs_y_domain(
+    d: pd.DataFrame, y: str, group: str, diverged: list[str] | None = None
+) -> tuple[list[float], float | None]:
+    """A y range holding every value of the runs that did not diverge (never clipped), and a
+    cap over them for the runs that did, so one blow-up to 1e4 does not flatten the rest:
+    (domain, the cap when some value lies above it, else None)."""
+    v = d[y].astype(float)
+    lo = float(v.min())
+    bad = d[group].isin(diverged or [])
+    if (~bad).any():
+        top = float(v[~bad].max())
+    else:  # every run diverged: show where they started and a little above
+        top = float(d.groupby(group, sort=False)[y].first().max())
+    hi = float(v.max())
+    cap = None
+    if hi > top:
+        limit = top + SPIKE_ROOM * max(top - lo, 1e-3)
+        if hi > limit:
+            cap, hi = limit, limit
+    pad = 0.05 * max(hi - lo, 1e-3)
+    return [lo - pad, hi + pad], cap
 
 
 def band_chart(
@@ -633,15 +664,32 @@ def trial_curves_chart(curves: pd.DataFrame, x_title: str) -> alt.Chart:
     )
 
 
-def importance_chart(importances: dict[str, float]) -> alt.Chart:
-    d = pd.DataFrame({"parameter": list(importances), "importance": list(importances.values())})
+IMPORTANCES_NOTE = "Parameter importances appear once 5 trials have finished."
+
+
+def importance_chart(importances: dict[str, float] | None) -> alt.Chart | None:
+    """One bar per parameter, a fixed band each (so the labels never overlap), or None when
+    there is nothing to draw (no parameter with a finite importance above 0): the page says
+    IMPORTANCES_NOTE instead of an empty frame."""
+    d = pd.DataFrame(
+        {"parameter": list(importances or {}), "importance": list((importances or {}).values())}
+    )
+    d["importance"] = pd.to_numeric(d.importance, errors="coerce")
+    d = d[np.isfinite(d.importance) & (d.importance >= 0)]
+    if d.empty or not (d.importance > 0).any():
+        return None
     return (
         alt.Chart(d)
         .mark_bar()
         .encode(
             x=alt.X("importance:Q", title="importance (sums to 1)", scale=alt.Scale(domain=[0, 1])),
-            y=alt.Y("parameter:N", sort="-x", title=None),
+            y=alt.Y(
+                "parameter:N",
+                sort="-x",
+                title=None,
+                axis=alt.Axis(labelLimit=240, labelOverlap=False),
+            ),
             tooltip=["parameter:N", alt.Tooltip("importance:Q", format=".2f")],
         )
-        .properties(height=50 * len(d) + 20, title="Parameter importances")
+        .properties(height=alt.Step(36), title="Parameter importances")
     )

@@ -16,6 +16,8 @@ FIT_COLORS = {
     "linear rule (alpha 1)": "#868e96",
     "sqrt rule (alpha 0.5)": "#adb5bd",
 }
+LEGEND_COLUMNS = 3  # legend entries per row: long names ("sqrt rule (alpha 0.5)") stay whole
+LABEL_LIMIT = 400  # pixels: Vega-Lite cuts legend labels at 160 by default
 REGIME_COLORS = ["#d3f9d8", "#fff3bf", "#ffe3e3"]
 
 
@@ -126,7 +128,7 @@ def ridge_chart(ridge: pd.DataFrame, fits: pd.DataFrame) -> alt.LayerChart:
                     "curve:N",
                     title=None,
                     scale=alt.Scale(domain=domain, range=colors),
-                    legend=alt.Legend(orient="top"),
+                    legend=alt.Legend(orient="top", labelLimit=LABEL_LIMIT, columns=LEGEND_COLUMNS),
                 ),
                 strokeDash=alt.StrokeDash("curve:N", legend=None),
             )
@@ -152,7 +154,7 @@ def ridge_chart(ridge: pd.DataFrame, fits: pd.DataFrame) -> alt.LayerChart:
                         domain=["inside its grid", "at the grid's edge"],
                         range=["circle", "triangle-up"],
                     ),
-                    legend=alt.Legend(orient="top"),
+                    legend=alt.Legend(orient="top", labelLimit=LABEL_LIMIT, columns=LEGEND_COLUMNS),
                 ),
                 tooltip=[
                     alt.Tooltip("batch:Q", format=","),
@@ -198,7 +200,7 @@ def steps_chart(
                     title=None,
                     sort=list(zones.regime),
                     scale=alt.Scale(domain=list(zones.regime), range=REGIME_COLORS),
-                    legend=alt.Legend(orient="top"),
+                    legend=alt.Legend(orient="top", labelLimit=LABEL_LIMIT, columns=LEGEND_COLUMNS),
                 ),
             )
         )

@@ -27,9 +27,10 @@ def per_epoch_chart(
     title: str,
     domain: list[str] | None = None,
     group: str = "run_id",
-    height: int = 260,
+    height: int = 240,
 ) -> alt.Chart:
-    """One per-epoch quantity of every regime as steps on a log axis, with a legend."""
+    """One per-epoch quantity of every regime as steps on a log axis, with a legend whose
+    labels are never cut (the page draws each full width, one per row)."""
     d = step_frame(per_epoch, y, group)
     sort = domain or list(dict.fromkeys(d[group]))
     return (
@@ -47,7 +48,7 @@ def per_epoch_chart(
                 f"{group}:N",
                 title=None,
                 sort=sort,
-                legend=alt.Legend(orient="top", columns=3),
+                legend=alt.Legend(orient="right", labelLimit=400),
                 scale=color_scale(domain),
             ),
             tooltip=[

@@ -105,14 +105,30 @@ class Config:
         above its cap N/10, so it only ever reduces the LR."""
         if "plateau" not in self.regimes:
             return None
-        grown = round(self.batch_size * self.factor)
-        if grown <= n_train / 10:
+        if round(self.batch_size * self.factor) <= n_train / 10:
             return None
         return (
-            f"'plateau' cannot grow the batch here: its next batch {self.batch_size:,} × "
-            f"{self.factor:g} = {grown:,} is above its cap N/10 = {n_train // 10:,}, so it "
-            "only reduces the LR on plateaus (a smaller initial batch, a smaller factor or "
-            "more data lets it grow)."
+            f"'plateau' cannot grow the batch here: its next batch "
+            f"{self.over_cap(self.batch_size, n_train)}, so it only reduces the LR on plateaus "
+            "(a smaller initial batch, a smaller factor or more data lets it grow)."
+        )
+
+    def over_cap(self, batch: int, n_train: int) -> str:
+        """Why `batch` may not grow: "128 × 5 = 640 is above its cap N/10 = 143"."""
+        grown = round(batch * self.factor)
+        return f"{batch:,} × {self.factor:g} = {grown:,} is above its cap N/10 = {n_train // 10:,}"
+
+    def plateau_switch(self, run: str, epoch: int, batch: int, n_train: int) -> str:
+        """What the plateau regime did when the loss stalled and its batch could not grow: the
+        same reason `plateau_cap` gives before training, and whether it had grown first."""
+        why = self.over_cap(batch, n_train)
+        if batch == self.batch_size:
+            how = f"its batch could not grow ({why})"
+        else:
+            how = f"its batch, grown to {batch:,}, could grow no further ({why})"
+        return (
+            f"'{run}': the validation loss stalled after epoch {epoch} and {how}, so from then "
+            "on it reduces the LR on plateaus."
         )
 
 
@@ -460,11 +476,9 @@ class Result(experiment.Result):
             if r["action"] == "grow":
                 grew = f"grew the batch to {r['batch_size']:,} after epoch {r['epoch']}"
                 out.append(f"'{who}' {grew}.")
-            else:
-                out.append(
-                    f"'{who}' reached its batch cap N/10 after epoch {r['epoch']}: from then "
-                    "on it reduces the LR on plateaus."
-                )
+            elif self.n_train is not None:
+                batch = int(r.get("batch_size") or self.config.batch_size)
+                out.append(self.config.plateau_switch(who, int(r["epoch"]), batch, self.n_train))
         if self.rows.get("runs"):
             out.append(TIMES_NOTE)
         return out

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import math
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 
+import numpy as np
 import pandas as pd
 
 from lrbs.core.config import check, option
@@ -114,7 +115,18 @@ class Config:
             f"B={b}: lr {lr:.3g}, g = {noise_scale(lr, n_train, b, m):.3g}"
             for b, lr in self.plan(n_train)
         ]
-        return "Plan: " + "; ".join(parts) + f". Noise scale g = lr·N/B with N = {n_train:,}."
+        base = self.base_batch or resolve_batches(self.batch_sizes, n_train)[0]
+        if self.scaling == "fixed":
+            how = f"lr {self.optim.lr:.3g} is used as given by every batch (not rescaled)"
+        else:
+            how = (
+                f"lr {self.optim.lr:.3g} belongs to batch {base:,}; the others get it rescaled "
+                f"by the {self.scaling} rule"
+            )
+        return (
+            "Plan: " + "; ".join(parts) + f". {how.capitalize()}. Noise scale g = lr·N/B with "
+            f"N = {n_train:,}."
+        )
 
 
 def run(
@@ -193,24 +205,120 @@ class Result(experiment.Result):
     def table(self) -> pd.DataFrame:
         return sweep_table(self.run_rows().drop(columns="run"))
 
+    def left_out(self) -> list[str]:
+        """Every planned run the verdict does not compare, with why: stopped (and how far into
+        its budget), diverged or failed, or never started."""
+        runs = self.frame("runs", RUNS_CHANNEL_COLUMNS)
+        out = []
+        for r in runs.to_dict(orient="records"):
+            if r["status"] == "stopped":
+                out.append(f"{r['run']} stopped after {spent(self.config.budget, r)}")
+            elif r["status"] != "finished":
+                out.append(f"{r['run']} {r['status']}")
+            elif r["val_loss"] is None or not math.isfinite(r["val_loss"]):
+                out.append(f"{r['run']} has no validation loss")
+        n = self.n_train()
+        if n is not None:
+            ran = set(runs.run)
+            out += [f"{name} did not run" for name in self.config.runs(n) if name not in ran]
+        return out
+
+    def compared(self) -> pd.DataFrame:
+        """The batches the verdict compares: every repeat finished its budget with a validation
+        loss. Per batch (means over repeats): `final` (the loss at the end of the budget),
+        `best` (the lowest loss any evaluation reached), `best_samples` (where), and
+        `at_equal` (at `attrs["equal_samples"]`, the most samples every compared run saw: each
+        run's last evaluation by then, NaN where it had none); sorted by `final`."""
+        cols = ["batch", "lr", "final", "updates", "best", "best_samples", "at_equal"]
+        runs = self.frame("runs", RUNS_CHANNEL_COLUMNS)
+        if runs.empty:
+            return pd.DataFrame(columns=cols)
+        runs = runs.assign(val_loss=pd.to_numeric(runs.val_loss, errors="coerce"))
+        ok = runs.status.eq("finished") & np.isfinite(runs.val_loss)
+        complete = ok.groupby(runs.batch).transform("all")
+        runs = runs[complete]
+        if runs.empty:
+            return pd.DataFrame(columns=cols)
+        ev = self.events()
+        ev = ev[(ev.kind == "eval") & ev.run_id.isin(runs.run)].dropna(subset=["val_loss"])
+        curves = {name: g.sort_values("samples") for name, g in ev.groupby("run_id")}
+        equal = min((float(g.samples.iloc[-1]) for g in curves.values()), default=math.nan)
+        rows = []
+        for r in runs.to_dict(orient="records"):
+            g = curves.get(r["run"])
+            if g is None or g.empty:
+                g = pd.DataFrame({"samples": [r["samples"]], "val_loss": [r["val_loss"]]})
+            i = g.val_loss.to_numpy(float).argmin()
+            before = g[g.samples <= equal]
+            rows.append(
+                {
+                    "batch": int(r["batch"]),
+                    "lr": r["lr"],
+                    "final": r["val_loss"],
+                    "updates": r["steps"],
+                    "best": float(g.val_loss.iloc[i]),
+                    "best_samples": float(g.samples.iloc[i]),
+                    "at_equal": float(before.val_loss.iloc[-1]) if len(before) else math.nan,
+                }
+            )
+        out = pd.DataFrame(rows).groupby("batch").mean().reset_index()
+        out.attrs["equal_samples"] = equal
+        return out.sort_values("final", ignore_index=True)[cols]
+
     def best(self) -> dict | None:
-        """The batch with the lowest validation loss among runs that did not fail."""
-        table = self.table()
-        if table.empty:
+        """The batch with the lowest final validation loss among the batches whose every run
+        finished its budget (stopped, diverged or failed runs are not compared)."""
+        c = self.compared()
+        if c.empty:
             return None
-        ok = table[table.status.str.contains("finished|stopped") & table.val_loss.notna()]
-        if ok.empty:
-            return None
-        return ok.loc[ok.val_loss.idxmin()].to_dict()
+        table = self.table().set_index("batch")
+        row = table.loc[int(c.batch.iloc[0])].to_dict()
+        return row | {"batch": int(c.batch.iloc[0])}
 
     def verdict(self) -> str | None:
-        best = self.best()
-        if best is None:
-            return None
-        return (
-            f"Lowest validation loss in this budget: batch {int(best['batch'])} "
-            f"(val loss {best['val_loss']:.4f}, {best['updates']:.0f} updates)."
+        """What the sweep says, naming what it compares (the final validation loss at the end
+        of the budget), what it leaves out and why, and where the ranking by the lowest loss
+        reached, or by the loss at equal samples seen, differs from the final one."""
+        c = self.compared()
+        left = self.left_out()
+        if c.empty:
+            if not left:
+                return None
+            return (
+                "No batch size finished its budget with a validation loss, so none is named: "
+                + "; ".join(left)
+                + "."
+            )
+        top = c.iloc[0]
+        text = (
+            f"Compared: the final validation loss at the end of the budget "
+            f"({self.config.budget.describe()}) of the {len(c)} batch size(s) that finished it. "
+            f"Lowest: batch {int(top.batch)} (val loss {top.final:.4f}, {top.updates:.0f} "
+            "updates)."
         )
+        order = [int(b) for b in c.batch]
+        by_best = [int(b) for b in c.sort_values("best", kind="stable").batch]
+        if by_best != order:
+            lead = c.set_index("batch").loc[by_best[0]]
+            text += (
+                f" Ranked by the lowest validation loss reached at any point instead, the order "
+                f"differs ({' < '.join(map(str, by_best))} against {' < '.join(map(str, order))} "
+                f"by final loss): batch {by_best[0]} reached {lead.best:.4f} after "
+                f"{lead.best_samples:,.0f} samples."
+            )
+        equal = c.attrs.get("equal_samples", math.nan)
+        if len(c) > 1 and c.at_equal.notna().all():
+            by_equal = [int(b) for b in c.sort_values("at_equal", kind="stable").batch]
+            if by_equal != order:
+                lead = c.set_index("batch").loc[by_equal[0]]
+                text += (
+                    f" At equal samples seen ({equal:,.0f}, the most every compared run saw) the "
+                    f"order is {' < '.join(map(str, by_equal))}: batch {by_equal[0]} led "
+                    f"with {lead.at_equal:.4f}."
+                )
+        if left:
+            text += " Not compared: " + "; ".join(left) + "."
+        return text
 
     def summary(self) -> dict:
         info = self.info()
@@ -230,6 +338,17 @@ class Result(experiment.Result):
     def report(self) -> str:
         table = self.table()
         return table.to_string(index=False) if not table.empty else self.status
+
+
+def spent(budget: Budget, run: dict) -> str:
+    """How far a run got into its budget, in the budget's own units ("4.6 of 25 s")."""
+    got = {"steps": "steps", "epochs": "epochs", "samples": "samples", "seconds": "seconds"}
+    units = {"steps": "steps", "epochs": "epochs", "samples": "samples", "seconds": "s"}
+    return ", ".join(
+        f"{float(run.get(got[k]) or 0):.3g} of {limit:g} {units[k]}"
+        for k, limit in asdict(budget).items()
+        if limit is not None
+    )
 
 
 def sweep_table(rows: pd.DataFrame | list[dict]) -> pd.DataFrame:

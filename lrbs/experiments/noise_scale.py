@@ -71,6 +71,77 @@ def b_simple(g2: float, trace: float) -> float:
     return trace / g2 if g2 > 0 else math.nan
 
 
+# ---------------------------------------------------------------------------- what a number means
+
+CRITICAL_QUANTITIES = ("b_simple", "b_crit", "b_noise")
+WHY_THEY_DIFFER = (
+    "The pages' critical batches differ by design: B_simple grows as the loss falls (the mean "
+    "gradient shrinks faster than its noise), so the Noise page's B_simple, measured at the end "
+    "of a long run at your batch, exceeds the one the LR × batch map and Recommend measure "
+    "after a short run; the map's B_crit is fitted from the updates each batch needed to reach "
+    "a target loss, an average over that whole stretch of training, and its B_noise from the "
+    "best rate per batch; McCandlish et al. find them to agree only up to a small factor."
+)
+
+
+def critical_batch_note(
+    value: float,
+    quantity: str,
+    n_train: int | None,
+    *,
+    steps: int | None = None,
+    batch: int | None = None,
+    lr: float | None = None,
+    loss: float | None = None,
+    target: float | None = None,
+    why: bool = True,
+) -> str:
+    """The one explanation of a critical-batch number every page shows beside it: what it is
+    and at which point of training (`quantity` "b_simple", "b_crit" or "b_noise", with the
+    context its page knows), why the pages' numbers differ (WHY_THEY_DIFFER), and what a value
+    above the training set means. `why=False` leaves out WHY_THEY_DIFFER (said once a page)."""
+    require(quantity in CRITICAL_QUANTITIES, f"unknown critical-batch quantity {quantity!r}")
+    if value is None or not math.isfinite(value) or value <= 0:
+        names = {"b_simple": "B_simple", "b_crit": "B_crit", "b_noise": "B_noise"}
+        return f"No {names[quantity]} here." + (f" {WHY_THEY_DIFFER}" if why else "")
+    if quantity == "b_simple":
+        what = f"B_simple = tr(Σ)/|G|² = {value:,.0f} is the gradient noise scale measured "
+        what += f"after {steps:,} training steps" if steps is not None else "late in its run"
+        at = [f"batch {batch:,}" if batch is not None else "", f"lr {lr:.3g}" if lr else ""]
+        if any(at):
+            what += " at " + ", ".join(a for a in at if a)
+        what += f" (training loss {loss:.3g} then)." if loss is not None else "."
+    elif quantity == "b_crit":
+        to = f"training loss {target:.3g}" if target is not None else "the target loss"
+        what = (
+            f"B_crit = E_min/S_min = {value:,.0f} is fitted from the updates S each batch size "
+            f"needed to reach {to} (S = S_min (1 + B_crit/B)): below it a doubled batch nearly "
+            "halves the updates, above it the extra samples are wasted."
+        )
+    else:
+        what = (
+            f"B_noise = {value:,.0f} is fitted to the best rate per batch, "
+            "ε_opt(B) = ε_max / (1 + B_noise/B): the batch where the best rate stops growing."
+        )
+    text = f"{what} {WHY_THEY_DIFFER}" if why else what
+    if n_train is not None and value > n_train:
+        text += (
+            f" It is above the training set (N = {n_train:,}): no batch can be that large, so "
+            "even full-batch training is still in the noise-dominated regime, where a larger "
+            "batch would still buy nearly proportionally fewer updates; the number itself is "
+            "an extrapolation past any batch you can form and not reliable beyond saying "
+            f"'at least N': use the largest batch that fits, capped at N = {n_train:,}."
+        )
+    return text
+
+
+def capped_batch(value: float, n_train: int | None) -> float:
+    """A critical batch as a batch size one can use: at most the training set."""
+    if n_train is None or not math.isfinite(value):
+        return value
+    return min(value, float(n_train))
+
+
 def optimal_lr(batch, b_noise: float, lr_max: float = 1.0) -> np.ndarray:
     """The paper's eps_opt(B) = eps_max / (1 + B_noise / B)."""
     return lr_max / (1 + b_noise / np.asarray(batch, float))
@@ -380,6 +451,21 @@ class Result(experiment.Result):
             return None
         o = self.config.optim
         return sgd_noise_scale(o.lr, self.n_train, self.config.batch_size, o.effective_momentum)
+
+    def critical_note(self) -> str:
+        """What this B_simple is, why other pages' critical batches differ, and what a value
+        above the training set means (critical_batch_note)."""
+        m = self.measurements().dropna(subset=["b_simple"])
+        cfg = self.config  # None where another experiment holds the measuring run's rows
+        return critical_batch_note(
+            self.b_simple,
+            "b_simple",
+            self.n_train,
+            steps=int(m.step.iloc[-1]) if not m.empty else None,
+            batch=cfg.batch_size if cfg is not None else None,
+            lr=cfg.optim.lr if cfg is not None else None,
+            loss=float(m.loss.iloc[-1]) if not m.empty else None,
+        )
 
     def default_target(self) -> float | None:
         """The check's default target loss: the loss half-way through the measuring run."""
