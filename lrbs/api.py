@@ -10,7 +10,13 @@
 optimizer's state, BatchNorm buffers and torch's RNG are as they were afterwards), or the path
 of a workload file (then `train` and the rest come from the file). `train` and `val` are each a
 torch Dataset, a DataLoader or an (x, y) pair of tensors; without `val`, the training data are
-scored. `loss(output, target)` defaults to cross-entropy; `metric(output, target)` to accuracy
+scored. A sample (or a DataLoader's collated batch) is (input, target, *rest), a tuple or a
+list whose rest is ignored, or a dict with its input under "input", "inputs", "x", "image",
+"images", "pixel_values", "input_ids" or "features" and its target under "target", "targets",
+"y", "label" or "labels" (`lrbs.core.stream.SAMPLE_CONVENTION`). Before any training one forward
+pass and loss on two samples checks that the model's output fits the targets (its classes, its
+shape), and data holding a NaN or an infinity are refused, naming the sample.
+`loss(output, target)` defaults to cross-entropy; `metric(output, target)` to accuracy
 for integer class targets (none for anything else). `optimizer` is a torch optimizer over
 `model`'s parameters: its class, parameter groups (their rate ratios kept), hyperparameters and
 state are used, the experiment setting the rate; without one, the experiment's optimizer. A
@@ -257,17 +263,19 @@ def recommend(
     val=None,
     metric: Callable | None = None,
     budget: str = "quick",
+    train_epochs: float | None = 10.0,
     store: bool | str = False,
     **settings,
 ):
     """The answer (recommend): one learning rate and batch size with their evidence and
-    confidence. `budget="quick"` or `"thorough"`; `recommend.Config`'s settings (`rates`,
-    `seeds`, `sweep_steps`, `train_epochs`: the training you plan, `batch_size`,
-    `optimizer_name`, ...) and the setup's. Returns
+    confidence. `budget="quick"` or `"thorough"`; `train_epochs`: the training you plan, in
+    epochs at the base batch, the length the rate is confirmed for (recommend.TRAIN_EPOCHS;
+    0 or None: the sweep's own length); `recommend.Config`'s settings (`rates`, `seeds`,
+    `sweep_steps`, `batch_size`, `optimizer_name`, ...) and the setup's. Returns
     recommend.Result: `.summary()` is the answer card, `.tables()` the evidence."""
     from lrbs.experiments import recommend as exp
 
-    settings["budget"] = budget
+    settings |= {"budget": budget, "train_epochs": train_epochs}
     objects = {"val": val, "loss": loss, "optimizer": optimizer, "metric": metric}
     return _call(exp, model, train, objects, settings, store)
 

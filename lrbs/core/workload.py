@@ -9,9 +9,14 @@ A workload FILE is plain Python defining
     metric(output, target) -> float                         # optional; default accuracy where
                                                             # it applies (integer class targets)
 
-`load_workload(path)` imports it fresh and checks that shape; `Workload.of(...)` makes one from
-objects (the notebook API). An error inside the user's code becomes a `WorkloadError` naming the
-file and line, with the user's own traceback lines (and never lrbs's) in `user_traceback`.
+A sample of train or val is (input, target, *rest) or a dict with known keys
+(`lrbs.core.stream.SAMPLE_CONVENTION`). `load_workload(path)` imports it fresh and checks that
+shape; `Workload.of(...)` makes one from objects (the notebook API). Before any training one
+forward pass and loss on two samples checks the contract (`check_step`: the classes, the output's
+shape against the targets', a scalar loss), and `optimizer()` must give an Optimizer over the
+parameters it is given. An error inside the user's code (a `sys.exit()` too) becomes a
+`WorkloadError` naming the file and line, with the user's own traceback lines (and never
+lrbs's) in `user_traceback`; messages about objects name what was given, never a file.
 The app lists workloads only from the folder named by `LRBS_WORKLOADS` (a workload is code
 that runs), never from a path typed into a page.
 """
@@ -24,6 +29,7 @@ import importlib.util
 import inspect
 import itertools
 import os
+import re
 import sys
 import sysconfig
 import traceback
@@ -38,6 +44,17 @@ from lrbs.core.errors import LrbsError
 from lrbs.core.task import Compute, Task, default_task
 
 ENV_FOLDER = "LRBS_WORKLOADS"
+CLASS_LOSSES = (nn.functional.cross_entropy, nn.functional.nll_loss)
+CLASS_LOSS_MODULES = (nn.CrossEntropyLoss, nn.NLLLoss)
+# element-wise losses, which broadcast an output and a target of different shapes silently
+POINT_LOSSES = (
+    nn.functional.mse_loss,
+    nn.functional.l1_loss,
+    nn.functional.smooth_l1_loss,
+    nn.functional.huber_loss,
+)
+POINT_LOSS_MODULES = (nn.MSELoss, nn.L1Loss, nn.SmoothL1Loss, nn.HuberLoss)
+OUT_OF_BOUNDS = re.compile(r"Target (-?\d+) is out of bounds")
 REQUIRED = ("model", "data")
 OPTIONAL = ("loss", "optimizer", "metric")
 _LOADS = itertools.count()
@@ -99,6 +116,16 @@ class Workload:
         hyperparameters and state) over the copy's parameters. Without `val`, the training
         data are scored."""
         require_module(model, "the model")
+        if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+            raise WorkloadError(
+                "optimizer must be a torch optimizer over the model's parameters (e.g. "
+                f"torch.optim.SGD(model.parameters(), lr=0.1)), got {describe(optimizer)}"
+            )
+        for role, fn in (("loss", loss), ("metric", metric)):
+            if fn is not None and not callable(fn):
+                raise WorkloadError(
+                    f"{role} must be a function {role}(output, target), got {describe(fn)}"
+                )
         initial = copy.deepcopy(model).cpu()
 
         def make_model() -> nn.Module:
@@ -145,11 +172,12 @@ class Workload:
                     task_of=self.task_of,
                     name=self.name,
                     workload=self,
+                    source=f"data() in {self.path.name}: " if self.path is not None else "",
                 )
         except WorkloadError:
             raise
-        except LrbsError as exc:  # the shape of what data() gave
-            raise WorkloadError(f"data() of {self.where()}: {exc}") from None
+        except LrbsError as exc:  # the shape of what data() gave, named by build_data
+            raise WorkloadError(str(exc)) from None
 
     def task_of(self, targets: torch.Tensor) -> Task:
         loss = None
@@ -162,34 +190,122 @@ class Workload:
                     f"got {describe(loss)}"
                 )
         task = default_task(targets, loss, self.metric)
-        return Task(task.loss, task.metric, task.name, self.optimizer)
+        optimizer = self.build_optimizer if self.optimizer is not None else None
+        return Task(task.loss, task.metric, task.name, optimizer)
+
+    def build_optimizer(self, params, lr: float) -> torch.optim.Optimizer:
+        """optimizer(params, lr), checked: a torch Optimizer over some of `params`."""
+        params = list(params)
+        with self.user_code("optimizer()"):
+            opt = self.optimizer(params, lr)
+        what = self.named("optimizer")
+        if not isinstance(opt, torch.optim.Optimizer):
+            raise WorkloadError(
+                f"{what} must return a torch.optim.Optimizer over the params it is given (e.g. "
+                f"torch.optim.SGD(params, lr=lr)), got {describe(opt)}"
+            )
+        given = {id(p) for p in params}
+        if given and not any(id(p) in given for g in opt.param_groups for p in g["params"]):
+            raise WorkloadError(
+                f"{what} returned an optimizer over other parameters than the model's: build it "
+                "over the params it is given"
+            )
+        return opt
 
     def check_step(self, model: nn.Module, data) -> None:
-        """One forward pass on two training samples: the loss must be a finite-sized scalar
-        and the metric a number, else a clear error before any training."""
+        """The contract, with one forward pass on two training samples before any training:
+        the output fits the targets (classes, shape), the loss is a scalar and the metric a
+        number, else one clear error naming what is expected and what was got."""
+        with self.user_code("reading the training data"):
+            x, y = data.take(torch.arange(min(2, data.n_train)))
         was = model.training
         model.eval()
         try:
-            with torch.no_grad(), self.user_code("the model's forward pass or the loss"):
-                x, y = data.take(torch.arange(min(2, data.n_train)))
+            with torch.no_grad(), self.user_code("the model's forward pass"):
                 out = model(x)
+            self.check_output(out, y, data)
+            with torch.no_grad(), self.user_code("the loss"):
                 loss = data.task.loss(out, y)
+            with torch.no_grad(), self.user_code("the metric"):
                 value = data.task.metric(out, y) if data.task.metric is not None else 0.0
         finally:
             model.train(was)
         if not (isinstance(loss, torch.Tensor) and loss.dim() == 0):
             shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else describe(loss)
             raise WorkloadError(
-                f"the loss of {self.where()} must return a scalar (the batch's mean), got "
+                f"{self.named('loss')} must return a scalar (the batch's mean), got "
                 f"{shape}; reduce it, e.g. with .mean()"
             )
         if isinstance(value, torch.Tensor) and value.numel() != 1:
             raise WorkloadError(
-                f"metric() in {self.where()} must return one number, got shape {tuple(value.shape)}"
+                f"{self.named('metric')} must return one number, got shape {tuple(value.shape)}"
             )
 
+    def check_output(self, out, y: torch.Tensor, data) -> None:
+        """The model's output on a batch against its targets, for the losses whose contract
+        lrbs knows: class scores for cross-entropy, the targets' shape for element-wise ones."""
+        loss = data.task.loss
+        model = self.the("model")
+        if not isinstance(out, torch.Tensor):
+            if is_class_loss(loss) or is_point_loss(loss):
+                raise WorkloadError(
+                    f"{model} returns {describe(out)}; {loss_name(loss)} needs a tensor: return "
+                    "the output tensor from forward(), or give a loss that reads it"
+                )
+            return
+        integer = not (y.is_floating_point() or y.is_complex())
+        got, n = tuple(out.shape), len(y)
+        if is_class_loss(loss) and integer:
+            scores = (n, "n_classes", *y.shape[1:])  # what cross-entropy takes for y
+            if out.dim() != y.dim() + 1 or out.shape[0] != n or out.shape[2:] != y.shape[1:]:
+                raise WorkloadError(
+                    f"{model} outputs shape {got} for a batch of {n} but class targets of shape "
+                    f"{tuple(y.shape)} need scores of shape ({', '.join(map(str, scores))}) "
+                    f"for {loss_name(loss)}"
+                )
+            classes = out.shape[1]
+            ignore = getattr(loss, "ignore_index", -100)
+            lo, hi = target_range(y, data, ignore)
+            if hi >= classes:
+                raise WorkloadError(
+                    f"{model} outputs {classes} classes but the targets go up to {hi}: make it "
+                    f"output {hi + 1} (one score per class) or check the targets"
+                )
+            if lo < 0:
+                raise WorkloadError(
+                    f"the targets must be class indices 0..{classes - 1}, got {lo} (a negative "
+                    f"target other than ignore_index={ignore})"
+                )
+        elif is_class_loss(loss) and out.shape != y.shape:  # float targets: probabilities
+            raise WorkloadError(
+                f"{model} outputs shape {got} but the targets are floats of shape "
+                f"{tuple(y.shape)}: {loss_name(loss)} reads float targets as class "
+                "probabilities of the output's shape; give integer class targets, or a loss "
+                "(e.g. mse_loss) for a regression"
+            )
+        elif is_point_loss(loss) and out.shape != y.shape:
+            raise WorkloadError(
+                f"{model} outputs shape {got} for a batch of {n} but the targets have shape "
+                f"{tuple(y.shape)}: {loss_name(loss)} would broadcast them and compare every "
+                "output with every target; make them match (e.g. out.squeeze(-1) in forward, "
+                "or targets of the output's shape)"
+            )
+
+    def named(self, role: str) -> str:
+        """How a message names the user's `role` function: "loss() in wl.py", or "the loss
+        you gave" for objects."""
+        if self.path is not None:
+            return f"{role}() in {self.path.name}"
+        return f"the {role} you gave"
+
+    def the(self, role: str) -> str:
+        """ "the model of wl.py", or "the model you gave (MLP)" for objects."""
+        if self.path is not None:
+            return f"the {role} of {self.path.name}"
+        return f"the {role} you gave" + (f" ({self.name})" if role == "model" else "")
+
     def where(self) -> str:
-        return self.path.name if self.path is not None else self.name
+        return self.path.name if self.path is not None else f"the {self.name} you gave"
 
     @contextlib.contextmanager
     def user_code(self, what: str) -> Iterator[None]:
@@ -197,7 +313,7 @@ class Workload:
             yield
         except LrbsError:
             raise
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # never KeyboardInterrupt: that is the user's
             raise self.error(exc, what) from None
 
     def error(self, exc: BaseException, what: str = "the workload") -> WorkloadError:
@@ -206,12 +322,28 @@ class Workload:
         frames = [f for f in traceback.extract_tb(exc.__traceback__) if self.owns(f.filename)]
         kind = type(exc).__name__
         tail = f"{kind}: {exc}"
+        if isinstance(exc, SystemExit):
+            code = "" if exc.code is None else repr(exc.code)
+            tail = f"it called sys.exit({code}); a workload returns or raises, it never exits"
         if frames:
             last = frames[-1]
             where = f"{Path(last.filename).name}, line {last.lineno}"
             text = "".join(traceback.format_list(frames)) + tail + "\n"
             return WorkloadError(f"{what} failed in {where}: {tail}", text)
         return WorkloadError(f"{what} of {self.where()} failed: {tail}", tail + "\n")
+
+    @staticmethod
+    def the_output_error(exc: BaseException, who: str) -> WorkloadError | None:
+        """Cross-entropy's "target out of bounds" (a class the model has no score for, met in
+        training) as one clear line; None for any other error."""
+        found = OUT_OF_BOUNDS.search(str(exc)) if isinstance(exc, IndexError) else None
+        if found is None:
+            return None
+        return WorkloadError(
+            f"{who}: a target is {found.group(1)}, a class the model has no output for "
+            "(cross-entropy needs one score per class, targets 0..n_classes-1): widen the "
+            "model's last layer or check the targets"
+        )
 
     def owns(self, filename: str) -> bool:
         """Whether a traceback frame is the user's: their file, or (for objects) any code
@@ -235,9 +367,36 @@ def same_file(a: str, b: Path) -> bool:
 
 
 def describe(value: Any) -> str:
+    if value is None:
+        return "None"
+    if isinstance(value, type):
+        return f"the class {value.__name__}"
     if isinstance(value, tuple | list):
         return f"a {type(value).__name__} of {len(value)}"
     return type(value).__name__
+
+
+def is_class_loss(loss) -> bool:
+    return loss in CLASS_LOSSES or isinstance(loss, CLASS_LOSS_MODULES)
+
+
+def is_point_loss(loss) -> bool:
+    return loss in POINT_LOSSES or isinstance(loss, POINT_LOSS_MODULES)
+
+
+def loss_name(loss) -> str:
+    return getattr(loss, "__name__", type(loss).__name__)
+
+
+def target_range(y: torch.Tensor, data, ignore: int) -> tuple[int, int]:
+    """The smallest and largest class target (`ignore` left out): of every target for data
+    held in memory, of this batch for streamed data (a later one is caught as it trains)."""
+    ys = [data.y_train, data.y_val] if hasattr(data, "y_train") else [y]
+    kept = [t[t != ignore] for t in ys]
+    kept = [t for t in kept if t.numel()]
+    if not kept:
+        return 0, -1
+    return min(int(t.min()) for t in kept), max(int(t.max()) for t in kept)
 
 
 def require_module(model: Any, what: str) -> None:
@@ -308,7 +467,7 @@ def load_workload(path: str | os.PathLike) -> Workload:
         sys.modules.pop(name, None)
         text = "".join(traceback.format_exception_only(exc))
         raise WorkloadError(f"{p.name}, line {exc.lineno}: SyntaxError: {exc.msg}", text) from None
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # KeyboardInterrupt stays the user's
         sys.modules.pop(name, None)
         stub = Workload(name=p.stem, model=object, data=object, path=p)
         raise stub.error(exc, "importing the workload") from None
@@ -387,6 +546,9 @@ def as_workload_error(exc: BaseException, workload: Workload | str | None) -> Wo
     if not isinstance(workload, Workload):  # a path: read the traceback, import nothing
         p = Path(workload).expanduser()
         workload = Workload(name=p.stem, model=object, data=object, path=p.resolve())
+    known = Workload.the_output_error(exc, f"training {workload.the('model')}")
+    if known is not None:
+        return known
     if not any(workload.owns(f.filename) for f in traceback.extract_tb(exc.__traceback__)):
         return None
     return workload.error(exc, "training")
