@@ -132,6 +132,8 @@ def range_test_section() -> None:
 
 def finished_view(result: lr_finder.Result) -> None:
     sugg = result.suggestion_frame()
+    if sugg.empty:
+        st.warning(lr_finder.NO_DESCENT.capitalize() + ".")
     chart = lr_charts.range_test_zoom(result.points(), sugg, result.band())
     event = st.altair_chart(
         chart, width="stretch", on_select="rerun", key="rt_chart", selection_mode=lr_charts.ZOOM

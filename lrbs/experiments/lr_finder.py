@@ -138,6 +138,11 @@ def smooth(losses: np.ndarray, beta: float, debias: bool = True) -> np.ndarray:
 # rules about the descent first locate it from the curve itself (`descent_region`), and with
 # no real descent they say nothing.
 
+NO_DESCENT = (
+    "no suggestion: the smoothed loss never fell clearly below its level at the start of the "
+    "sweep (by twice its noise there), so no rule has an answer; run more iterations, a larger "
+    "batch (less noise) or a wider range"
+)
 HEAD_SHARE = 1 / 3  # the head: the first third of the curve; its first half is still settling
 REAL = 2.0  # a descent is real when it falls this many noise levels below the head
 
@@ -817,6 +822,8 @@ class Result(experiment.Result):
             out["spread"] = self.spread().to_dict(orient="records")
         out["suggestions"] = self.suggestions()
         out["final_round_suggestions"] = out["suggestions"]
+        if latest and not out["suggestions"]:
+            out["no_suggestion"] = NO_DESCENT
         return out
 
     def tables(self) -> dict[str, pd.DataFrame]:
