@@ -14,7 +14,7 @@ from lrbs import charts
 from lrbs.core.errors import LrbsError
 from lrbs.experiments import gd1d
 from pages.common.live import csv_download
-from pages.common.state import default, page_start
+from pages.common.state import check_url, default, page_start, within
 
 page_start()
 
@@ -41,6 +41,8 @@ for key, value in {
     "gd_momentum": 0.0,
 }.items():
     default(key, value)
+within("gd_curvature", 0.1, 10.0)
+within("gd_momentum", 0.0, 0.95)
 
 with st.sidebar:
     st.subheader("The loss")
@@ -71,6 +73,7 @@ with st.sidebar:
         help="x ← x − lr·f′(x) + β·(x − x_prev). 0 is plain gradient descent.",
     )
 
+check_url()
 lrs = [float(v) for v in lrs if v is not None]
 try:
     cfg = gd1d.Config(

@@ -12,11 +12,12 @@ from lrbs.charts import history as history_charts
 from lrbs.core.errors import LrbsError
 from pages.common.history import history_sidebar, open_store, store_path
 from pages.common.live import csv_download
-from pages.common.state import page_start
+from pages.common.state import check_url, page_start
 
 page_start()
 st.title("Run history")
-history_sidebar()
+history_sidebar(show_problem=False)  # said once, below, where the page stops
+check_url()
 st.caption(f"File: {store_path()}")
 store = open_store()
 if store is None:

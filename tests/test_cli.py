@@ -372,7 +372,8 @@ def test_cli_runs_are_stored_and_history_commands(capsys, tmp_path):
     out_csv = tmp_path / "runs.csv"
     assert main(["history", "export", *ids, "--out", str(out_csv), "--db", db]) == 0
     df = pd.read_csv(out_csv)
-    assert set(df.run) == {int(i) for i in ids} and {"run_kind", "channel"} <= set(df.columns)
+    assert set(df.history_id) == {int(i) for i in ids}
+    assert {"history_kind", "channel"} <= set(df.columns)
     assert main(["history", "show", ids[1], "--db", db, "--json"]) == 0
     info = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert info["kind"] == "train" and info["results"]["status"] == "finished"

@@ -10,9 +10,9 @@ def range_test_points() -> pd.DataFrame:
     lrs = np.geomspace(1e-6, 400, 60)
     return pd.DataFrame(
         {
-            "run": 3,
-            "run_kind": "lr-find",
-            "run_name": "",
+            "history_id": 3,
+            "history_kind": "lr-find",
+            "history_name": "",
             "step": np.arange(60),
             "lr": lrs,
             "loss": 2 - np.tanh(np.log10(lrs) + 3),

@@ -7,6 +7,7 @@ import sys
 import textwrap
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from support import ROOT
@@ -75,7 +76,9 @@ def test_rename_annotate_delete_export(db):
     s.update(a, name="baseline", note="first try")
     assert s.run(a)["name"] == "baseline" and s.run(a)["note"] == "first try"
     exported = s.export([a, b])
-    assert exported.run.tolist() == [a, b, b] and "run_name" in exported and "kind" in exported
+    assert exported.history_id.tolist() == [a, b, b] and exported.history_name[0] == "baseline"
+    assert list(exported.columns[:4]) == ["history_id", "history_kind", "history_name", "channel"]
+    assert exported.kind[0] == "train"  # the point's own column, untouched
     assert s.delete([a]) == 1
     assert s.runs().id.tolist() == [b] and s.points(a).empty
     with pytest.raises(StoreError, match="there is no run"):
@@ -242,3 +245,31 @@ def test_a_schema_1_file_gains_host_and_pid_and_keeps_its_runs(db):
     info = s.run(new)
     assert info["pid"] == os.getpid() and info["host"] == store_mod.HOST
     assert s.runs().set_index("id").loc[new, "status"] == "running"  # this process is alive
+
+
+@pytest.mark.parametrize("action", ["list", "show 1", "export 1 --out x.csv", "delete 1"])
+def test_history_refuses_an_unusable_db_in_one_line(action, tmp_path, capsys, monkeypatch):
+    from lrbs.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    plain = tmp_path / "plain"
+    plain.write_text("not a folder")
+    locked = tmp_path / "locked.db"
+    RunStore(locked).close()
+    for db, says in (
+        (plain / "x.db", "is a file, not a folder"),
+        (plain / "a" / "b" / "x.db", "is a file, not a folder"),
+        (folder, "is a folder"),
+        (Path("/etc/passwd"), "not an lrbs run history"),
+        (Path("/dev/null"), "not a plain file"),
+        (locked, "no permission to write"),
+    ):
+        if db == locked:  # root may write anywhere: the permission is what os.access says
+            monkeypatch.setattr(os, "access", lambda p, mode: Path(p) != locked)
+        code = main(["history", *action.split(), "--db", str(db)])
+        err = capsys.readouterr().err
+        assert code == 2 and says in err and "Traceback" not in err, (db, err)
+        assert len(err.strip().splitlines()) == 1
+    assert plain.read_text() == "not a folder" and not (tmp_path / "x.csv").exists()

@@ -16,7 +16,7 @@ def numeric_columns(points: pd.DataFrame) -> list[str]:
     return [
         c
         for c in points.columns
-        if c not in ("run", "seq") and pd.api.types.is_numeric_dtype(points[c])
+        if c not in ("history_id", "seq") and pd.api.types.is_numeric_dtype(points[c])
     ]
 
 
@@ -41,20 +41,23 @@ def wants_log(values: pd.Series) -> bool:
 
 def overlay_chart(points: pd.DataFrame, x: str, y: str, log_x: bool | None = None) -> alt.Chart:
     """One line per stored run (and per sub-run: a sweep's rates, a study's trials), coloured
-    by run; sub-runs are drawn apart, never joined into one line. `log_x=None`: a log x axis
-    where the data span two decades or more."""
+    by run; sub-runs are drawn apart, never joined into one line. `points` as
+    `RunStore.export` gives them; `log_x=None`: a log x axis where the data span two decades
+    or more."""
     d = points.dropna(subset=[x, y]).copy()
     if log_x is None:
         log_x = wants_log(d[x])
     elif log_x and not (pd.to_numeric(d[x], errors="coerce") > 0).all():
         log_x = False  # a log axis cannot show zero or negative values
-    d["label"] = "#" + d.run.astype(str) + " " + d.run_kind + " " + d.run_name.fillna("")
+    d["label"] = (
+        "#" + d.history_id.astype(str) + " " + d.history_kind + " " + d.history_name.fillna("")
+    )
     detail = []
-    for part in ("run_id", "trial", "seed", "round"):
+    for part in ("run", "run_id", "trial", "seed", "round"):  # sub-runs, as the points name them
         if part in d and d[part].notna().any():
             d[part] = d[part].astype(str)
             detail.append(f"{part}:N")
-    sub = [c for c in ("run_id", "trial", "seed") if c in d]
+    sub = [c for c in ("run", "run_id", "trial", "seed") if c in d]
     return (
         alt.Chart(d)
         .mark_line()

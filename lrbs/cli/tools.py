@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 
 from lrbs.core.errors import require
 
@@ -22,35 +23,45 @@ def add_tool_commands(sub) -> None:
 
 
 def history(a: argparse.Namespace) -> dict:
-    from lrbs.cli.runner import check_out
-    from lrbs.runs.store import RunStore, default_path
+    from lrbs.runs.store import RunStore, StoreError, default_path
 
-    with RunStore(a.db or default_path()) as store:
-        if a.action == "list":
-            runs = store.runs(kind=a.kind)
-            if not a.json:
-                print(runs.to_string(index=False) if not runs.empty else "no runs yet")
-            return {"runs": runs.astype({"started": str, "ended": str}).to_dict("records")}
-        require(bool(a.ids), f"history {a.action} needs at least one run id")
-        for i in a.ids:
-            store.run(i)  # a clear error for an unknown id
-        if a.action == "show":
-            info = store.run(a.ids[0])
-            if not a.json:
-                print(json.dumps(info, indent=2, default=str))
-            return info
-        if a.action == "export":
-            require(bool(a.out), "history export needs --out FILE.csv")
-            check_out(a.out)
-            df = store.export(a.ids)
-            df.to_csv(a.out, index=False)
-            if not a.json:
-                print(f"wrote {len(df)} points of {len(a.ids)} run(s) to {a.out}")
-            return {"rows": len(df), "runs": a.ids}
-        n = store.delete(a.ids)
+    path = a.db or default_path()
+    try:
+        with RunStore(path) as store:
+            return _history(a, store)
+    except sqlite3.Error as exc:  # a file that opened but breaks on reading (damaged)
+        raise StoreError(f"{path} cannot be read as a run history ({exc})") from None
+
+
+def _history(a: argparse.Namespace, store) -> dict:
+    """`history`'s actions on an open store."""
+    from lrbs.cli.runner import check_out
+
+    if a.action == "list":
+        runs = store.runs(kind=a.kind)
         if not a.json:
-            print(f"deleted {len(a.ids)} run(s)")
-        return {"deleted": a.ids, "count": n}
+            print(runs.to_string(index=False) if not runs.empty else "no runs yet")
+        return {"runs": runs.astype({"started": str, "ended": str}).to_dict("records")}
+    require(bool(a.ids), f"history {a.action} needs at least one run id")
+    for i in a.ids:
+        store.run(i)  # a clear error for an unknown id
+    if a.action == "show":
+        info = store.run(a.ids[0])
+        if not a.json:
+            print(json.dumps(info, indent=2, default=str))
+        return info
+    if a.action == "export":
+        require(bool(a.out), "history export needs --out FILE.csv")
+        check_out(a.out)
+        df = store.export(a.ids)
+        df.to_csv(a.out, index=False)
+        if not a.json:
+            print(f"wrote {len(df)} points of {len(a.ids)} run(s) to {a.out}")
+        return {"rows": len(df), "runs": a.ids}
+    n = store.delete(a.ids)
+    if not a.json:
+        print(f"deleted {len(a.ids)} run(s)")
+    return {"deleted": a.ids, "count": n}
 
 
 def datasets(a: argparse.Namespace) -> dict:

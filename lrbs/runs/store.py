@@ -83,6 +83,8 @@ MIGRATIONS: dict[int, list[str]] = {
     ],
 }
 HOST = socket.gethostname()
+# the columns `RunStore.export` puts before a point's own
+EXPORT_COLUMNS = ("history_id", "history_kind", "history_name", "channel")
 SCHEMA_VERSION = max(MIGRATIONS)
 
 
@@ -125,7 +127,6 @@ class RunStore:
     def __init__(self, path: str | os.PathLike | None = None, timeout: float = 30.0) -> None:
         self.path = Path(path) if path else default_path()
         self._check_file()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self.db = sqlite3.connect(self.path, timeout=timeout)
             self.db.row_factory = sqlite3.Row
@@ -149,6 +150,27 @@ class RunStore:
         # process), and another process would then read a stale history.
         if self.path.is_dir():
             raise StoreError(f"{self.path} is a folder; the run history must be a file")
+        if self.path.exists() and not self.path.is_file():  # a device, a pipe: never opened
+            raise StoreError(f"{self.path} is not a plain file; the run history must be one")
+        folder = next(p for p in self.path.parents if p.exists())  # "/" always exists
+        if not folder.is_dir():
+            raise StoreError(
+                f"{self.path} cannot be a run history: {folder} is a file, not a folder; "
+                "choose another file (sidebar or LRBS_DB)"
+            )
+        writable = self.path if self.path.exists() else folder
+        if not os.access(writable, os.W_OK):
+            raise StoreError(
+                f"{self.path} cannot be a run history: no permission to write {writable}; "
+                "choose another file (sidebar or LRBS_DB)"
+            )
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(
+                f"{self.path} cannot be a run history: its folder cannot be made "
+                f"({exc.strerror}); choose another file (sidebar or LRBS_DB)"
+            ) from None
 
     def _open(self) -> None:
         db = self.db
@@ -419,15 +441,18 @@ class RunStore:
         return [r[0] for r in self.db.execute(sql + " ORDER BY id DESC", args).fetchall()]
 
     def export(self, run_ids: Iterable[int]) -> pd.DataFrame:
-        """Every point of these runs, one row each, with the run's id, kind and name (as run,
-        run_kind, run_name: a point may have a 'kind' of its own)."""
+        """Every point of these runs, one row each (EXPORT_COLUMNS): the stored run's
+        `history_id`, `history_kind` and `history_name`, the point's `channel`, then the
+        point's own columns as the experiment wrote them (a sweep's `run` and `run_id` name
+        its sub-runs). A point column named like one of the first three becomes point_<name>."""
         frames = []
         for i in run_ids:
             info = self.run(i)
             pts = self.points(i)
-            pts.insert(0, "run", int(i))
-            pts.insert(1, "run_kind", info["kind"])
-            pts.insert(2, "run_name", info["name"])
+            ours = dict(zip(EXPORT_COLUMNS[:3], (int(i), info["kind"], info["name"]), strict=True))
+            pts = pts.rename(columns={c: f"point_{c}" for c in ours if c in pts})
+            for at, (column, value) in enumerate(ours.items()):
+                pts.insert(at, column, value)
             frames.append(pts)
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 

@@ -11,10 +11,20 @@ import streamlit as st
 
 from lrbs.runs.live import Snapshot
 from lrbs.runs.store import Recorder, RunStore, StoreError, default_path
+from pages.common.state import default
 
 
 def store_path() -> str:
     return st.session_state.get("s_db_path") or str(default_path())
+
+
+def store_problem() -> str | None:
+    """Why the chosen history file cannot be used, or None when it can."""
+    try:
+        RunStore(store_path()).close()
+    except StoreError as exc:
+        return str(exc)
+    return None
 
 
 def open_store() -> RunStore | None:
@@ -113,8 +123,11 @@ def offer_stored(
         store.close()
 
 
-def history_sidebar() -> None:
-    with st.sidebar.expander("Run history file"):
+def history_sidebar(show_problem: bool = True) -> None:
+    """The history file's input; with `show_problem`, why the file cannot be used, under it."""
+    default("s_db_path", None)
+    problem = store_problem() if show_problem else None
+    with st.sidebar.expander("Run history file", expanded=problem is not None):
         st.text_input(
             "History file (SQLite)",
             key="s_db_path",
@@ -122,3 +135,5 @@ def history_sidebar() -> None:
             placeholder=str(default_path()),
             help="Every run is saved here. Also settable with LRBS_DB.",
         )
+        if problem:
+            st.error(problem)

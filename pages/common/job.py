@@ -17,10 +17,10 @@ import streamlit as st
 from lrbs.runs.experiment import rebuild
 from lrbs.runs.jobs import Job, JobPool
 from lrbs.runs.live import Snapshot
-from lrbs.runs.store import record_config
+from lrbs.runs.store import RunStore, StoreError, record_config
 from pages.common.history import offer_stored, store_path
 from pages.common.live import controls, live_view, show_error
-from pages.common.state import remember_job, url_job
+from pages.common.state import remember_job, url_job, url_note
 
 
 @st.cache_resource(show_spinner=False)
@@ -30,23 +30,49 @@ def job_pool() -> JobPool:
 
 
 def start(key: str, exp: ModuleType, setup: Any, config: Any, name: str = "") -> None:
-    """Queue `exp` with `config` as this page's job `key`, recorded in the run history."""
+    """Queue `exp` with `config` as this page's job `key`, recorded in the run history (not
+    started, with the reason, while that file cannot be used)."""
     db = store_path()
-    run_id = job_pool().submit(db, exp.KIND, setup, config, name=name)
+    try:
+        run_id = job_pool().submit(db, exp.KIND, setup, config, name=name)
+    except StoreError as exc:
+        st.error(f"Not started: {exc}")
+        return
     st.session_state[key] = Job(db, run_id)
     remember_job(key, run_id)
     st.rerun()
 
 
-def attach(key: str) -> Job | None:
-    """This page's job: the one in session_state, else the one the URL names (a reload)."""
+def attach(key: str, kind: str) -> Job | None:
+    """This page's job: the one in session_state, else the one the URL names (a reload), if
+    that is a run of `kind` in this history; else the URL's id is said and dropped."""
     job = st.session_state.get(key)
     if job is None:
-        run_id = url_job(key)
-        if run_id is not None:
-            job = st.session_state[key] = Job(store_path(), run_id)
-            remember_job(key, run_id)
+        text = url_job(key)
+        if text is not None:
+            run_id, problem = url_run(text, kind)
+            if problem:
+                url_note(f"`job.{key}={text[:20]!r}`: {problem}")
+            else:
+                job = st.session_state[key] = Job(store_path(), run_id)
+                remember_job(key, run_id)
     return job
+
+
+def url_run(text: str, kind: str) -> tuple[int, str | None]:
+    """A URL's run id as a run of `kind` in the chosen history, or why it is not one."""
+    if not text.isdigit() or len(text) > 18:
+        return 0, "not a run id"
+    run_id = int(text)
+    try:
+        with RunStore(store_path()) as store:
+            found = store.run(run_id)["kind"]
+    except StoreError as exc:
+        missing = str(exc).startswith("there is no run")
+        return run_id, f"run {run_id} is not in this history" if missing else str(exc)
+    if found != kind:
+        return run_id, f"run {run_id} is a {found} run, not a {kind} run"
+    return run_id, None
 
 
 def experiment(
@@ -64,7 +90,7 @@ def experiment(
     draws Run/Stop (Run disabled while `config` is None, i.e. the settings have an error),
     starts the job, draws it live with `draw(snapshot, running)`, and returns the finished
     Result (live or loaded from the history), or None while there is none."""
-    job = attach(key)
+    job = attach(key, exp.KIND)
     if config is not None:
         offer_stored(
             exp.KIND,

@@ -52,11 +52,25 @@ def start_job(
 
 
 def controls(key: str, label: str, disabled: bool = False) -> bool:
-    """Run and Stop buttons. Returns True when Run was clicked."""
+    """Run and Stop buttons. Returns True when Run was clicked. Run is off while the run
+    history cannot be used: a job is queued and recorded there."""
+    from pages.common.history import store_problem
+    from pages.common.state import check_url
+
+    check_url()  # the page's settings are drawn: say what of its URL they did not keep
     job: LiveRun | None = st.session_state.get(key)
     running = job is not None and not job.done
-    c1, c2, _ = st.columns([2, 1, 4])
-    clicked = c1.button(label, type="primary", disabled=running or disabled, key=f"{key}_run")
+    no_store = store_problem()
+    c1, c2, c3 = st.columns([2, 1, 4])
+    clicked = c1.button(
+        label,
+        type="primary",
+        disabled=running or disabled or no_store is not None,
+        key=f"{key}_run",
+        help=None if no_store is None else "The run history file in the sidebar cannot be used",
+    )
+    if no_store is not None:
+        c3.caption("Run is off until the run history file (sidebar) can be used.")
     if c2.button("Stop", disabled=not running, key=f"{key}_stop"):
         job.stop()
     return clicked

@@ -13,7 +13,7 @@ from lrbs.experiments import lr_finder, sweeps
 from lrbs.experiments.sweeps import SweptOptim
 from pages.common import chosen
 from pages.common.sidebar import optimizer_inputs, parse_floats
-from pages.common.state import default
+from pages.common.state import default, within
 
 
 def range_test_widgets() -> dict:
@@ -49,6 +49,7 @@ def range_test_widgets() -> dict:
             format_func={"exp": "exponential", "linear": "linear"}.get,
         )
         with st.expander("Smoothing and stop"):
+            within("rt_beta", 0.0, 0.99)
             w["beta"] = st.slider(
                 "Smoothing β (EMA)",
                 0.0,

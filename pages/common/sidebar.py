@@ -16,7 +16,7 @@ from lrbs.core.setup import Setup
 from lrbs.core.workload import list_workloads, workload_folder
 from pages.common import workloads
 from pages.common.history import history_sidebar
-from pages.common.state import default
+from pages.common.state import check_url, default, within
 
 
 @st.cache_data(show_spinner="Loading the dataset…", max_entries=6)
@@ -75,6 +75,7 @@ def _csv_inputs() -> tuple[str | None, str | None]:
     if not columns:
         st.error("The CSV has no columns.")
         return path, None
+    default("s_target", columns[-1])
     if st.session_state.get("s_target") not in columns:
         st.session_state["s_target"] = columns[-1]
     target = st.selectbox("Target column", columns, key="s_target")
@@ -185,6 +186,7 @@ def optimizer_inputs(prefix: str, default_name: str = "sgd") -> tuple[str, float
     momentum = 0.9
     if name == "momentum":
         default(f"{prefix}_momentum", 0.9)
+        within(f"{prefix}_momentum", 0.0, 0.99)
         momentum = st.slider("Momentum", 0.0, 0.99, step=0.01, key=f"{prefix}_momentum")
     return name, float(momentum)
 
@@ -231,6 +233,7 @@ def require_setup() -> tuple[Setup, Arrays]:
     or model settings are not usable."""
     chosen = shared_sidebar()
     if chosen is None:
+        check_url()
         st.info("Fix the data and model settings in the sidebar to run an experiment.")
         st.stop()
     return chosen
