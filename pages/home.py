@@ -54,7 +54,10 @@ chosen = shared_sidebar()
 if chosen is not None:
     setup, arrays = chosen
     what = DATASETS[arrays.name].title if arrays.name in DATASETS else arrays.name
-    kind = f"{arrays.n_classes} classes" if arrays.n_classes else "no class labels"
+    if hasattr(arrays, "target_text"):  # a workload's facts say what its targets are
+        kind = arrays.target_text()
+    else:
+        kind = f"{arrays.n_classes} classes" if arrays.n_classes else "real-valued targets"
     st.markdown(
         f"**{what}**: {arrays.n_train:,} training and {arrays.n_val:,} validation"
         f" samples, input shape {arrays.input_shape}, {kind} (source: {arrays.source})."

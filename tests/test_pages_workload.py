@@ -41,9 +41,51 @@ def test_the_sidebar_offers_the_folders_workloads_only(folder):
     assert not at.exception
     caption = " ".join(c.value for c in at.sidebar.caption)
     assert "400 training and 100 validation samples" in caption
-    assert "regression" in caption
-    assert any("no class labels" in m.value for m in at.markdown)
+    assert "real-valued targets" in caption and "regression" in caption
+    assert "its optimizer() (SGD)" in caption
+    assert any("real-valued targets" in m.value for m in at.markdown)
     assert not at.sidebar.error
+
+
+TOKENS = '''"""Next-token targets: whole numbers per position, and the file's own AdamW."""
+import torch
+from torch import nn
+
+
+def model():
+    return nn.Sequential(nn.Embedding(16, 8), nn.Linear(8, 16))
+
+
+def data():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 16, (64, 5), generator=g)
+    return (x, x.roll(-1, 1)), (x[:16], x[:16].roll(-1, 1))
+
+
+def loss():
+    return lambda out, y: nn.functional.cross_entropy(out.flatten(0, 1), y.flatten())
+
+
+def optimizer(params, lr):
+    return torch.optim.AdamW(params, lr=lr)
+'''
+
+
+def test_token_targets_and_the_files_own_optimizer_are_described_as_they_are(folder):
+    """Integer tokens are not 'regression', and the Optimizer box does not claim SGD while
+    the file's AdamW trains."""
+    (folder / "tokens.py").write_text(TOKENS)
+    at = open_page("pages/lr.py")
+    at.selectbox(key="s_dataset").set_value("workload:tokens.py").run()
+    assert not at.exception
+    caption = " ".join(c.value for c in at.sidebar.caption)
+    assert "whole-number targets of shape (5,)" in caption and "regression" not in caption
+    assert "its optimizer() (AdamW)" in caption
+    box = at.selectbox(key="rt_optimizer")
+    assert box.disabled
+    assert any("the workload's own AdamW" in c.value for c in at.sidebar.caption)
+    at.selectbox(key="s_dataset").set_value("workload:classify.py").run()
+    assert not at.selectbox(key="rt_optimizer").disabled  # the page chooses again
 
 
 def test_without_the_folder_no_workload_is_offered(monkeypatch):

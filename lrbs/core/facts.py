@@ -29,6 +29,17 @@ class DataFacts:
     source: str
     class_names: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+    integer_targets: bool = False  # whole-number targets (classes, or e.g. tokens per position)
+    optimizer: str = ""  # the class of a workload's own optimizer(); "" when the page chooses
+
+    def target_text(self) -> str:
+        """What the targets are, in a few words (a page's caption)."""
+        if self.n_classes:
+            return f"{self.n_classes} classes"
+        shape = f" of shape {self.target_shape}" if self.target_shape else ""
+        if self.integer_targets:
+            return f"whole-number targets{shape} (e.g. tokens or classes per position)"
+        return f"real-valued targets{shape} (regression)"
 
     def class_counts(self) -> np.ndarray:
         """Unknown without reading every label: empty (pages then skip per-class figures)."""
@@ -65,14 +76,19 @@ def facts_of_workload(workload: Workload) -> DataFacts:
         train, collate, _ = as_dataset(parts[0], "the training data")
         val, val_collate, _ = as_dataset(parts[1], "the validation data")
         x, y = first_batch(train, collate or val_collate, "the training data")
-    integer = not (y.is_floating_point() or y.is_complex()) and y.dim() == 1
-    n_classes = 0
-    if integer:  # the classes a model's output has: its width on the first sample
+    whole = not (y.is_floating_point() or y.is_complex())
+    integer = whole and y.dim() == 1
+    n_classes, model = 0, None
+    if integer or workload.optimizer is not None:
         with workload.user_code("model()"), torch.random.fork_rng(devices=[]):
             model = workload.build_model(0)
+    if integer:  # the classes a model's output has: its width on the first sample
         with torch.no_grad(), workload.user_code("model()"):
             out = model.eval()(x)
         n_classes = int(out.shape[-1]) if out.dim() == 2 else 0
+    optimizer = ""
+    if workload.optimizer is not None:  # what the file's optimizer() builds, by its class
+        optimizer = type(workload.build_optimizer(model.parameters(), 1e-3)).__name__
     return DataFacts(
         name=str(workload),
         n_train=len(train),
@@ -81,4 +97,6 @@ def facts_of_workload(workload: Workload) -> DataFacts:
         n_classes=n_classes,
         target_shape=tuple(y.shape[1:]),
         source=f"workload {workload.name}",
+        integer_targets=whole,
+        optimizer=optimizer,
     )

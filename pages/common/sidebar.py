@@ -109,6 +109,7 @@ def shared_sidebar() -> tuple[Setup, Arrays] | None:
             format_func=workloads.title,
             help=workloads.HELP,
         )
+        st.session_state[workloads.OWN_OPTIMIZER] = ""
         if name.startswith(workloads.KEY):
             chosen = workloads.workload_setup(name, int(seed), device)
             if chosen is None:
@@ -177,12 +178,19 @@ OPTIMIZER_TITLES = {"sgd": "SGD", "momentum": "SGD + momentum", "adam": "Adam", 
 def optimizer_inputs(prefix: str, default_name: str = "sgd") -> tuple[str, float]:
     """Optimizer choice and momentum (shown only for SGD + momentum)."""
     default(f"{prefix}_optimizer", default_name)
+    own = st.session_state.get(workloads.OWN_OPTIMIZER, "")
     name = st.selectbox(
         "Optimizer",
         list(OPTIMIZER_TITLES),
         key=f"{prefix}_optimizer",
         format_func=OPTIMIZER_TITLES.get,
+        disabled=bool(own),  # the workload's optimizer() is what trains
+        help=f"The workload's own optimizer() ({own}) is used; the experiment sets its rate."
+        if own
+        else None,
     )
+    if own:
+        st.caption(f"Optimizer: the workload's own {own}, its rate set by the experiment.")
     momentum = 0.9
     if name == "momentum":
         default(f"{prefix}_momentum", 0.9)

@@ -32,6 +32,9 @@ def title(name: str) -> str:
     return DATASETS[name].title
 
 
+OWN_OPTIMIZER = "s_workload_optimizer"  # the chosen workload's optimizer class, "" if none
+
+
 @st.cache_data(show_spinner="Reading the workload…", max_entries=8)
 def cached_facts(path: str, modified: float) -> DataFacts:
     return facts_of_workload(load_workload(path))
@@ -59,9 +62,11 @@ def workload_setup(name: str, seed: int, device: str) -> tuple[Setup, DataFacts]
     except LrbsError as exc:
         sb.error(str(exc))
         return None
-    kind = f"{facts.n_classes} classes" if facts.n_classes else "no class labels (regression)"
+    own = f"its optimizer() ({facts.optimizer})" if facts.optimizer else "no optimizer()"
     sb.caption(
         f"{path.name}: {facts.n_train:,} training and {facts.n_val:,} validation samples, "
-        f"input {facts.input_shape}, {kind}. Its model, loss and optimizer come from the file."
+        f"input {facts.input_shape}, {facts.target_text()}. Its model and loss come from the "
+        f"file, and {own}."
     )
+    st.session_state[OWN_OPTIMIZER] = facts.optimizer
     return setup, facts
