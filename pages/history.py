@@ -80,11 +80,13 @@ else:
     part = points[points.channel == channel].dropna(axis=1, how="all")
     numeric = history_charts.numeric_columns(part)
     if len(numeric) >= 2:
-        x_default, y_default = history_charts.default_axes(numeric)
+        kinds = part.history_kind.unique().tolist() if "history_kind" in part else []
+        x_default, y_default = history_charts.default_axes(numeric, kinds)
         c1, c2, c3 = st.columns(3)
         x = c1.selectbox("x", numeric, index=numeric.index(x_default), key="h_x")
         y = c2.selectbox("y", numeric, index=numeric.index(y_default), key="h_y")
-        log_x = c3.checkbox("log x", value=x == "lr", key="h_logx")
+        # one box per x: its default follows the column (a rate spanning decades reads on log)
+        log_x = c3.checkbox("log x", value=history_charts.wants_log(part[x]), key=f"h_logx_{x}")
         chart = history_charts.overlay_chart(part, x, y, log_x)
         st.altair_chart(chart, width="stretch")
 csv_download(st, "Download the selected runs' points (CSV)", points, "lrbs_runs.csv", "h_csv")

@@ -201,3 +201,24 @@ def test_the_choice_is_cached_per_model_and_batch(two_threads, monkeypatch):
     assert threads.choose(model, data, 16, OptimSpec()) == 2 and calls == [2]
     threads.choose(model, data, 32, OptimSpec())
     assert calls == [2, 2]  # another batch is timed anew
+
+
+def test_a_page_says_when_its_time_comparison_ran_on_a_busy_machine():
+    """The note every job page shows under a finished result with a wall-clock budget."""
+    from streamlit.testing.v1 import AppTest
+
+    def page(busy_cpu: float) -> None:
+        from lrbs.core.machine import Load
+        from lrbs.runs.experiment import Result
+        from pages.common.job import busy_note
+
+        load = Load(2, 1, busy_cpu, 2.0, 2.0, 3.0, timed=True)
+        busy_note(Result(config=None, rows={}, machine=load))
+
+    for cpu, shown in ((1.7, True), (0.1, False)):
+        at = AppTest.from_function(page, args=(cpu,), default_timeout=60).run()
+        assert not at.exception
+        notes = [w.value for w in at.warning]
+        assert bool(notes) == shown
+        if shown:
+            assert "The machine was busy" in notes[0] and "1.7 of its 2 cores" in notes[0]

@@ -108,7 +108,14 @@ def experiment(
         return None
     snap = job.snapshot()
     show_error(snap)
+    busy_note(snap.result)
     return snap.result
+
+
+def busy_note(result: Any) -> None:
+    """Say when a wall-clock comparison was made on a busy machine: it does not hold there."""
+    if getattr(result, "busy", False):
+        st.warning(result.machine.note())
 
 
 def finished(
