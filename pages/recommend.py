@@ -42,7 +42,7 @@ setup, arrays = require_setup()
 default("rec_budget", "quick")
 default("rec_batch", 64)
 default("rec_cap", 512)
-default("rec_epochs", 0.0)
+default("rec_epochs", recommend.TRAIN_EPOCHS)
 with st.sidebar:
     st.subheader("Recommend")
     budget = st.radio(
@@ -57,14 +57,16 @@ with st.sidebar:
     opt, momentum = optimizer_inputs("rec")
     batch = st.number_input("Base batch (range test, sweep)", min_value=1, key="rec_batch")
     epochs = st.number_input(
-        "Planned training (epochs at the base batch; 0: none)",
+        "Planned training (epochs at the base batch; 0: the sweep's own length)",
         min_value=0.0,
         step=1.0,
         key="rec_epochs",
-        help="The best rate depends on how long you train. Give your training's length and "
-        "the sweep trains each rate that long when the budget allows; otherwise it trains "
-        "as long as it can and carries the rate to your length: lr ~ 1/sqrt(updates), or "
-        "faster where the sweep itself measured a faster fall.",
+        help="The best rate depends on how long you train. Give your training's length "
+        f"(default {recommend.TRAIN_EPOCHS:g} epochs, a short first training) and the sweep "
+        "trains each rate that long when the budget allows; otherwise it trains as long as it "
+        "can and carries the rate to your length: lr ~ 1/sqrt(updates), or faster where the "
+        "sweep itself measured a faster fall. 0: the rate of the sweep's own few hundred "
+        "updates, far shorter than a real training.",
     )
     cap = None
     if setup.torch_device().type == "cpu":

@@ -113,7 +113,7 @@ def test_each_steps_evidence_shows_while_the_pipeline_runs():
     assert bar.text == "Pipeline: 2 of 6 steps done; now step 3, largest batch that fits (0%)"
     assert bar.value == round(100 * 2 / 6)
     values = {m.label: m.value for m in at.metric}
-    assert float(values["Learning rate"]) == pytest.approx(r.confirmed.lr, rel=1e-2)
+    assert float(values["Learning rate"]) == pytest.approx(r.card()["lr"], rel=1e-2)
     assert len(charts(at)) >= 2  # the range test and the sweep, as soon as each has ended
     assert "at batch 64, as swept" in texts(at)
     assert "stopped" not in texts(at).lower()

@@ -33,7 +33,9 @@ from lrbs.runs.sink import Sink
 from lrbs.runs.store import RunStore, recorder
 
 SETUP = Setup(DataSpec(name="digits"), ModelSpec("mlp", hidden=(32,)))
-SMALL = Config(rates=4, seeds=2, sweep_steps=40, optim=SweptOptim("momentum"))
+# the rate of the sweep's own length (no planned training): the card's rate is the plain
+# sweep's best, which the oracles below recompute
+SMALL = Config(rates=4, seeds=2, sweep_steps=40, optim=SweptOptim("momentum"), train_epochs=None)
 # the "quick" budget made tiny, so that a whole pipeline takes a few seconds
 TINY = recommend.Effort(
     range_seeds=2,
@@ -130,9 +132,19 @@ def total(e, c):
     return sum(recommend.estimated_seconds(e, c).values())
 
 
-def test_a_plan_keeps_an_effort_that_fits_and_shrinks_one_that_does_not():
+def test_a_plan_raises_an_effort_that_fits_and_shrinks_one_that_does_not():
     fast = costs(0.001, 0.01)
-    assert total(BIG, fast) < 60 and recommend.fit_effort(BIG, fast, 60.0) == BIG
+    assert total(BIG, fast) < 0.5 * 60  # the budget's own effort would leave most of it idle
+    grown = recommend.fit_effort(BIG, fast, 60.0)
+    assert 0.8 * 60 <= total(grown, fast) <= recommend.FILL * 60 + 1e-6
+    assert grown.rates == recommend.CEILING["rates"] and grown.sweep_steps > BIG.sweep_steps
+    assert BIG.sweep_seeds < grown.sweep_seeds <= recommend.CEILING["sweep_seeds"]
+    # what the user set stays: the rest of the budget lengthens the sweep
+    kept = recommend.fit_effort(BIG, fast, 60.0, frozenset({"rates", "sweep_seeds"}))
+    assert (kept.rates, kept.sweep_seeds) == (BIG.rates, BIG.sweep_seeds)
+    assert kept.sweep_steps > grown.sweep_steps and total(kept, fast) <= 0.9 * 60 + 1e-6
+    # never longer than the planned training: there the rest goes to rates and seeds
+    assert recommend.fit_effort(BIG, fast, 60.0, longest=500).sweep_steps == 500
     # a model 20x slower: the plan fits the budget, lowering range seeds first, then updates
     slow_costs = costs(0.01, 0.05)
     slow = recommend.fit_effort(BIG, slow_costs, 60.0)
@@ -169,7 +181,11 @@ def test_the_pipeline_runs_what_its_plan_says(monkeypatch):
     assert r.effort.rates == 3 and r.effort.sweep_steps == 20
     runs = r.sweep_runs()
     assert runs.lr.nunique() == 3 and set(runs.steps) == {20}
-    assert r.card()["horizon_steps"] == 20 and r.card()["plan"]["rates"] == 3
+    # the default planned training, 10 epochs of 1,438 samples, carried from the floor's 20
+    card = r.card()
+    assert card["train_epochs"] == recommend.TRAIN_EPOCHS == 10
+    assert card["horizon_steps"] == math.ceil(10 * 1438 / 64) and card["swept_steps"] == 20
+    assert card["plan"]["rates"] == 3
     assert "over the budget" in r.plan_text() and "1e+03 ms" in r.plan_text()
 
 
@@ -430,7 +446,9 @@ def test_a_stop_after_the_sweep_keeps_the_range_test_and_the_sweep():
     assert r.status == "stopped" and r.stopped
     card = r.card()
     assert card["missing"] == ["probe", "throughput", "noise", "confirm"]
-    assert card["lr"] == r.confirmed.lr and card["batch"] == cfg.batch_size
+    # the default planned training (225 updates): the swept rate carried from 20 to it
+    assert card["swept_lr"] == r.confirmed.lr and card["batch"] == cfg.batch_size
+    assert card["lr"] == pytest.approx(r.confirmed.lr * r.carry_factor) and r.carry_factor < 1
     assert "missing" in r.message and "probe" in r.message
     assert card["confidence"] == "low" or "not confirmed" in " ".join(card["confidence_reasons"])
 

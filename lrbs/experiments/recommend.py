@@ -15,20 +15,21 @@ every step from the same rows:
               to it (linear for SGD up to B_crit, square root for Adam) and capped by the
               stability the range test and the sweep measured (cap_rate), one short run there.
 
-A budget is a time: before the first step the pipeline times a few updates of this model at
-the base batch and plans each step's seeds, rates and updates to fit it (`fit_effort`), never
-below the floor a meaningful answer needs; the plan is a row of its own, on the card.
+A budget is a time: before the first step the pipeline times this model's updates at the base
+batch (after the one-time costs of a process's first updates, `time_updates`) and plans each
+step's seeds, rates and updates to it (`fit_effort`): lowered to fit, never below the floor a
+meaningful answer needs, or raised to use it; the plan is a row of its own, on the card.
 
 Steps to the target follow McCandlish et al. (2018): S(B) = S_min (1 + B_noise / B), with
 S_min from the steps the best sweep run took at the base batch; time = S(B) x seconds per step.
 A stop keeps every finished step; the card says which are missing.
 
-The best rate depends on how long one trains (bench/RESULTS.md, section 8): with a planned
-training (`train_epochs`) the sweep trains each rate for that length when the budget allows it;
-when it does not, the sweep trains as long as it can, scores every run at LAW_POINTS common
-checkpoints and carries the confirmed rate to the planned length by the square-root rule
-(HORIZON_EXPONENT), or by the fall the checkpoints measured where it is steeper
-(horizon_exponent).
+The best rate depends on how long one trains (bench/RESULTS.md, section 8): for the planned
+training (`train_epochs`, TRAIN_EPOCHS unless given; 0 asks for the sweep's own length) the
+sweep trains each rate for that length when the budget allows it; when it does not, the sweep
+trains as long as it can, scores every run at LAW_POINTS common checkpoints and carries the
+confirmed rate to the planned length by the square-root rule (HORIZON_EXPONENT), or by the fall
+the checkpoints measured where it is steeper (horizon_exponent).
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from lrbs.core import machine
+from lrbs.core import threads as cpu_threads
 from lrbs.core.config import check, option
 from lrbs.core.data import TensorData
 from lrbs.core.device import describe
@@ -141,6 +144,29 @@ LAW_POINTS = 6  # checkpoints of each sweep run when its rate is carried to a lo
 # rate measured t^-0.60 to t^-0.66 between the sweep's length and 4-13x longer (README).
 HORIZON_EXPONENT = -0.5
 NOISE_MEASUREMENTS = 15  # the meter measures about every noise_steps / 15 updates
+# The planned training when none is given: 10 epochs at the base batch, the order of a first real
+# training of the models and sets lrbs is built for (an MLP on Fashion-MNIST is near its best
+# after 10 to 20 epochs, MNIST-1D's natural length is about 20). A rate confirmed at the sweep's
+# own few hundred updates is the best rate of a far shorter training: between the sweep's length
+# and 4 to 13x longer the best rate fell as t^-0.5 to t^-0.66 (bench/RESULTS.md, 8a). Set yours;
+# 0 (or None) asks for the rate of the sweep's own length.
+TRAIN_EPOCHS = 10.0
+# what a plan raises when its budget has room: a finer grid of rates (a band the grid can
+# resolve) and more seeds (a truer noise between them), a step each in turn up to CEILING, then
+# a longer sweep, never longer than the planned training (a rate is best for one length)
+GROW_ORDER = ("rates", "sweep_seeds", "sweep_steps")
+CEILING = {"rates": sweeps.MAX_RATES, "sweep_seeds": 5}
+FILL = 0.9  # the share of the budget a raised plan aims at (its estimate is off by ~10 %)
+# Timing an update: the first updates of a process pay one-time costs (imports on the
+# optimizer's first step, the allocator's warm-up, the first forward), so a few are run and
+# timed apart (the warm-up), then blocks of about BLOCK_SECONDS are timed until their median
+# settles (within STABLE_WITHIN when the last third of the blocks came in) or TIMING_SECONDS.
+WARMUP_UPDATES = 5
+BLOCK_SECONDS = 0.05
+MIN_BLOCKS = 8
+STABLE_WITHIN = 0.1
+TIMING_SECONDS = 2.0
+MAX_BLOCKS = 200
 
 
 @dataclass(frozen=True)
@@ -154,6 +180,10 @@ class Costs:
     top_batches: float = 8.0  # the largest batch the pipeline considers, in base batches
     checkpoints: int = 0  # extra evaluations of each sweep run (when its rate is carried)
     noise_follows_sweep: bool = False  # the noise meter trains at least as long as a sweep run
+    warmup: float = 0.0  # seconds of one-time costs paid before the updates were timed
+    timed_updates: int = 0  # the updates `step` is the median of (in blocks)
+    stable: bool = True  # the blocks' median settled before the time cap
+    load: machine.Load | None = None  # the machine while the updates were timed
 
 
 def estimated_seconds(e: Effort, c: Costs) -> dict[str, float]:
@@ -184,16 +214,55 @@ def noise_steps(e: Effort, c: Costs) -> int:
     return max(e.noise_steps, e.sweep_steps) if c.noise_follows_sweep else e.noise_steps
 
 
+def _largest(lo: int, hi: int | None, fits) -> int:
+    """The largest whole number in [lo, hi] (hi None: no bound) that `fits`, a test that holds up
+    to some value and not beyond; `lo` when none above it fits."""
+    if hi is None:
+        hi = max(lo, 1)
+        while fits(2 * hi) and hi < 10**9:
+            hi *= 2
+        hi *= 2
+    good, bad = lo, hi + 1
+    while bad - good > 1:
+        mid = (good + bad) // 2
+        good, bad = (mid, bad) if fits(mid) else (good, mid)
+    return good
+
+
 def fit_effort(
-    e: Effort, costs: Costs, seconds: float, fixed: frozenset[str] = frozenset()
+    e: Effort,
+    costs: Costs,
+    seconds: float,
+    fixed: frozenset[str] = frozenset(),
+    longest: int | None = None,
 ) -> Effort:
-    """The most of `e` that fits `seconds`: each setting in SHRINK_ORDER in turn (not those in
-    `fixed`, which the user set) is lowered as far as needed, never below FLOOR. An effort
-    that fits already is kept whole; one whose floors do not fit stays at the floors."""
+    """`e` fitted to `seconds`. One that does not fit is lowered: each setting in SHRINK_ORDER in
+    turn (not those in `fixed`, which the user set) as far as needed, never below FLOOR (one
+    whose floors do not fit stays at the floors). One that fits is raised towards FILL of the
+    budget (GROW_ORDER, not those in `fixed`): the rates and the seeds up to CEILING, then the
+    sweep's updates up to `longest` (the planned training; None: no bound)."""
 
     def total(x: Effort) -> float:
         return sum(estimated_seconds(x, costs).values())
 
+    if total(e) <= seconds:
+        # the grid and the seeds a step each in turn (a balanced sweep), then the sweep's length
+        growing = [k for k in CEILING if k not in fixed]
+        while growing:
+            for name in list(growing):
+                more = replace(e, **{name: getattr(e, name) + 1})
+                if getattr(more, name) > CEILING[name] or total(more) > FILL * seconds:
+                    growing.remove(name)
+                else:
+                    e = more
+        if "sweep_steps" not in fixed and costs.step > 0:
+            x = e
+
+            def fits(v: int) -> bool:
+                return total(replace(x, sweep_steps=v)) <= FILL * seconds
+
+            e = replace(e, sweep_steps=_largest(e.sweep_steps, longest, fits))
+        return e
     for name in SHRINK_ORDER:
         if total(e) <= seconds:
             break
@@ -244,17 +313,19 @@ class Config:
         "auto", choices=sweeps.STACKED, help="stack the sweep's rates with torch.func"
     )
     train_epochs: float | None = option(
-        None,
-        low=1e-6,
+        TRAIN_EPOCHS,
+        low=0,
         label="planned training (epochs)",
         help="how long you will train, in epochs at the base batch: the rate is confirmed for "
         "that length, swept at it when the budget allows, else carried to it from the longest "
-        "sweep that fits by the square-root rule, or the sweep's own steeper fall (default: the "
-        "sweep's own updates)",
+        "sweep that fits by the square-root rule, or the sweep's own steeper fall; 0: for the "
+        "sweep's own updates",
     )
 
     def __post_init__(self) -> None:
         check(self)
+        if not self.train_epochs:  # 0 and None both ask for the sweep's own length
+            object.__setattr__(self, "train_epochs", None)
         OptimSpec(self.optim.name, 1e-3, self.optim.momentum, self.optim.weight_decay)
 
     @property
@@ -296,7 +367,8 @@ class Config:
         """The aimed effort, fitted to the budget (the noise meter's updates as it will run
         them, `noise_steps`)."""
         aimed, fixed = self.aimed(n_train)
-        e = fit_effort(aimed, costs, BUDGET_SECONDS[self.budget], fixed)
+        longest = self.horizon(n_train) if n_train else None
+        e = fit_effort(aimed, costs, BUDGET_SECONDS[self.budget], fixed, longest)
         return replace(e, noise_steps=noise_steps(e, costs))
 
     def top_batch(self, n_train: int) -> int:
@@ -888,26 +960,71 @@ class _Pipeline:
         return "stopped" if self.stopped else "finished"
 
 
+def time_updates(model: torch.nn.Module, data, tc: TrainConfig) -> Costs:
+    """Seconds of one update of `tc` after the one-time costs (see WARMUP_UPDATES): the
+    median over blocks of updates, with the warm-up's excess, the updates timed, whether the
+    median settled, and the machine's load meanwhile (lrbs.core.machine). Only `step`,
+    `warmup`, `timed_updates`, `stable` and `load` of the Costs are filled in."""
+    meter = machine.Meter()
+    with cpu_threads.recording() as used:
+        t0 = time.perf_counter()
+        warm_cfg = replace(tc, budget=Budget(steps=WARMUP_UPDATES), log_every=1)
+
+        def warmed(ev) -> str | None:  # a slow model: two updates are warm-up enough
+            return "warm" if ev.step >= 2 and ev.elapsed > TIMING_SECONDS / 2 else None
+
+        warm = train(model, data, warm_cfg, stop_rule=warmed).events
+        warm_wall = time.perf_counter() - t0
+        t = [e.elapsed for e in warm if e.kind == "train"]
+        guess = t[-1] - t[-2] if len(t) > 1 else t[-1]
+        block = max(1, min(500, math.ceil(BLOCK_SECONDS / max(guess, 1e-7))))
+        ends: list[tuple[int, float]] = [(0, 0.0)]
+
+        def settled(ev) -> str | None:
+            ends.append((ev.step, ev.elapsed))
+            per = per_update(ends)
+            n = len(per)
+            if n >= MIN_BLOCKS:
+                now, before = np.median(per), np.median(per[: n - n // 3])
+                if abs(now - before) <= STABLE_WITHIN * now:
+                    return "stable"
+            return "capped" if ev.elapsed >= TIMING_SECONDS and n >= 2 else None
+
+        timed_cfg = replace(tc, budget=Budget(steps=block * MAX_BLOCKS), log_every=block)
+        status = train(model, data, timed_cfg, stop_rule=settled).status
+    per = per_update(ends)
+    step = float(np.median(per)) if len(per) else guess
+    return Costs(
+        step=step,
+        warmup=max(0.0, warm_wall - len(t) * step),
+        timed_updates=ends[-1][0],
+        stable=status == "stable",
+        load=meter.finish(threads=used[-1] if used else None, timed=True),
+    )
+
+
+def per_update(ends: list[tuple[int, float]]) -> np.ndarray:
+    """Seconds per update of each block, from (updates, elapsed) at the end of each."""
+    steps, secs = np.diff(np.array(ends, float), axis=0).T if len(ends) > 1 else ([], [])
+    steps, secs = np.asarray(steps), np.asarray(secs)
+    return secs[steps > 0] / steps[steps > 0]
+
+
 def measure_costs(setup: Setup, config: Config, data) -> Costs:
-    """Seconds of one update of this model at the base batch (the median of up to 20 timed
-    updates, or a second of them, after two warm-up ones, at a rate too small to move
-    anything: the first updates of a process are slower and six of them gave plans 2x apart)
-    and of one evaluation, with the sizes that scale the other steps."""
+    """What an update of this model at the base batch costs (`time_updates`, at a rate too
+    small to move anything), what one evaluation costs, and the sizes that scale the other
+    steps."""
     tc = TrainConfig(
         batch_size=config.batch_size,
-        budget=Budget(steps=22, seconds=1.0),
+        budget=Budget(steps=1),
         optim=config.optim_at(1e-6),
         seed=setup.seed,
-        log_every=1,
         eval_each_epoch=False,
         eval_at_end=False,
         divergence_factor=None,
     )
     model = setup.fresh_model(data)
-    events = train(model, data, tc).events
-    t = [e.elapsed for e in events if e.kind == "train"]
-    gaps = np.diff(t)[2:] if len(t) > 4 else np.diff(t)
-    step = float(np.median(gaps)) if len(gaps) else float(t[-1] if t else 0.0)
+    timing = time_updates(model, data, tc)
 
     def evaluation() -> float:
         t0 = time.perf_counter()
@@ -917,33 +1034,43 @@ def measure_costs(setup: Setup, config: Config, data) -> Costs:
 
     first = evaluation()  # a process's first evaluation pays one-time costs: time a second
     big, small = noise_sizes(data.n_train)
-    return Costs(
-        step=step,
+    planned = config.train_epochs is not None
+    return replace(
+        timing,
         evaluation=min(first, evaluation()) if first < 1.0 else first,
         epochs_per_step=config.batch_size / data.n_train,
         big_batches=(big + small) / config.batch_size,
         top_batches=config.top_batch(data.n_train) / config.batch_size,
-        checkpoints=LAW_POINTS if config.train_epochs else 0,
-        noise_follows_sweep=config.train_epochs is not None,
+        checkpoints=LAW_POINTS if planned else 0,
+        noise_follows_sweep=planned,
     )
 
 
 def plan_budget(setup: Setup, config: Config, data) -> dict:
-    """The budget's plan for this model: the measured costs, what each step gets, the
-    estimate."""
+    """The budget's plan for this model: the measured costs (and how they were measured),
+    what each step gets, the estimate."""
     costs = measure_costs(setup, config, data)
     e = config.planned(costs, data.n_train)
+    aimed = config.aimed(data.n_train)[0]
     estimate = sum(estimated_seconds(e, costs).values())
     limit = BUDGET_SECONDS[config.budget]
+    load = costs.load
     return {
         "budget": config.budget,
         "budget_seconds": limit,
         "seconds_per_step": costs.step,
+        "warmup_seconds": costs.warmup,
+        "timed_updates": costs.timed_updates,
+        "timing_stable": costs.stable,
         "evaluation_seconds": costs.evaluation,
         "estimated_seconds": estimate,
-        "shrunk": e != config.aimed(data.n_train)[0],
+        "shrunk": any(getattr(e, k) < getattr(aimed, k) for k in SHRINK_ORDER),
+        "grown": any(getattr(e, k) > getattr(aimed, k) for k in GROW_ORDER),
         "horizon_steps": config.horizon(data.n_train),
+        "train_epochs": config.train_epochs,
         "over_budget": estimate > limit * 1.05,
+        "load": load.as_dict() if load else None,
+        "machine_busy": bool(load and load.busy),
         **asdict(e),
     }
 
@@ -1052,18 +1179,33 @@ class Result(experiment.Result):
         p, e = self.budget_plan, self.effort
         if not p:
             return ""
+        timed = ""
+        if p.get("timed_updates"):
+            timed = (
+                f" (the median of {p['timed_updates']:,} timed after "
+                f"{p.get('warmup_seconds') or 0.0:.2g} s of one-time warm-up)"
+            )
         head = (
             f"{p['budget']} budget ({p['budget_seconds']:.0f} s): one update at batch "
-            f"{self.config.batch_size} took {p['seconds_per_step'] * 1e3:.3g} ms, so "
+            f"{self.config.batch_size} took {p['seconds_per_step'] * 1e3:.3g} ms{timed}, so "
             f"range test {e.range_seeds} seeds x {e.range_iterations} steps, sweep {e.rates} "
             f"rates x {e.sweep_seeds} seeds x {e.sweep_steps} updates, noise meter "
             f"{e.noise_steps} updates; estimated {p['estimated_seconds']:.0f} s"
         )
         if p.get("over_budget"):
-            return head + (
-                " (over the budget: these are the floors below which the answer means little)"
+            head += " (over the budget: these are the floors below which the answer means little)"
+        elif p.get("shrunk"):
+            head += " (shrunk to fit)"
+        elif p.get("grown"):
+            head += " (raised to use the budget)"
+        load = p.get("load") or {}
+        if p.get("machine_busy"):
+            head += (
+                f"; the machine was busy while it timed (other processes used "
+                f"{load.get('other_cpu', 0.0):.1f} of its {load.get('cores')} cores): "
+                "the timing, and so the plan, may be off"
             )
-        return head + (" (shrunk to fit)" if p.get("shrunk") else "")
+        return head
 
     @property
     def effort(self) -> Effort:
@@ -1460,6 +1602,7 @@ class Result(experiment.Result):
             "suggestions": self.suggestions(),
             "seconds": self.step_seconds,
             "plan": self.budget_plan,
+            "train_epochs": self.config.train_epochs,
         }
         best = self.confirmed if self.done("sweep") else None
         base = self.config.batch_size
@@ -1528,9 +1671,9 @@ class Result(experiment.Result):
         h, planned, base = self.effort.sweep_steps, self.horizon_steps, self.config.batch_size
         if not self.budget_plan.get("horizon_steps"):
             return (
-                f"confirmed for {h:,} updates at batch {base}; the best rate depends on how "
-                "long one trains: give the planned training (--train-epochs) to have it "
-                "confirmed for that length"
+                f"confirmed for the sweep's own length, {h:,} updates at batch {base} (no "
+                "planned training); the best rate depends on how long one trains: give yours "
+                "(--train-epochs) to have it confirmed for that length"
             )
         if not self.carried:
             return f"swept at the planned training's length, {planned:,} updates at batch {base}"
