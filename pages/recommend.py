@@ -223,6 +223,7 @@ def evidence(result: recommend.Result, running: bool) -> None:
             st.info("The noise scale has not been measured yet.")
         else:
             st.markdown(f"B_simple = **{result.b_simple:,.0f}** (the last averaged estimate)")
+            st.caption(result.noise_result.critical_note())
             live_chart(st, b_simple_chart(noise), running)
             if not running:
                 csv_download(
