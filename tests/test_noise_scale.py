@@ -4,7 +4,7 @@ import threading
 import numpy as np
 import pytest
 import torch
-from support import blobs
+from support import blobs, stored_rows
 
 from lrbs.core.data import DataSpec
 from lrbs.core.errors import ConfigError
@@ -188,13 +188,7 @@ def test_a_stored_run_rebuilds_the_same_result(tmp_path):
     rec = recorder(ns.KIND, DIGITS, cfg, path=tmp_path / "h.db")
     rec.start()
     live = execute(ns, DIGITS, cfg, recorder=rec)
-    with RunStore(tmp_path / "h.db") as store:
-        info = store.run(rec.run_id)
-        pts = store.points(rec.run_id)
-    rows = {
-        ch: part.drop(columns="channel").dropna(axis=1, how="all").to_dict("records")
-        for ch, part in pts.groupby("channel", sort=False)
-    }
+    info, rows = stored_rows(tmp_path / "h.db", rec.run_id)
     loaded = rebuild(ns, info, rows)
     assert loaded.config == cfg
     assert loaded.summary() == live.summary()

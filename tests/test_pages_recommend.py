@@ -2,17 +2,11 @@
 "use this" hands the rate and the batch to the other pages."""
 
 import pytest
-import torch
+from support import one_torch_thread
 from test_pages import charts, open_page
 from test_pages_lr import wait
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+one_thread = pytest.fixture(autouse=True)(one_torch_thread)
 
 
 def recommend_page():

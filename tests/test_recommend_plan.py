@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from support import one_torch_thread
 from torch import nn
 
 import lrbs
@@ -25,12 +26,7 @@ SETUP = Setup(DataSpec(name="digits"), ModelSpec("mlp", hidden=(32,)))
 N_TRAIN = 4000  # an MNIST-1D-sized training set: 10 epochs at batch 64 are 625 updates
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+one_thread = pytest.fixture(autouse=True)(one_torch_thread)
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import time
 
 import pytest
 import torch
-from support import blobs
+from support import blobs, stored_rows
 
 from lrbs.cli import main
 from lrbs.core import machine, threads
@@ -173,13 +173,7 @@ def test_the_load_round_trips_through_the_stored_run(tmp_path, monkeypatch):
     rec.start()
     result = execute(train_exp, DIGITS, cfg, recorder=rec)
     assert result.busy and result.machine.other_cpu == 3.25
-    with RunStore(tmp_path / "h.db") as store:
-        info = store.run(rec.run_id)
-        pts = store.points(rec.run_id)
-    rows = {
-        ch: part.drop(columns="channel").dropna(axis=1, how="all").to_dict("records")
-        for ch, part in pts.groupby("channel", sort=False)
-    }
+    info, rows = stored_rows(tmp_path / "h.db", rec.run_id)
     again = rebuild(train_exp, info, rows)
     assert again.machine == result.machine and again.busy
     assert summary_of(again)["busy_note"] == summary_of(result)["busy_note"]

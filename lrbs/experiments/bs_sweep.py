@@ -297,9 +297,14 @@ class Result(experiment.Result):
             "updates)."
         )
         order = [int(b) for b in c.batch]
-        by_best = [int(b) for b in c.sort_values("best", kind="stable").batch]
+
+        def ranked(column: str) -> tuple[list[int], pd.Series]:
+            """The batches by `column`, and the leader's row."""
+            by = [int(b) for b in c.sort_values(column, kind="stable").batch]
+            return by, c.set_index("batch").loc[by[0]]
+
+        by_best, lead = ranked("best")
         if by_best != order:
-            lead = c.set_index("batch").loc[by_best[0]]
             text += (
                 f" Ranked by the lowest validation loss reached at any point instead, the order "
                 f"differs ({' < '.join(map(str, by_best))} against {' < '.join(map(str, order))} "
@@ -308,9 +313,8 @@ class Result(experiment.Result):
             )
         equal = c.attrs.get("equal_samples", math.nan)
         if len(c) > 1 and c.at_equal.notna().all():
-            by_equal = [int(b) for b in c.sort_values("at_equal", kind="stable").batch]
+            by_equal, lead = ranked("at_equal")
             if by_equal != order:
-                lead = c.set_index("batch").loc[by_equal[0]]
                 text += (
                     f" At equal samples seen ({equal:,.0f}, the most every compared run saw) the "
                     f"order is {' < '.join(map(str, by_equal))}: batch {by_equal[0]} led "

@@ -696,7 +696,7 @@ CAP_NAMES = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Capped:
     """A rate carried by a rule, and what the stability measured let of it."""
 
@@ -735,9 +735,9 @@ def cap_rate(rule_lr: float, swept_lr: float, scale: float, s: Stability) -> Cap
     cap = max(low, floor)
     caps["swept"] = floor
     if rule_lr <= cap * (1 + 1e-9):
-        return Capped(rule_lr, rule_lr, cap, caps, None)
+        return Capped(rule_lr=rule_lr, lr=rule_lr, cap=cap, caps=caps, capped_by=None)
     by = "swept" if floor > low else min((k for k in caps if k != "swept"), key=caps.get)
-    return Capped(rule_lr, cap, cap, caps, by)
+    return Capped(rule_lr=rule_lr, lr=cap, cap=cap, caps=caps, capped_by=by)
 
 
 def snippet(card: dict) -> str:

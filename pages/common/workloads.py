@@ -32,7 +32,7 @@ def title(name: str) -> str:
     return DATASETS[name].title
 
 
-OWN_OPTIMIZER = "s_workload_optimizer"  # the chosen workload's optimizer class, "" if none
+OWN_OPTIMIZER = "_workload_optimizer"  # derived from the file, never a URL setting
 
 
 @st.cache_data(show_spinner="Reading the workload…", max_entries=8)
