@@ -199,3 +199,24 @@ def test_csv_bad(tmp_path, content, target, message):
 def test_unknown_dataset():
     with pytest.raises(ConfigError, match="unknown dataset 'imagenet'"):
         DataSpec("imagenet")
+
+
+def test_generated_mnist1d_is_kept_on_disk_and_equals_a_fresh_generation(tmp_path, monkeypatch):
+    from mnist1d.data import get_dataset_args, make_dataset
+
+    from lrbs.core import data as data_mod
+
+    monkeypatch.setenv("LRBS_CACHE", str(tmp_path))
+    first = load(DataSpec("mnist1d", size=300, seed=1))
+    (kept,) = tmp_path.glob("mnist1d-*-300-43.npz")
+    again = load(DataSpec("mnist1d", size=300, seed=1))
+    assert np.array_equal(first.x_train, again.x_train) and np.array_equal(first.y_val, again.y_val)
+    args = get_dataset_args()
+    args.num_samples, args.seed = 300, 43
+    oracle = make_dataset(args)  # the package itself, no lrbs in between
+    cached = data_mod._mnist1d_arrays(300, 43)
+    for k in ("x", "y", "x_test", "y_test"):
+        assert np.array_equal(cached[k], np.asarray(oracle[k])), k
+    kept.write_bytes(b"not an npz")  # a damaged file is made again, not trusted
+    third = load(DataSpec("mnist1d", size=300, seed=1))
+    assert np.array_equal(first.x_train, third.x_train)

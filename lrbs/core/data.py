@@ -288,14 +288,43 @@ def _load_cifar10(spec: DataSpec) -> Raw:
 # ---------------------------------------------------------------------------- always-present sets
 
 
-def _load_mnist1d(spec: DataSpec) -> Raw:
+def generated_cache() -> Path:
+    """Where generated datasets are kept between processes (`LRBS_CACHE`)."""
+    return Path(os.environ.get("LRBS_CACHE", Path.home() / ".cache" / "lrbs" / "generated"))
+
+
+def _mnist1d_arrays(n: int, seed: int) -> dict[str, np.ndarray]:
+    """MNIST-1D as the mnist1d package generates it, kept on disk once made: generating 5,000
+    samples takes seconds (a minute on a busy machine), and every process (a page's worker,
+    each CLI command) would otherwise pay it again."""
+    from importlib.metadata import version
+
     from mnist1d.data import get_dataset_args, make_dataset
 
+    path = generated_cache() / f"mnist1d-{version('mnist1d')}-{n}-{seed}.npz"
+    try:
+        with np.load(path) as kept:
+            return {k: kept[k] for k in ("x", "y", "x_test", "y_test")}
+    except (OSError, ValueError, KeyError):
+        pass  # not made yet, or unreadable: generate it
     args = get_dataset_args()  # make_dataset generates locally; get_dataset() would download
-    args.num_samples = spec.size or 5000
-    args.seed = 42 + spec.seed
-    require(args.num_samples <= 70000, "MNIST-1D size is at most 70000")
+    args.num_samples, args.seed = n, seed
     d = make_dataset(args)
+    out = {k: np.asarray(d[k]) for k in ("x", "y", "x_test", "y_test")}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+        np.savez(tmp, **out)
+        os.replace(tmp, path)  # whole or not at all, for a process reading it meanwhile
+    except OSError as exc:
+        log.info("MNIST-1D not cached (%s)", exc)
+    return out
+
+
+def _load_mnist1d(spec: DataSpec) -> Raw:
+    n = spec.size or 5000
+    require(n <= 70000, "MNIST-1D size is at most 70000")
+    d = _mnist1d_arrays(n, 42 + spec.seed)
     x, x_val = (np.asarray(d[k], dtype=np.float32)[:, None, :] for k in ("x", "x_test"))
     return Raw(
         x=x,
