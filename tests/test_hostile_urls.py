@@ -157,5 +157,7 @@ def test_each_bad_value_is_said_once_with_what_is_used_instead():
     assert "`rt_min='abc'`: not a number; the default 1e-07 is used" in said
     assert "`rt_iters=-5`: out of range; 0 is used" in said
     assert "rt_seeds" not in said and at.session_state["rt_seeds"] == 3  # a good one is taken
-    at.run()  # said once: the next run does not repeat it
+    at.run()  # the app reruns on its own after a link opens: the note stays, said once
+    assert len(at.warning) == 1 and at.warning[0].value == said
+    at.number_input(key="rt_batch").set_value(32).run()  # a setting changed: the note is done
     assert not at.warning

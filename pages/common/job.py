@@ -69,7 +69,9 @@ def url_run(text: str, kind: str) -> tuple[int, str | None]:
             found = store.run(run_id)["kind"]
     except StoreError as exc:
         missing = str(exc).startswith("there is no run")
-        return run_id, f"run {run_id} is not in this history" if missing else str(exc)
+        if missing:
+            return run_id, f"run {run_id} is not in this history"
+        return run_id, f"run {run_id} not looked up: the run history file cannot be read"
     if found != kind:
         return run_id, f"run {run_id} is a {found} run, not a {kind} run"
     return run_id, None

@@ -30,7 +30,7 @@ JOB_PREFIX = "job."
 URL_READ = "_url_read"
 URL_PENDING = "_url_pending"  # key -> a URL value not yet seeded by its page
 URL_TAKEN = "_url_taken"  # key -> (URL value, default) seeded, until its widget kept it
-URL_NOTES = "_url_notes"  # this run's "not taken, and why"
+URL_NOTES = "_url_notes"  # {"page", "notes": "not taken, and why", "seen": the settings then}
 URL_BOX = "_url_box"  # this run's place for them, at the top of the page
 JS_SAFE = 2**53 - 1  # the largest whole number a browser's widget holds exactly
 
@@ -41,9 +41,35 @@ def page_start() -> None:
     from_url()
     keep_shared()
     to_url()
-    st.session_state[URL_NOTES] = []
+    notes = _notes_kept()
     url_left = any(st.session_state.get(k) for k in (URL_PENDING, URL_TAKEN, "_url_jobs"))
-    st.session_state[URL_BOX] = st.empty() if url_left else None
+    st.session_state[URL_BOX] = st.empty() if url_left or notes else None
+    if notes:
+        _show_notes(notes)
+
+
+def _page() -> str:
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    return getattr(ctx, "page_script_hash", "") if ctx is not None else ""
+
+
+def _notes_kept() -> list[str]:
+    """The notes about this page's URL, kept while the page shows and nobody has changed a
+    setting they name (the app reruns on its own after a link opens: a note said only on the
+    first run would flash by unread); a new page or such a change ends them."""
+    kept = st.session_state.get(URL_NOTES)
+    # the settings the notes are about ("`key=value`: why"): a change to one is the user's
+    named = {n[1 : n.index("=")] for n in (kept or {}).get("notes", []) if "=" in n}
+    settings = {k: st.session_state.get(k) for k in sorted(named)}
+    if not kept or kept["page"] != _page():
+        kept = st.session_state[URL_NOTES] = {"page": _page(), "notes": [], "seen": None}
+    elif kept["seen"] is None:
+        kept["seen"] = settings  # the settings as the link left them
+    elif kept["seen"] != settings:
+        kept["notes"], kept["seen"] = [], None
+    return kept["notes"]
 
 
 def _run_through_app() -> None:
@@ -143,9 +169,15 @@ def _shown(value: Any) -> str:
 
 
 def url_note(text: str) -> None:
-    """Say that part of the URL was not used: all of this run's notes, in one warning."""
-    notes = st.session_state.setdefault(URL_NOTES, [])
-    notes.append(text)
+    """Say that part of the URL was not used: all of its notes, in one warning."""
+    kept = st.session_state.setdefault(URL_NOTES, {"page": _page(), "notes": [], "seen": None})
+    if text not in kept["notes"]:
+        kept["notes"].append(text)
+    kept["seen"] = None
+    _show_notes(kept["notes"])
+
+
+def _show_notes(notes: list[str]) -> None:
     body = "Not all of this page's address could be used:\n\n" + "\n".join(f"- {n}" for n in notes)
     box = st.session_state.get(URL_BOX)
     (box or st).warning(body, icon=":material/link_off:")
