@@ -11,10 +11,9 @@ import streamlit as st
 
 from lrbs import charts
 from lrbs.charts.batch import scaling_chart, sweep_chart
-from lrbs.core.errors import LrbsError
-from lrbs.core.loop import Budget, OptimSpec
 from lrbs.experiments import bs_probe, bs_scaling_check, bs_sweep, scaling
 from pages.common import chosen
+from pages.common.batch_inputs import probe_inputs, scaling_inputs, sweep_inputs
 from pages.common.job import experiment
 from pages.common.live import (
     csv_download,
@@ -24,7 +23,7 @@ from pages.common.live import (
     result_columns,
     show_error,
 )
-from pages.common.sidebar import optimizer_inputs, require_setup
+from pages.common.sidebar import require_setup
 from pages.common.state import default, page_start
 
 page_start()
@@ -50,79 +49,6 @@ TABLE_COLUMNS = result_columns(
 
 
 # ============================================================================ sweep
-
-
-def sweep_inputs() -> bs_sweep.Config | None:
-    chosen.seed("bs_lr", "lr", 0.1, lambda lr: float(f"{lr:.3g}"))
-    grid = st.session_state.get("bs_grid", "64, 128, 256, full")
-    chosen.seed("bs_grid", "batch", grid, lambda b: scaling.with_batch(grid, b))
-    # a chosen rate came with its batch: the rate belongs to that batch, not the smallest
-    chosen.seed("bs_base", "batch", 0)
-    for key, value in {
-        "bs_budget_kind": "seconds",
-        "bs_budget": 5.0,
-        "bs_rule": "fixed",
-        "bs_warmup": 0.0,
-        "bs_repeats": 1,
-    }.items():
-        default(key, value)
-    with st.sidebar:
-        st.subheader("Batch-size sweep")
-        text = st.text_input("Batch sizes ('full' = the whole training set)", key="bs_grid")
-        chosen.caption(("batch", None))
-        kind = st.radio(
-            "Budget per batch size",
-            ["seconds", "epochs", "updates"],
-            key="bs_budget_kind",
-            horizontal=True,
-        )
-        amount = st.number_input(
-            f"{kind.capitalize()} each", min_value=0.0, step=1.0, key="bs_budget"
-        )
-        c1, c2 = st.columns(2)
-        lr = c1.number_input("Learning rate", format="%.4g", step=None, key="bs_lr")
-        base = c2.number_input(
-            "of batch (0: smallest)",
-            min_value=0,
-            step=16,
-            key="bs_base",
-            help="The batch this rate belongs to; the scaling rule rescales it for the others.",
-        )
-        chosen.caption(("lr", "bs_lr"), ("batch", "bs_base"))
-        rule = st.selectbox(
-            "Learning-rate scaling",
-            list(scaling.RULES),
-            key="bs_rule",
-            format_func=lambda r: f"{r}: {scaling.RULES[r]}",
-        )
-        warm = st.number_input(
-            "Linear warmup (epochs)",
-            min_value=0.0,
-            step=0.5,
-            key="bs_warmup",
-            disabled=rule == "fixed",
-        )
-        opt, momentum = optimizer_inputs("bs")
-        repeats = st.number_input(
-            "Repeats (seeds per batch size)", min_value=1, max_value=10, key="bs_repeats"
-        )
-    try:
-        budget = Budget(steps=int(amount)) if kind == "updates" else Budget(**{kind: amount})
-        cfg = bs_sweep.Config(
-            batch_sizes=scaling.batches_from_text(text),
-            budget=budget,
-            optim=OptimSpec(opt, float(lr), momentum),
-            scaling=rule,
-            base_batch=int(base) or None,
-            warmup_epochs=float(warm),
-            seed=setup.seed,
-            repeats=int(repeats),
-        )
-        cfg.plan(N)
-        return cfg
-    except LrbsError as exc:
-        st.error(str(exc))
-        return None
 
 
 def classes_section(cfg: bs_sweep.Config | None) -> None:
@@ -151,7 +77,7 @@ def sweep_section() -> None:
         "lower loss in the time you have? And does the gap between training and validation "
         "loss grow with the batch (seed 004)?"
     )
-    cfg = sweep_inputs()
+    cfg = sweep_inputs(setup, N)
     if cfg is not None:
         st.caption(cfg.describe_plan(N))
     classes_section(cfg)
@@ -204,50 +130,13 @@ def sweep_section() -> None:
 # ============================================================================ scaling check
 
 
-def scaling_inputs() -> bs_scaling_check.Config | None:
-    chosen.seed("sc_b0", "batch", 8)
-    chosen.seed("sc_lr0", "lr", 0.001)
-    for key, value in {"sc_k": 4, "sc_epochs": 2.0, "sc_repeats": 1}.items():
-        default(key, value)
-    with st.sidebar:
-        st.subheader("Scaling-rule check")
-        b0 = st.number_input("Base batch B₀", min_value=1, step=1, key="sc_b0")
-        lr0 = st.number_input("Base learning rate lr₀", format="%.4g", step=None, key="sc_lr0")
-        chosen.caption(("batch", "sc_b0"), ("lr", "sc_lr0"))
-        k = st.number_input("K (batches B₀·1 … B₀·K)", min_value=2, max_value=32, key="sc_k")
-        epochs = st.number_input("Epochs per run", min_value=0.0, step=1.0, key="sc_epochs")
-        opt, momentum = optimizer_inputs("sc")
-        repeats = st.number_input(
-            "Repeats (seeds per run)",
-            min_value=1,
-            max_value=10,
-            key="sc_repeats",
-            help="With repeats the verdict says whether the gaps between batch sizes are more "
-            "than reseeding moves one curve.",
-        )
-    try:
-        cfg = bs_scaling_check.Config(
-            base_batch=int(b0),
-            optim=OptimSpec(opt, float(lr0), momentum),
-            k_max=int(k),
-            epochs=float(epochs),
-            seed=setup.seed,
-            repeats=int(repeats),
-        )
-        cfg.plan(N)
-        return cfg
-    except LrbsError as exc:
-        st.error(str(exc))
-        return None
-
-
 def scaling_section() -> None:
     st.markdown(
         "Seed 001's experiment (Goyal et al. 2017): multiply the batch by k and the learning "
         "rate by k, and the validation loss per epoch should follow the same curve for every "
         "k; keep the rate fixed instead, and larger batches fall behind."
     )
-    cfg = scaling_inputs()
+    cfg = scaling_inputs(setup, N)
 
     def draw(snap, running: bool) -> None:
         if running:
@@ -290,23 +179,7 @@ def probe_section() -> None:
         "measures what a step needs (saved activations, parameters, gradients, optimizer "
         "state) against a cap you set."
     )
-    default("mp_cap", 512)
-    default("mp_optim", "sgd")
-    with st.sidebar:
-        st.subheader("Memory probe")
-        cap = None
-        if setup.torch_device().type == "cpu":
-            cap = st.number_input("Memory cap (MiB)", min_value=1, step=64, key="mp_cap")
-        opt = st.selectbox(
-            "Optimizer (its state counts)", ["sgd", "momentum", "adam"], key="mp_optim"
-        )
-    try:
-        cfg = bs_probe.Config(
-            cap_mib=float(cap) if cap else None, optim_states=bs_probe.OPTIMIZER_STATES[opt]
-        )
-    except LrbsError as exc:
-        st.error(str(exc))
-        cfg = None
+    cfg = probe_inputs(setup)
 
     def draw(snap, running: bool) -> None:
         tried = snap.table("tried")

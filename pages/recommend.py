@@ -211,7 +211,10 @@ def evidence(result: recommend.Result, running: bool) -> None:
             live_chart(c2, throughput_chart(batches), running)
             st.dataframe(batches, hide_index=True, width="stretch")
             if not tables["confirm"].empty:
-                st.markdown("**The short run at the chosen batch**")
+                st.markdown(
+                    "**The runs at the chosen batch** (the short run at the swept rate; where "
+                    "the rate was carried, the run at the card's rate)"
+                )
                 st.dataframe(tables["confirm"], hide_index=True, width="stretch")
             if not running:
                 csv_download(

@@ -419,4 +419,6 @@ def test_the_readme_command_lines_parse_to_the_same_settings():
         ]
     )
     assert (a.study, a.trials, a.worker, a.threads, a.json) == ("resnet-lr-bs", 20, 1, 1, True)
-    assert a.handler is at.worker_command
+    from lrbs.cli.autotune import worker_command
+
+    assert a.handler is worker_command

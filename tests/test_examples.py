@@ -12,7 +12,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 EXAMPLES = ROOT / "examples"
-NAMES = ("resnet18_cifar", "regression_mse", "char_transformer")
+NAMES = ("resnet18_cifar", "regression_mse", "char_transformer", "pytorch_mnist_cnn")
 
 
 def load(name: str):
@@ -214,6 +214,55 @@ def test_the_readme_workload_keeps_the_contract(tmp_path):
     assert 0 <= ex.metric(ex.model()(xv), yv) <= 1
 
 
+@pytest.fixture
+def idx_images(tmp_path, monkeypatch):
+    """Four IDX files (gzipped, MNIST's layout) of 60 training and 12 test images under
+    <root>/MNIST/raw/: image i is filled with the value 4 * i, labelled i % 10."""
+    import gzip
+    import struct
+
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for stem, n in (("train", 60), ("t10k", 12)):
+        pixels = bytes(4 * i for i in range(n) for _ in range(28 * 28))
+        header = struct.pack(">IIII", 2051, n, 28, 28)
+        (raw / f"{stem}-images-idx3-ubyte.gz").write_bytes(gzip.compress(header + pixels))
+        labels = struct.pack(">II", 2049, n) + bytes(i % 10 for i in range(n))
+        (raw / f"{stem}-labels-idx1-ubyte.gz").write_bytes(gzip.compress(labels))
+    monkeypatch.setenv("LRBS_DATA_ROOT", str(tmp_path))
+    monkeypatch.setenv("LRBS_EXAMPLE_IMAGES", "60")
+    return tmp_path
+
+
+def test_the_pytorch_example_cnn_reads_idx_files_and_keeps_its_own_optimizer_and_loss(
+    idx_images,
+):
+    ex = load("pytorch_mnist_cnn")
+    (x, y), (xv, yv) = ex.data()
+    assert x.shape == (60, 1, 28, 28) and len(xv) == 10 and y.dtype == torch.int64
+    # the pixels come back in order, normalised by the script's constants
+    assert torch.allclose(x[3, 0, 0, 0], torch.tensor((12 / 255 - 0.1307) / 0.3081))
+    assert y.tolist()[:12] == [i % 10 for i in range(12)]
+    model = ex.model()
+    # the example's network: conv 1-32 and 32-64 (3x3), fc 9216-128 and 128-10
+    assert sum(p.numel() for p in model.parameters()) == 320 + 18_496 + 1_179_776 + 1_290
+    model.eval()
+    logp = model(x[:4])
+    assert torch.allclose(logp.exp().sum(1), torch.ones(4), atol=1e-5)
+    assert ex.loss() is torch.nn.functional.nll_loss
+    assert isinstance(ex.optimizer(model.parameters(), 1.0), torch.optim.Adadelta)
+    before, after = steps_lower_the_loss(ex, x[:32], y[:32], lr=1.0, steps=5)
+    assert after < before
+
+
+def test_the_pytorch_example_cnn_says_where_to_put_its_data(tmp_path, monkeypatch):
+    monkeypatch.setenv("LRBS_DATA_ROOT", str(tmp_path))
+    ex = load("pytorch_mnist_cnn")
+    monkeypatch.setattr(ex, "folders", lambda: [tmp_path / "MNIST" / "raw"])
+    with pytest.raises(FileNotFoundError, match="dataset-fashion-mnist"):
+        ex.data()
+
+
 # -- through lrbs (needs the engine's workload loader)
 
 
@@ -223,10 +272,11 @@ def test_the_readme_workload_keeps_the_contract(tmp_path):
         ("regression_mse", ("--iterations", "40", "--batch-size", "32")),
         ("char_transformer", ("--iterations", "15", "--batch-size", "8")),
         ("resnet18_cifar", ("--iterations", "8", "--batch-size", "8", "--data-path", "stream")),
+        ("pytorch_mnist_cnn", ("--iterations", "10", "--batch-size", "8")),
         ("README", ("--iterations", "30")),
     ],
 )
-def test_lr_find_gives_a_suggestion_on_every_example(name, flags, small_images, capsys):
+def test_lr_find_gives_a_suggestion_on_every_example(name, flags, small_images, idx_images, capsys):
     """`python -m lrbs lr-find --workload examples/<name>.py --json`, in this process (and on
     the README's workload)."""
     pytest.importorskip("lrbs.core.workload")

@@ -7,7 +7,7 @@ from streamlit.testing.v1 import AppTest
 from test_pages import APP, open_page
 from test_pages_lr import wait
 
-import lrbs.experiments.lr_finder
+import lrbs.runs.instruments
 from lrbs.core.data import DataSpec
 from lrbs.core.setup import Setup
 from lrbs.experiments import lr_finder
@@ -41,7 +41,7 @@ def test_out_of_memory_is_a_message_and_the_page_stays_usable(monkeypatch):
     def out_of_memory(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 8.00 GiB")
 
-    monkeypatch.setattr(lrbs.experiments.lr_finder, "range_test", out_of_memory)
+    monkeypatch.setattr(lrbs.runs.instruments, "range_test", out_of_memory)
     db = os.environ["LRBS_DB"]
     setup = Setup(data=DataSpec(name="digits"))
     with RunStore(db) as store:

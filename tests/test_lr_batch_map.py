@@ -129,7 +129,7 @@ def test_two_worker_processes_run_every_cell_exactly_once(tmp_path):
     import optuna
     from optuna.trial import TrialState
 
-    from lrbs.experiments.autotune import open_storage
+    from lrbs.methods.study import open_storage
 
     journal = str(tmp_path / "study.journal")
     cfg = small(workers=2, storage=journal, study="map-test", steps=5)
@@ -170,8 +170,8 @@ def test_the_command_runs_a_map_and_writes_every_cell(tmp_path, capsys):
 
 def test_the_memory_cap_ends_the_powers_of_two():
     """The probe's measured step memory at batch 256 bounds the map (the data allow 1024)."""
-    from lrbs.experiments.bs_probe import make_fits, step_memory_bytes
-    from lrbs.experiments.sweeps import load_data
+    from lrbs.core.kept import load_data
+    from lrbs.methods.memory import make_fits, optimizer_states, step_memory_bytes
 
     data = load_data(DIGITS)
     model = DIGITS.fresh_model(data)
@@ -179,7 +179,9 @@ def test_the_memory_cap_ends_the_powers_of_two():
     cfg = m.Config(batch_min=16, cap_mib=need * 1.01 / 2**20, noise_steps=0, seeds=1)
     fitting = m.largest_fitting(DIGITS, data, cfg)
     assert 256 <= fitting < 512
-    assert make_fits(model, data, int(need * 1.01))(fitting)
+    states = optimizer_states(cfg.optim)  # the map counts its optimizer's buffers (SGD: none)
+    assert make_fits(model, data, int(need * 1.01), states)(fitting)
+    assert not make_fits(model, data, int(need * 1.01), states)(fitting + 1)
     assert cfg.batches(data.n_train, fitting) == (16, 32, 64, 128, 256)
 
 
@@ -189,7 +191,8 @@ def test_a_cell_cut_short_is_run_again_by_the_next_worker(tmp_path):
     import optuna
     from optuna.trial import TrialState
 
-    from lrbs.experiments.autotune import open_storage, run_worker
+    from lrbs.cli.autotune import run_worker
+    from lrbs.methods.study import open_storage
 
     journal = str(tmp_path / "study.journal")
     cfg = small(steps=3)
@@ -199,7 +202,7 @@ def test_a_cell_cut_short_is_run_again_by_the_next_worker(tmp_path):
         t = study.ask()
         t.suggest_categorical("cell", list(range(len(cells))))
         study.tell(t, state=TrialState.FAIL)
-    assert run_worker(journal, "cut", 100) == len(cells)  # autotune's worker runs map cells
+    assert run_worker(journal, "cut", 100) == len(cells)  # `autotune worker` runs map cells
     again = optuna.load_study(study_name="cut", storage=open_storage(journal))
     done = [t.params["cell"] for t in again.get_trials() if t.state == TrialState.COMPLETE]
     assert sorted(done) == list(range(len(cells)))

@@ -42,6 +42,9 @@ def test_quick_range_test_fills_the_bounds():
     at.selectbox(key="s_dataset").set_value("digits").run()
     before = at.number_input(key="ls_max").value
     at.button(key="ls_quick_rt").click().run()
+    for _, job in at.session_state["ls_quick_rt_job"]["jobs"]:
+        assert job.join(120), "the quick range test did not finish"
+    at.run()
     assert not at.exception and not at.error
     assert any("From a quick range test" in s.value for s in at.success)
     lo, hi = at.number_input(key="ls_base").value, at.number_input(key="ls_max").value

@@ -172,8 +172,9 @@ def test_the_pipeline_runs_what_its_plan_says(monkeypatch):
     runs the plan's seeds, rates and updates; the card and the report say so."""
     floor = replace(TINY, rates=3, sweep_steps=20, range_iterations=30)
     monkeypatch.setitem(recommend.EFFORT, "quick", replace(TINY, rates=5, sweep_steps=60))
-    monkeypatch.setattr(recommend, "FLOOR", floor)
-    monkeypatch.setattr(recommend, "measure_costs", lambda *a: recommend.Costs(step=1.0))
+    # patched where they are looked up: the plan's module
+    monkeypatch.setattr(recommend.plan, "FLOOR", floor)
+    monkeypatch.setattr(recommend.plan, "measure_costs", lambda *a: recommend.Costs(step=1.0))
     stop = threading.Event()
     r = recommend.run(SETUP, Config(), StopAt(stop, "steps", "sweep"), stop)
     plan = r.budget_plan
@@ -422,6 +423,12 @@ def test_a_planned_training_longer_than_the_sweep_gets_the_carried_rate():
     run = r.confirm_run()
     swept = r.plan(swept=True)
     assert run["lr"] == pytest.approx(swept["lr"]) and run["target_loss"] == r.confirmed.loss
+    # and the card's own rate is trained at the card's batch for twice the sweep's samples
+    hold = r.hold_run()
+    assert (hold["lr"], hold["batch"]) == (pytest.approx(card["lr"]), card["batch"])
+    assert hold["steps"] == math.ceil(2 * 40 * 64 / card["batch"]) and card["trained_at_batch"]
+    assert card["hold"]["held"] is r.held()[0] and r.held()[1] in card["confidence_reasons"]
+    assert len(r.hold_curve()) >= recommend.HOLD_EVALUATIONS
     # the same planned training, short enough to sweep at its length: nothing is carried
     short = recommend.run(SETUP, replace(SMALL, sweep_steps=None, train_epochs=1))
     c = short.card()

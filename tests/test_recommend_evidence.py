@@ -194,7 +194,59 @@ def test_a_stopped_result_says_so_and_what_finished():
     assert r.status_text() == (
         "Stopped after 1 of 6 steps: finished range test; not done: confirmation sweep "
         "(stopped), largest batch that fits (not run), throughput per batch (not run), "
-        "gradient noise scale (not run), short run at the chosen batch (not run)"
+        "gradient noise scale (not run), runs at the chosen batch (not run)"
     )
     card = r.card()
     assert card["status"] == "stopped" and card["steps_done"] == ["range"]
+
+
+def carried(monkeypatch, hold: dict | None, curve: list[float]) -> recommend.Result:
+    """`fake`'s pipeline with a planned training 4x the sweep's 400 updates (the rate carried)
+    and a run at the card's rate whose evaluations are `curve` (evenly spaced)."""
+    r = fake(monkeypatch)
+    effort = recommend.EFFORT["quick"]
+    plan = {k: getattr(effort, k) for k in recommend.Effort.__dataclass_fields__}
+    plan |= {"sweep_steps": 400, "horizon_steps": 1600}
+    rows = dict(r.rows) | {"plan": [plan]}
+    card = recommend.Result(Config(), rows).final()
+    if hold is not None:
+        run = {"run": "hold", "batch": card["batch"], "lr": card["lr"], "steps": 800}
+        run |= {"status": "finished", "val_loss": curve[-1]} | hold
+        steps = [800 * (i + 1) / len(curve) for i in range(len(curve))]
+        events = [
+            {"run_id": "hold", "kind": "eval", "step": s, "val_loss": v}
+            for s, v in zip(steps, curve, strict=True)
+        ]
+        rows |= {
+            "confirm/runs": rows["confirm/runs"] + [run],
+            "confirm/events": events,
+        }
+    return recommend.Result(Config(), rows)
+
+
+def test_a_carried_rate_is_trained_at_the_cards_batch_and_must_still_fall(monkeypatch):
+    best = 1.09  # the sweep's best mean loss (REPORTED, 1.57)
+    r = carried(monkeypatch, {}, [1.6, 1.3, 1.15, 1.1, 1.08, 1.05])
+    held, why = r.held()
+    assert held and "still fell over its last third" in why and r.carried
+    card = r.card()
+    assert card["trained_at_batch"] and card["hold"]["held"] is True
+    assert card["hold"]["lr"] == card["lr"] and card["hold"]["batch"] == card["batch"]
+    assert "horizon" in card["rate_rule"] and r.carry_factor == pytest.approx(0.5)
+    assert why in card["confidence_reasons"]
+    assert not any("over every seed of the sweep" in x for x in card["confidence_reasons"])
+    # ended above the sweep's best beyond its noise (2 % here): not held, and it costs a level
+    r = carried(monkeypatch, {}, [1.6, 1.4, 1.3, 1.25, 1.2, best * 1.1])
+    assert r.held()[0] is False and "did not reach the sweep's best" in r.held()[1]
+    assert r.confidence()[0] == "low"  # carried + not held
+    # below the best but rising over its last third
+    assert (
+        "rose over its last third"
+        in carried(monkeypatch, {}, [1.6, 1.2, 0.9, 0.8, 1.0, 1.05]).held()[1]
+    )
+    # diverged
+    held = carried(monkeypatch, {"status": "diverged", "val_loss": None}, [1.6, 2.0]).held()
+    assert held == (False, held[1]) and held[1].endswith("diverged")
+    # no such run (an older run's rows): nothing is claimed
+    r = carried(monkeypatch, None, [])
+    assert r.held() is None and "hold" not in r.card()

@@ -5,6 +5,7 @@ asks for the length of the user's training (10 epochs unless told, 0 for the swe
 import inspect
 import math
 import time
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -201,7 +202,7 @@ def test_the_planned_training_defaults_to_10_epochs_everywhere(capsys):
 
 
 def test_without_a_planned_training_the_small_print_says_so():
-    plan = {**recommend.asdict(recommend.EFFORT["quick"]), "horizon_steps": None}
+    plan = {**asdict(recommend.EFFORT["quick"]), "horizon_steps": None}
     r = recommend.Result(Config(train_epochs=0), {"plan": [plan]})
     assert not r.carried and r.horizon_steps == recommend.EFFORT["quick"].sweep_steps
     text = r.horizon_text()

@@ -131,12 +131,12 @@ def test_data_handed_over_is_not_loaded_again(monkeypatch):
     spec = DataSpec("digits")
     arrays = load(spec)
     sweeps.keep_arrays(spec, arrays)
-    monkeypatch.setattr(sweeps, "load", lambda s: pytest.fail("loaded again"))
+    monkeypatch.setattr("lrbs.core.kept.load", lambda s: pytest.fail("loaded again"))
     assert LOAD_DATA(Setup(spec)).n_train == len(arrays.y_train)
     for i in range(sweeps.KEEP_DATASETS):  # newer datasets push it out
         sweeps.keep_arrays(DataSpec("digits", seed=100 + i), arrays)
     calls = []
-    monkeypatch.setattr(sweeps, "load", lambda s: calls.append(s) or arrays)
+    monkeypatch.setattr("lrbs.core.kept.load", lambda s: calls.append(s) or arrays)
     LOAD_DATA(Setup(spec))
     LOAD_DATA(Setup(spec))
     assert calls == [spec]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
-from lrbs.charts import MAX_POINTS, repeats_chart, thin
+from lrbs.charts.base import MAX_POINTS, repeats_chart, thin
 from lrbs.core.spread import band
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
-from lrbs.charts import COUNT_FORMAT, LOG_FORMAT, MAX_POINTS, thin
+from lrbs.charts.base import COUNT_FORMAT, LOG_FORMAT, MAX_POINTS, thin
 
 NOISE_COLOR = "#d9480f"
 LOSS_COLOR = "#1971c2"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
-from lrbs.charts import COUNT_FORMAT, LOG_FORMAT, color_scale
+from lrbs.charts.base import COUNT_FORMAT, LOG_FORMAT, color_scale, log_window
 
 
 def step_frame(per_epoch: pd.DataFrame, y: str, group: str = "run_id") -> pd.DataFrame:
@@ -58,4 +58,38 @@ def per_epoch_chart(
             ],
         )
         .properties(title=title, height=height)
+    )
+
+
+def lr_plan_chart(plan: pd.DataFrame, domain: list[str] | None = None) -> alt.Chart:
+    """The rate each schedule will use, per epoch, before any training (log scale)."""
+    d = plan[plan.lr > 0]
+    sort = domain or list(dict.fromkeys(d.schedule))
+    return (
+        alt.Chart(d)
+        .mark_line(strokeWidth=2)
+        .encode(
+            x=alt.X("epoch:Q", title="epochs"),
+            y=alt.Y(
+                "lr:Q",
+                title="learning rate",
+                scale=alt.Scale(type="log", domain=log_window(d.lr), clamp=True),
+                axis=alt.Axis(format=LOG_FORMAT),
+            ),
+            color=alt.Color(
+                "schedule:N",
+                title=None,
+                sort=sort,
+                legend=alt.Legend(orient="top", columns=6 if len(sort) > 6 else alt.Undefined),
+                scale=color_scale(domain),
+            ),
+            tooltip=[
+                "schedule:N",
+                alt.Tooltip("epoch:Q", format=".2f"),
+                "step:Q",
+                alt.Tooltip("lr:Q", format=".4g"),
+            ],
+        )
+        .properties(height=380, title="Planned learning rate (before training)")
+        .interactive(bind_y=False)
     )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import altair as alt
 import pandas as pd
 
-from lrbs.charts import LOG_FORMAT, MAX_POINTS, thin
+from lrbs.charts.base import LOG_FORMAT, MAX_POINTS, thin
 
 
 def _color(runs: list[str]) -> alt.Color:

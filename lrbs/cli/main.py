@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from lrbs.cli import flags, runner
+from lrbs.cli.autotune import ACTIONS
 from lrbs.cli.parser import Parser
 from lrbs.cli.tools import add_tool_commands
 from lrbs.core.errors import LrbsError
@@ -23,8 +24,8 @@ def build_parser() -> Parser:
     experiments = registry()
     for kind, exp in experiments.items():
         p = sub.add_parser(kind, help=(exp.__doc__ or kind).splitlines()[0])
-        if hasattr(exp, "add_cli"):  # an experiment with sub-actions of its own
-            exp.add_cli(p, Parser)
+        if kind in ACTIONS:  # an experiment with sub-actions of its own
+            ACTIONS[kind](p, Parser)
             continue
         if getattr(exp, "USES_SETUP", True):
             flags.add(p, Setup, ("setup",), title="data and model")

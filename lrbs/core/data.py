@@ -7,7 +7,6 @@ has, and a set that is missing raises `DataUnavailable` with a one-line way to g
 
 from __future__ import annotations
 
-import gzip
 import logging
 import os
 import pickle
@@ -19,8 +18,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from lrbs.core import files
 from lrbs.core.config import check, option
 from lrbs.core.errors import ConfigError, DataUnavailable, LrbsError, require
+from lrbs.core.files import find_idx, read_cifar_batch, read_cifar_names, read_idx
 from lrbs.core.task import CLASSIFICATION, Compute, Task
 
 log = logging.getLogger(__name__)
@@ -184,29 +185,7 @@ class DatasetEntry:
     default_size: int | None = None
 
 
-# ---------------------------------------------------------------------------- file formats
-
-
-def read_idx(path: Path) -> np.ndarray:
-    """An IDX file (MNIST's format), gzipped or not."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
-    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
-        raise DataUnavailable(f"{path} is not an unsigned-byte IDX file")
-    ndim = data[3]
-    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
-    if body.size != int(np.prod(shape)):
-        raise DataUnavailable(f"{path} is truncated: expected {np.prod(shape)} values")
-    return body.reshape(shape)
-
-
-def _find_idx(folder: Path, stem: str) -> Path | None:
-    for candidate in (folder / stem, folder / f"{stem}.gz"):
-        if candidate.exists():
-            return candidate
-    return None
+# ---------------------------------------------------------------------------- files the user has
 
 
 def _idx_folder(spec: DataSpec, torchvision_name: str) -> Path | None:
@@ -217,7 +196,7 @@ def _idx_folder(spec: DataSpec, torchvision_name: str) -> Path | None:
         folders.append(DEBIAN_FASHION)
     for folder in folders:
         stems = [s for pair in IDX_FILES.values() for s in pair]
-        if all(_find_idx(folder, s) for s in stems):
+        if all(find_idx(folder, s) for s in stems):
             return folder
     return None
 
@@ -238,8 +217,8 @@ def _load_idx_set(spec: DataSpec, torchvision_name: str, classes: tuple[str, ...
         raise DataUnavailable(f"{torchvision_name} files not found. {ENTRY_HOW[torchvision_name]}")
     parts = {}
     for split, (images, labels) in IDX_FILES.items():
-        x = read_idx(_find_idx(folder, images))
-        y = read_idx(_find_idx(folder, labels))
+        x = read_idx(find_idx(folder, images))
+        y = read_idx(find_idx(folder, labels))
         if len(x) != len(y):
             raise DataUnavailable(f"{folder}: {len(x)} images but {len(y)} labels")
         parts[split] = (x[:, None].astype(np.float32) / 255.0, y.astype(np.int64))
@@ -263,18 +242,9 @@ def _load_cifar10(spec: DataSpec) -> Raw:
     if not files or not (folder / "test_batch").exists():
         raise DataUnavailable(f"CIFAR-10 not found in {folder}. {ENTRY_HOW['cifar10']}")
 
-    def batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
-        with open(path, "rb") as f:
-            d = pickle.load(f, encoding="latin1")  # the format torchvision's CIFAR10 reads
-        x = np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
-        return x.astype(np.float32) / 255.0, np.asarray(d.get("labels", d.get("fine_labels")))
-
-    xs, ys = zip(*(batch(p) for p in files), strict=True)
-    x_val, y_val = batch(folder / "test_batch")
-    names = None
-    if (folder / "batches.meta").exists():
-        with open(folder / "batches.meta", "rb") as f:
-            names = tuple(pickle.load(f, encoding="latin1")["label_names"])
+    xs, ys = zip(*(read_cifar_batch(p) for p in files), strict=True)
+    x_val, y_val = read_cifar_batch(folder / "test_batch")
+    names = read_cifar_names(folder)
     return Raw(
         x=np.concatenate(xs),
         y=np.concatenate(ys).astype(np.int64),
@@ -394,75 +364,14 @@ def _load_csv(spec: DataSpec) -> Raw:
 MAX_CSV_MB = 50  # as the app's upload limit (.streamlit/config.toml, server.maxUploadSize)
 
 
-def _read_csv(path: str, nrows: int | None = None):
-    import pandas as pd
-
-    p = Path(path)
-    if not p.exists():
-        raise ConfigError(f"CSV file {path} does not exist")
-    if p.is_dir():
-        raise ConfigError(f"{path} is a folder, not a CSV file")
-    if not os.access(p, os.R_OK):
-        raise ConfigError(f"no permission to read the CSV file {path}")
-    size = p.stat().st_size
-    if size == 0:
-        raise ConfigError("the CSV file is empty")
-    if size > MAX_CSV_MB * 2**20:
-        raise ConfigError(f"the CSV is {size / 2**20:.2g} MB, over the {MAX_CSV_MB:g} MB limit")
-    try:
-        return pd.read_csv(p, nrows=nrows)
-    except UnicodeDecodeError:
-        raise ConfigError("the file is not a text CSV (it could not be decoded as text)") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        first = str(exc).splitlines()[0]
-        raise ConfigError(f"the file could not be read as CSV: {first}") from None
-
-
 def csv_columns(path: str) -> list[str]:
     """The header of a CSV, with the same checks as loading it."""
-    return [str(c) for c in _read_csv(path, nrows=0).columns]
+    return files.csv_columns(path, MAX_CSV_MB)
 
 
 def read_csv_dataset(path: str, target: str) -> tuple[np.ndarray, np.ndarray, tuple, tuple]:
     """Numeric feature columns and a target column from a CSV, or a ConfigError saying why not."""
-    import pandas as pd
-
-    df = _read_csv(path)
-    if df.empty:
-        raise ConfigError("the CSV has a header but no rows")
-    if target not in df.columns:
-        shown = ", ".join(map(str, df.columns[:12]))
-        raise ConfigError(f"target column {target!r} is not in the CSV; its columns are: {shown}")
-    missing = df.isna().sum()
-    missing = missing[missing > 0]
-    if len(missing):
-        cols = ", ".join(f"{c} ({n})" for c, n in missing.items())
-        raise ConfigError(f"the CSV has missing values in: {cols}; fill or drop them first")
-    features = df.drop(columns=[target])
-    numeric = features.select_dtypes("number")
-    if numeric.shape[1] == 0:
-        raise ConfigError("the CSV has no numeric feature columns besides the target")
-    infinite = [str(c) for c in numeric.columns if not np.isfinite(numeric[c]).all()]
-    if infinite:
-        raise ConfigError(f"the CSV has infinite values in: {', '.join(infinite)}; fix them first")
-    notes = []
-    dropped = [c for c in features.columns if c not in numeric.columns]
-    if dropped:
-        notes.append(f"ignored non-numeric columns: {', '.join(map(str, dropped))}")
-    codes, classes = pd.factorize(df[target], sort=True)
-    if len(classes) < 2:
-        raise ConfigError(f"target column {target!r} has a single class; it needs at least two")
-    if len(classes) > 1000:
-        raise ConfigError(
-            f"target column {target!r} has {len(classes)} distinct values; "
-            "lrbs trains classifiers, so the target must be a class label"
-        )
-    return (
-        numeric.to_numpy(np.float32),
-        codes.astype(np.int64),
-        tuple(map(str, classes)),
-        tuple(notes),
-    )
+    return files.read_csv_dataset(path, target, MAX_CSV_MB)
 
 
 # ---------------------------------------------------------------------------- registry

@@ -13,7 +13,7 @@ from lrbs.core.errors import ConfigError, positive_number
 from lrbs.core.loop import EVENT_COLUMNS, Budget, OptimSpec, TrainConfig
 from lrbs.core.setup import Setup, load_tensors
 from lrbs.core.spread import ONE_SEED
-from lrbs.experiments.scaling import scaled_lr
+from lrbs.methods.scaling import scaled_lr
 from lrbs.runs import experiment
 from lrbs.runs.experiment import collect
 from lrbs.runs.series import Planned, run_series

@@ -26,7 +26,7 @@ from lrbs.core.errors import ConfigError, require
 from lrbs.core.loop import EVENT_COLUMNS, Budget, Event, OptimSpec, Progress, TrainConfig
 from lrbs.core.setup import Setup, load_tensors
 from lrbs.core.spread import ONE_SEED, difference, spread
-from lrbs.experiments.noise_scale import sgd_noise_scale
+from lrbs.methods.noise import sgd_noise_scale
 from lrbs.runs import experiment
 from lrbs.runs.experiment import collect
 from lrbs.runs.series import Planned, run_series

@@ -13,16 +13,8 @@ import pandas as pd
 from lrbs.core.config import check, option
 from lrbs.core.loop import Budget, OptimSpec, TrainConfig
 from lrbs.core.setup import Setup, load_tensors
-from lrbs.experiments.scaling import (
-    FULL,
-    RULES,
-    noise_scale,
-    parse_batches,
-    resolve_batches,
-    run_label,
-    scaled_lr,
-    warmup,
-)
+from lrbs.methods.noise import sgd_noise_scale as noise_scale
+from lrbs.methods.scaling import FULL, RULES, parse_batches, resolve_batches, scaled_lr, warmup
 from lrbs.runs import experiment
 from lrbs.runs.experiment import collect
 from lrbs.runs.series import Planned, run_series
@@ -51,6 +43,11 @@ RUNS_CHANNEL_COLUMNS = [
     *("run", "batch", "seed", "lr", "status", "val_loss", "val_acc", "train_eval_loss"),
     *("epochs", "steps", "samples", "seconds"),
 ]
+
+
+def run_label(batch: int, n_train: int, seed: int | None = None) -> str:
+    name = f"B={batch}" + (" (full)" if batch == n_train else "")
+    return name if seed is None else f"{name} seed {seed}"
 
 
 @dataclass(frozen=True, kw_only=True)

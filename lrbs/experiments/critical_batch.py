@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 from lrbs.core.errors import require
+from lrbs.methods.noise import fit_tradeoff
 
 RULE_ALPHAS = {"linear": 1.0, "sqrt": 0.5}
 CENTRES = ("between", "linear", "sqrt", "fixed")
@@ -320,8 +321,6 @@ class StepsFit:
 def fit_steps(batches, steps) -> StepsFit:
     """S = S_min (1 + B_noise/B), i.e. S = S_min + E_min/B, least squares in 1/B (the noise
     meter's fit); B_crit = E_min / S_min. A ConfigError saying why when it cannot be fitted."""
-    from lrbs.experiments.noise_scale import fit_tradeoff
-
     fit = fit_tradeoff(batches, steps)
     return StepsFit(fit.s_min, fit.b_crit)
 

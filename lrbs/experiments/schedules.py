@@ -379,7 +379,7 @@ class RangeBounds:
 def bounds_from_history(store, dataset: str | None = None, model: str | None = None):
     """RangeBounds from the newest range test in the run history (page or CLI) on this dataset
     and model, or None when there is none."""
-    from lrbs.experiments.lr_finder import stored_range_test
+    from lrbs.runs.history import stored_range_test
 
     found = stored_range_test(store, dataset, model)
     if found is None:
@@ -390,7 +390,7 @@ def bounds_from_history(store, dataset: str | None = None, model: str | None = N
 
 def quick_range_test(model: nn.Module, data: TensorData, cfg: Config) -> RangeBounds:
     """A 100-iteration range test with this optimizer and batch size, for bounds right now."""
-    from lrbs.experiments.lr_finder import RangeTestConfig, range_test
+    from lrbs.methods.range_test import RangeTestConfig, range_test
 
     rt = RangeTestConfig(
         lr_min=1e-6,

@@ -11,18 +11,18 @@ spikes early, the curvature drops (the catapult) and training goes on.
 
 Each learning rate trains a fresh model (one seed: one initialisation) through the one loop;
 every `every` steps the sharpness of the training loss on a fixed measurement batch is measured
-by power iteration on Hessian-vector products (double backward through one kept graph) and
-streamed as a "sharpness" row. The loop trains with cross-entropy only, so the sharpness is
-that of the cross-entropy loss (Cohen et al. also used MSE; the loop takes no other loss).
+by power iteration on Hessian-vector products (the meter and the limits of
+`lrbs.methods.sharpness`) and streamed as a "sharpness" row. The loop trains with cross-entropy
+only, so the sharpness is that of the cross-entropy loss (Cohen et al. also used MSE; the loop
+takes no other loss).
 """
 
 from __future__ import annotations
 
 import math
 import threading
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -32,18 +32,26 @@ from torch import nn
 from lrbs.core.config import check, option
 from lrbs.core.data import TensorData
 from lrbs.core.device import describe
-from lrbs.core.errors import positive_number, require
+from lrbs.core.errors import require
 from lrbs.core.loop import EVENT_COLUMNS, Budget, Event, OptimSpec, TrainConfig
+from lrbs.core.optim import SweptOptim, optim_at
 from lrbs.core.setup import Setup, load_tensors
 from lrbs.core.stream import StreamData
-from lrbs.experiments.sweeps import SweptOptim
+from lrbs.methods.sharpness import (  # noqa: F401 - the meter's names, offered here as before
+    ADAM_BETA1,
+    ADAM_BETA2,
+    ADAM_EPS,
+    SharpnessMeter,
+    hessian_sharpness,
+    power_iteration,
+    stability_limit,
+)
 from lrbs.runs import experiment
 from lrbs.runs.experiment import collect
 from lrbs.runs.series import Planned, run_series
 from lrbs.runs.sink import Sink
 
 KIND = "sharpness"
-ADAM_BETA1, ADAM_BETA2, ADAM_EPS = 0.9, 0.999, 1e-8  # torch's Adam defaults, which lrbs uses
 EDGE_BAND = 0.2  # "at the edge of stability": settled within +-20 % of the limit
 NEAR_EDGE = 0.5  # "approaching the edge": settled at half the limit or more, below the band
 DEFAULT_LRS = (0.1, 0.5, 0.9)  # on MNIST-1D's MLP (2/lambda_0 ~ 1): below, at and past the edge
@@ -82,47 +90,10 @@ TABLE_COLUMNS = [
 ]
 
 
-def stability_limit(lr: float, optim: OptimSpec) -> float:
-    """The sharpness at which `optim` at rate `lr` stops being stable on a quadratic: 2/lr for
-    GD, (2 + 2 beta)/lr with heavy-ball momentum, (2 + 2 beta1)/((1 - beta1) lr) for Adam (of
-    the preconditioned sharpness)."""
-    positive_number("learning rate", lr)
-    if optim.name == "momentum":
-        return (2 + 2 * optim.momentum) / lr
-    if optim.name in ("adam", "adamw"):
-        return (2 + 2 * ADAM_BETA1) / ((1 - ADAM_BETA1) * lr)
-    return 2 / lr
-
-
-def power_iteration(
-    matvec: Callable[[torch.Tensor], torch.Tensor],
-    v0: torch.Tensor,
-    iterations: int,
-    tol: float = 1e-4,
-) -> tuple[float, torch.Tensor, int]:
-    """The eigenvalue of largest magnitude of a symmetric operator, its unit eigenvector and the
-    products used: v <- Av/|Av|, lambda = v.Av, ending early once lambda changes by less than
-    `tol` relative."""
-    v = v0 / v0.norm().clamp_min(1e-30)
-    lam, used = float("nan"), 0
-    for used in range(1, iterations + 1):
-        av = matvec(v)
-        new = float(torch.dot(v, av))
-        norm = av.norm()
-        if not math.isfinite(new) or float(norm) == 0.0:
-            return new, v, used
-        v = av / norm
-        if math.isfinite(lam) and abs(new - lam) <= tol * abs(new):
-            return new, v, used
-        lam = new
-    return lam, v, used
-
-
 class Meter:
-    """Measures one run's sharpness on the fixed measurement batch (x, y). The eigenvector is
-    kept between measurements, so each one starts where the last ended. For Adam it measures
-    the preconditioned sharpness lambda_max(P^-1 H), P = (1 - beta1^t) diag(sqrt(v_hat) + eps),
-    as the symmetric D H D with D = P^-1/2."""
+    """One run's sharpness on its fixed measurement batch (x, y), as a row: a SharpnessMeter
+    (lrbs.methods.sharpness) bound to that batch. Set `optimizer` to measure Adam's
+    preconditioned sharpness."""
 
     def __init__(
         self,
@@ -132,73 +103,29 @@ class Meter:
         iterations: int,
         loss: Callable = nn.functional.cross_entropy,
     ) -> None:
-        self.model, self.x, self.y, self.iterations = model, x, y, iterations
-        self.loss = loss
-        self.names = [n for n, p in model.named_parameters() if p.requires_grad]
-        params = dict(model.named_parameters())
-        gen = torch.Generator(device="cpu").manual_seed(0)
-        n = sum(params[n].numel() for n in self.names)
-        self.v = torch.randn(n, generator=gen).to(x.device, torch.float32)
-        self.optimizer: torch.optim.Optimizer | None = None
+        self.x, self.y = x, y
+        self.meter = SharpnessMeter(model, loss, iterations)
 
-    def preconditioner(self) -> torch.Tensor | None:
-        """D = P^-1/2 as a flat vector, for Adam once it has taken a step; else None."""
-        opt = self.optimizer
-        if opt is None or not isinstance(opt, torch.optim.Adam | torch.optim.AdamW):
-            return None
-        params = dict(self.model.named_parameters())
-        parts = []
-        for n in self.names:
-            state = opt.state.get(params[n], {})
-            if "exp_avg_sq" not in state:
-                return None
-            t = float(state["step"])
-            v_hat = state["exp_avg_sq"] / (1 - ADAM_BETA2**t)
-            p = (1 - ADAM_BETA1**t) * (v_hat.sqrt() + ADAM_EPS)
-            parts.append(p.reshape(-1).rsqrt())
-        return torch.cat(parts).detach()
+    @property
+    def v(self) -> torch.Tensor:
+        """The eigenvector the next measurement starts from."""
+        return self.meter.v
+
+    @v.setter
+    def v(self, value: torch.Tensor) -> None:
+        self.meter.v = value
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer | None:
+        return self.meter.optimizer
+
+    @optimizer.setter
+    def optimizer(self, value: torch.optim.Optimizer | None) -> None:
+        self.meter.optimizer = value
 
     def measure(self) -> dict:
         """{"sharpness", "loss", "seconds", "iterations", "preconditioned"} at the weights now."""
-        t0 = time.perf_counter()
-        model = self.model
-        was_training = model.training
-        model.eval()  # no dropout: the Hessian of one function
-        try:
-            params = dict(model.named_parameters())
-            wrt = [params[n] for n in self.names]
-            d = self.preconditioner()
-            with torch.enable_grad():
-                # one forward and one backward with its graph kept; each product is then one
-                # more backward through it: H u = d(g . u)/d theta
-                loss_t = self.loss(model(self.x), self.y)
-                grads = torch.autograd.grad(loss_t, wrt, create_graph=True)
-                flat_g = torch.cat([g.reshape(-1) for g in grads])
-
-                def hvp(v: torch.Tensor) -> torch.Tensor:
-                    u = v if d is None else d * v
-                    hu = torch.autograd.grad(flat_g, wrt, u, retain_graph=True)
-                    flat = torch.cat([h.reshape(-1) for h in hu])
-                    return flat if d is None else d * flat
-
-                lam, v, used = power_iteration(hvp, self.v, self.iterations)
-            loss = float(loss_t.detach())
-            if bool(torch.isfinite(v).all()):
-                self.v = v.detach()
-        finally:
-            model.train(was_training)
-        return {
-            "sharpness": lam,
-            "loss": loss,
-            "seconds": time.perf_counter() - t0,
-            "iterations": used,
-            "preconditioned": d is not None,
-        }
-
-
-def hessian_sharpness(model: nn.Module, x: torch.Tensor, y: torch.Tensor, iterations: int) -> float:
-    """lambda_max of the cross-entropy loss of `model` on (x, y), by power iteration."""
-    return Meter(model, x, y, iterations).measure()["sharpness"]
+        return asdict(self.meter.measure(self.x, self.y))
 
 
 def edge_label(ratio: float) -> str | None:
@@ -241,7 +168,7 @@ class Config:
         require(len(self.lrs) >= 1, "give at least one learning rate")
         require(len(set(self.lrs)) == len(self.lrs), "the learning rates repeat a value")
         for lr in self.lrs:
-            OptimSpec(self.optim.name, lr, self.optim.momentum, self.optim.weight_decay)
+            optim_at(self.optim, lr)
         if self.batch_size is not None:
             require(
                 self.batch_size <= self.subset,
@@ -253,7 +180,7 @@ class Config:
         return self.batch_size is None or self.batch_size >= self.subset
 
     def optim_at(self, lr: float) -> OptimSpec:
-        return OptimSpec(self.optim.name, lr, self.optim.momentum, self.optim.weight_decay)
+        return optim_at(self.optim, lr)
 
     def limit(self, lr: float) -> float:
         return stability_limit(lr, self.optim)
@@ -333,12 +260,11 @@ def run(
         tc = config.train_config(lr, n)
         model = setup.fresh_model(data, config.seed)
         opt = data.task.build_optimizer(model.parameters(), tc.optim)
-        meter = Meter(model, x_m, y_m, config.iterations, loss=data.task.loss)
-        meter.optimizer = opt
+        meter = SharpnessMeter(model, data.task.loss, config.iterations, opt)
         limit = config.limit(lr)
 
         def record(step: int) -> None:
-            got = meter.measure()
+            got = asdict(meter.measure(x_m, y_m))
             row = {"run": name, "step": step, "lr": lr, "limit": limit} | got
             row["ratio"] = got["sharpness"] / limit
             sink.emit("sharpness", row)

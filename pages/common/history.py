@@ -10,7 +10,7 @@ from typing import Any
 import streamlit as st
 
 from lrbs.runs.live import Snapshot
-from lrbs.runs.store import Recorder, RunStore, StoreError, default_path
+from lrbs.runs.store import RunStore, StoreError, default_path
 from pages.common.state import default
 
 
@@ -35,21 +35,9 @@ def open_store() -> RunStore | None:
         return None
 
 
-def recorder(kind: str, config: dict, setup=None, name: str = "") -> Recorder:
-    meta = {"name": name}
-    if setup is not None:
-        meta.update(
-            dataset=setup.data_name,
-            model=setup.model_name,
-            seed=setup.seed,
-            device=str(setup.torch_device()),
-        )
-    return Recorder(store_path(), kind, config, meta)
-
-
 @dataclass
 class StoredJob:
-    """A finished run read back from the history, shaped like a LiveRun for the pages."""
+    """A finished run read back from the history, shaped like a Job (lrbs.runs.jobs)."""
 
     rows: dict[str, list[dict]]
     result: Any
@@ -97,12 +85,7 @@ def offer_stored(
             return
         latest = found[0]
         shown = st.session_state.get(job_key)
-        recorder_ = getattr(shown, "recorder", None)
-        shown_ids = {
-            getattr(shown, "run_id", None),
-            getattr(recorder_, "run_id", None),
-            st.session_state.get(f"{job_key}_loaded"),
-        }
+        shown_ids = {getattr(shown, "run_id", None), st.session_state.get(f"{job_key}_loaded")}
         if latest["id"] in shown_ids:  # the page already shows that very run
             return
         when = dt.datetime.fromtimestamp(latest["started"]).strftime("%Y-%m-%d %H:%M")

@@ -1,5 +1,6 @@
-"""Running an engine job from a page: a worker thread per run, a Stop button, and a fragment
-that redraws from the run's buffer every half second while it trains."""
+"""A page's job on screen: Run and Stop, a fragment that redraws from the job's points while
+it runs (the job itself trains in a worker process, pages.common.job), and the shared pieces
+of a finished result (tables, CSV downloads, errors)."""
 
 from __future__ import annotations
 
@@ -7,48 +8,10 @@ from collections.abc import Callable
 
 import streamlit as st
 
-from lrbs.runs.live import LiveRun, Snapshot
+from lrbs.runs.jobs import Job
+from lrbs.runs.live import Snapshot
 
-ACTIVE = "active_job"  # the one run a browser session may have going
 REFRESH_SECONDS = 1.0  # redraw period while a run trains (bench/RESULTS.md: streaming overhead)
-
-
-def _session_alive() -> Callable[[], bool] | None:
-    """A check the worker can call: is this browser session still connected? Lets a run stop
-    when its tab is closed."""
-    try:
-        from streamlit import runtime
-        from streamlit.runtime.scriptrunner import get_script_run_ctx
-
-        ctx = get_script_run_ctx()
-        rt = runtime.get_instance()
-        sid = ctx.session_id
-    except Exception:
-        return None
-    return lambda: bool(rt.is_active_session(sid))
-
-
-def busy_elsewhere(key: str) -> bool:
-    job = st.session_state.get(ACTIVE)
-    return job is not None and not job.done and st.session_state.get(ACTIVE + "_key") != key
-
-
-def start_job(
-    key: str, work, name: str, state: dict | None = None, record=None, summarize=None
-) -> None:
-    """Start `work` as this page's job, unless a run is already going in this session; put
-    `state` into session_state, then rerun, so the page redraws with Stop enabled."""
-    if busy_elsewhere(key) or (st.session_state.get(key) and not st.session_state[key].done):
-        st.warning("A run is already going in this browser tab: stop it or wait for it first.")
-        return
-    job = LiveRun(
-        work, name=name, alive=_session_alive(), recorder=record, summarize=summarize
-    ).start()
-    st.session_state[key] = job
-    st.session_state[ACTIVE] = job
-    st.session_state[ACTIVE + "_key"] = key
-    st.session_state.update(state or {})
-    st.rerun()
 
 
 def controls(key: str, label: str, disabled: bool = False) -> bool:
@@ -58,7 +21,7 @@ def controls(key: str, label: str, disabled: bool = False) -> bool:
     from pages.common.state import check_url
 
     check_url()  # the page's settings are drawn: say what of its URL they did not keep
-    job: LiveRun | None = st.session_state.get(key)
+    job: Job | None = st.session_state.get(key)
     running = job is not None and not job.done
     no_store = store_problem()
     c1, c2, c3 = st.columns([2, 1, 4])
@@ -79,7 +42,7 @@ def controls(key: str, label: str, disabled: bool = False) -> bool:
 def live_view(key: str, draw: Callable[[Snapshot, bool], None]) -> None:
     """Draw the job under `key`: every REFRESH_SECONDS while it runs (from a copy of its
     buffer), once more when it ends, then a full rerun so the page shows the finished result."""
-    job: LiveRun | None = st.session_state.get(key)
+    job: Job | None = st.session_state.get(key)
     if job is None:
         return
     if job.done:  # a plain draw: no fragment left behind to poll
@@ -89,7 +52,7 @@ def live_view(key: str, draw: Callable[[Snapshot, bool], None]) -> None:
     @st.fragment(run_every=REFRESH_SECONDS)
     def view() -> None:
         snap = job.snapshot()
-        place = job.queue_position() if hasattr(job, "queue_position") else None
+        place = job.queue_position()
         if place is not None:
             ahead = "it is next" if place == 0 else f"{place} job(s) are ahead of it"
             st.info(f"Queued until a worker is free: {ahead}.")
@@ -103,7 +66,7 @@ def live_view(key: str, draw: Callable[[Snapshot, bool], None]) -> None:
 def live_chart(target, chart, running: bool) -> None:
     """Draw an Altair chart into `target` (st or a column). While a run streams, skip Altair's
     schema validation: the chart is the same each tick, only its data grow, and validating
-    was about half the cost of a redraw (which competes with training for the GIL)."""
+    was about half the cost of a redraw, which the web process pays each tick for every tab."""
     if running:
         target.vega_lite_chart(spec=chart.to_dict(validate=False), width="stretch")
     else:
@@ -140,54 +103,6 @@ def show_error(snap: Snapshot) -> None:
     if snap.error_detail:
         with st.expander("Traceback in your workload file"):
             st.code(snap.error_detail, language="text")
-
-
-def series_work(arrays, setup, run: Callable, n_runs: int, epochs: float, label: str):
-    """The job of a page that trains a series of named runs of `epochs` each (regimes,
-    schedules): `run(make_model, data, on_event=, stop=, on_run_end=)`. Streams the events,
-    the progress, and a "runs" row as each run ends."""
-    from lrbs.core.data import TensorData
-
-    def work(emit, stop, progress):
-        data = TensorData.from_arrays(arrays, setup.torch_device())
-        done = []
-
-        def on_event(e):
-            emit("events", e.as_dict())
-            progress((len(done) + min(1.0, e.epoch / epochs)) / n_runs)
-
-        def on_run_end(name, r):
-            done.append(name)
-            emit("runs", {label: name, "status": r.status, "message": r.message})
-
-        return run(
-            lambda: setup.fresh_model(data),
-            data,
-            on_event=on_event,
-            stop=stop,
-            on_run_end=on_run_end,
-        )
-
-    return work
-
-
-def finished_job(key: str, x_key: str, draw: Callable[[Snapshot, bool], None], hint: str):
-    """The lower half of a training page: the x-axis choice, the live view of job `key`, and
-    (once it is done) its snapshot. Stops the page while there is nothing finished to show."""
-    from lrbs.charts import X_AXES
-
-    st.radio("x axis", list(X_AXES), key=x_key, horizontal=True, format_func=X_AXES.get, index=2)
-    job = st.session_state.get(key)
-    if job is None:
-        st.info(hint)
-        st.stop()
-    live_view(key, draw)
-    if not job.done:
-        st.stop()
-    snap = job.snapshot()
-    if not snap.result:
-        st.stop()
-    return snap
 
 
 def result_columns(extra: dict | None = None) -> dict:
