@@ -144,6 +144,11 @@ def audit(case: Case, budget: str, seeds: int) -> list[dict]:
                 "rate_rule": card["rate_rule"],
                 "held": (card.get("hold") or {}).get("held"),
                 "planned_epochs": case.epochs,
+            "swept_steps": card.get("swept_steps"),
+            "horizon_steps": card.get("horizon_steps"),
+            "swept_lr": card.get("swept_lr"),
+            "carry": (card.get("horizon_rule") or {}).get("factor"),
+            "exponent": (card.get("horizon_rule") or {}).get("exponent"),
                 "pipeline_seconds": seconds,
                 "busy": bool(r.budget_plan.get("machine_busy")),
             }

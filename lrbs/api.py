@@ -159,7 +159,16 @@ def find_lr(
     `stop_factor`, `seeds`, `zoom`, ...) and the setup's (`seed`, `device`, `precision`,
     `accumulate`, `data_path`, `loader_workers`). Returns lr_finder.Result: `.suggestions()`,
     `.curve()`, `.chart()`, `.summary()`. `batch_size` defaults to a DataLoader's own (else
-    64)."""
+    64). On a DistributedDataParallel model, call it on every rank: see
+    lrbs/methods/distributed.py."""
+    if isinstance(model, nn.parallel.DistributedDataParallel):
+        from lrbs.methods import distributed
+
+        objects = {"optimizer": optimizer, "loss": loss, "val": val, "metric": metric}
+        settings.update(lr_min=lr_min, lr_max=lr_max, iterations=iterations, follow=follow)
+        return distributed.find_lr(
+            model, train, batch_size=batch_size, store=store, **objects, **settings
+        )
     from lrbs.experiments import lr_finder
 
     if batch_size is None:

@@ -3,16 +3,18 @@
 icon: :material/history:
 
 Every run from every page and from the command line, kept in a SQLite file: filter, overlay
-curves of several runs, open, rename, annotate, delete, export as CSV.
+curves of several runs, open, rename, annotate, delete, export as CSV. A run of lrbs.monitor in
+the user's own loop (kind "monitor") opens on its own curves, live while it trains.
 """
 
 import streamlit as st
 
 from lrbs.charts import history as history_charts
 from lrbs.core.errors import LrbsError
-from pages.common.history import history_sidebar, open_store, store_path
+from lrbs.monitor.core import KIND as MONITOR_KIND
+from pages.common.history import history_sidebar, monitor_view, open_store, store_path
 from pages.common.live import csv_download
-from pages.common.state import check_url, page_start
+from pages.common.state import check_url, page_start, url_job, url_note
 
 page_start()
 st.title("Run history")
@@ -60,6 +62,12 @@ event = st.dataframe(
 )
 picked_rows = event.selection.rows if event and event.selection else []
 selected = [int(shown.iloc[i].id) for i in picked_rows]
+linked = url_job("h_open")  # ?job.h_open=<id>: a link to one run (a live monitored run's)
+if linked is not None:
+    if linked.isdigit() and len(linked) < 19 and int(linked) in set(runs.id):
+        st.session_state["h_selected"] = [int(linked)]
+    else:
+        url_note(f"`job.h_open={linked[:20]!r}`: not a run in this history")
 if not selected:
     selected = [int(i) for i in st.session_state.get("h_selected", [])]
 if not selected:
@@ -124,4 +132,7 @@ with c2:
             store.delete(st.session_state.pop("h_confirm"))
             st.session_state["h_selected"] = []
             st.rerun()
+if info["kind"] == MONITOR_KIND:
+    st.subheader("Monitored run")
+    monitor_view(run_id, info["status"])
 store.close()

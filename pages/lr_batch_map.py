@@ -13,9 +13,9 @@ import streamlit as st
 from lrbs.charts import map as charts
 from lrbs.core.errors import LrbsError
 from lrbs.core.loop import OptimSpec
-from lrbs.experiments import critical_batch as cb
 from lrbs.experiments import lr_batch_map as m
 from lrbs.experiments import noise_scale as ns
+from lrbs.methods import critical_batch as cb
 from pages.common.job import experiment
 from pages.common.live import csv_download, live_chart, show_error
 from pages.common.sidebar import optimizer_inputs, require_setup

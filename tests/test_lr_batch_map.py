@@ -12,8 +12,8 @@ from lrbs.cli import main
 from lrbs.core.data import DataSpec
 from lrbs.core.errors import ConfigError
 from lrbs.core.setup import Setup
-from lrbs.experiments import critical_batch as cb
 from lrbs.experiments import lr_batch_map as m
+from lrbs.methods import critical_batch as cb
 
 BATCHES = (16, 32, 64, 128, 256, 512, 1024)
 DIGITS = Setup(data=DataSpec(name="digits"))

@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
+from lrbs.core.data import TensorData
 from lrbs.core.errors import LrbsError
 from lrbs.core.loop import Budget, Event, RunResult, TrainConfig
 from lrbs.core.setup import Setup, load_tensors
@@ -41,6 +42,7 @@ from lrbs.methods.noise import (  # noqa: F401 - the meter's names, offered here
 )
 from lrbs.runs import experiment
 from lrbs.runs.experiment import collect
+from lrbs.runs.instruments import Part, measure_noise
 from lrbs.runs.series import Planned, run_series
 from lrbs.runs.sink import Sink
 from lrbs.runs.views import (  # noqa: F401  (offered here as before)
@@ -85,44 +87,46 @@ def middle_loss(rows: list[dict]) -> float | None:
     return float(losses[len(losses) // 2]) if losses else None
 
 
-class _Halt(threading.Event):
-    """The series' stop: set by the user's stop, or by us once the measuring run leaves
-    nothing to check (it diverged, or measured nothing)."""
-
-    def __init__(self, user: threading.Event | None) -> None:
-        super().__init__()
-        self.user = user
-
-    def is_set(self) -> bool:
-        return super().is_set() or (self.user is not None and self.user.is_set())
-
-
 def run(
     setup: Setup, config: Config, sink: Sink | None = None, stop: threading.Event | None = None
 ) -> Result:
     """Train for `config.steps`, measuring B_simple every `config.every` steps; then, if asked,
     train each check batch size to the target loss at the rate eps_opt(B) predicts for it.
-    One series: the measuring run first, then the check's runs."""
+    One series: the measuring run first (`lrbs.runs.instruments.measure_noise`), then the
+    check's runs."""
     rows, sink = collect(sink)
     data = load_tensors(setup)
-    config.check_data(data.n_train)
-    meter = periodic_meter(setup.fresh_model(data), data, config, lambda r: sink.emit("rows", r))
-    halt = _Halt(stop)
-    state: dict = {}
+    share = 1 / (1 + len(config.check))
+    measured = measure_noise(setup, data, config, sink, stop, share=share)
+    if config.check and measured.status != "stopped" and not (stop is not None and stop.is_set()):
+        tail = Part(sink, share, 1 - share)
+        run_check(setup, data, config, rows.get("rows"), measured, tail, stop)
+    result = Result(config, rows.rows)
+    status = "stopped" if stop is not None and stop.is_set() else result.measuring_status
+    return Result(config, rows.rows, status, result.explain(status))
+
+
+def run_check(
+    setup: Setup,
+    data: TensorData,
+    config: Config,
+    measured: list[dict],
+    measuring: RunResult,
+    sink: Sink,
+    stop: threading.Event | None,
+) -> None:
+    """Each check batch trained to the target loss at the rate eps_opt(B) predicts from the
+    measuring run's B_simple; nothing where that run leaves nothing to anchor the rates on
+    (it diverged, or measured nothing)."""
+    tail = last_quarter([m.get("b_simple") for m in measured])
+    b_noise = tail[-1] if tail else math.nan
+    target = config.target_loss or middle_loss(measured)
+    if measuring.status != "finished" or not math.isfinite(b_noise) or not target:
+        return
 
     def prepare(name: str) -> Planned:
-        if name == MEASURE:
-            tc = measure_train_config(config)
-            columns = {
-                "phase": "measure",
-                "n_train": data.n_train,
-                "dataset": setup.data_name,
-                "model": setup.model_name,
-            }
-            return Planned(meter.model, tc, {"stop_rule": meter.observe}, columns)
         b = int(name.removeprefix("B="))
-        lr = float(anchored_lr(b, state["b_noise"], config.optim.lr, config.batch_size))
-        target = state["target"]
+        lr = float(anchored_lr(b, b_noise, config.optim.lr, config.batch_size))
         ema: dict = {"v": None}
 
         def reached(ev: Event) -> str | None:
@@ -141,21 +145,7 @@ def run(
         columns = {"phase": "check", "batch": b, "lr": lr, "target_loss": target}
         return Planned(setup.fresh_model(data), tc, {"stop_rule": reached}, columns)
 
-    def on_run_end(name: str, r: RunResult) -> None:
-        if name != MEASURE or not config.check:
-            return
-        measured = rows.get("rows")
-        tail = last_quarter([m.get("b_simple") for m in measured])
-        state["b_noise"] = tail[-1] if tail else math.nan
-        state["target"] = config.target_loss or middle_loss(measured)
-        if r.status != "finished" or not math.isfinite(state["b_noise"]) or not state["target"]:
-            halt.set()  # nothing to anchor the check's rates on
-
-    names = [MEASURE] + [f"B={b}" for b in config.check]
-    run_series(names, prepare, data, sink, halt, on_run_end=on_run_end)
-    result = Result(config, rows.rows)
-    status = "stopped" if stop is not None and stop.is_set() else result.measuring_status
-    return Result(config, rows.rows, status, result.explain(status))
+    run_series([f"B={b}" for b in config.check], prepare, data, sink, stop)
 
 
 # ---------------------------------------------------------------------------- the result

@@ -354,13 +354,16 @@ def torch_range_test(
     stop_factor: float | None = 4.0,
     val_loss: Callable[[nn.Module], float] | None = None,
     rules: tuple[SuggestionRule, ...] = SUGGESTIONS,
+    reduce: Callable[[float], float] | None = None,
 ) -> RangeHistory:
     """The range test in a loop of its own, on plain torch objects: `optimizer` is an optimizer
     (its state is restored afterwards) or a factory called with the model's parameters.
     Iteration i trains on the next of `batches` (x, y) (cycled when it can be iterated again)
     at rate `lr_at(i)`, every parameter group keeping its ratio to the first group's rate. The
     loss followed is the batch's, or `val_loss(model)` after each step. Weights, buffers, the
-    optimizer's state, torch's RNGs and the train/eval mode are restored at the end."""
+    optimizer's state, torch's RNGs and the train/eval mode are restored at the end.
+    `reduce(loss)`: the loss the test follows from this process's (under DDP the mean over the
+    ranks, so that every rank stops at the same step: lrbs/methods/distributed.py)."""
     cfg = RangeTestConfig(
         lr_min=lr_min,
         lr_max=lr_max,
@@ -397,6 +400,8 @@ def torch_range_test(
             if val_loss is not None and math.isfinite(value):
                 value = float(val_loss(model))
                 model.train()
+            if reduce is not None:
+                value = reduce(value)
             track.add(value)
             lrs.append(lr)
             if not math.isfinite(value):

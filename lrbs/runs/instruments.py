@@ -1,7 +1,8 @@
 """The methods driven over an lrbs Setup, streaming their rows to a sink: the range test over
-rounds and seeds (`range_tests`) and the memory probe (`probe_batches`). The experiments
-lr-find and bs-probe run them alone; recommend runs them as steps of its pipeline. The rows
-they emit are read back by `lrbs.runs.views`."""
+rounds and seeds (`range_tests`), the memory probe (`probe_batches`) and the noise meter's
+measuring run (`measure_noise`). The experiments lr-find, bs-probe and noise-scale run them
+alone; recommend and lr-batch-map run them as steps of their own. The rows they emit are read
+back by `lrbs.runs.views`."""
 
 from __future__ import annotations
 
@@ -10,10 +11,13 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from lrbs.core.data import TensorData
+from lrbs.core.loop import RunResult
 from lrbs.core.setup import Setup
 from lrbs.core.stream import StreamData
+from lrbs.methods import noise
 from lrbs.methods.memory import ProbeResult, expected_tries, largest_batch
 from lrbs.methods.range_test import RangeTestConfig, range_test
+from lrbs.runs.series import Planned, run_series
 from lrbs.runs.sink import Sink
 
 
@@ -106,3 +110,48 @@ def probe_batches(
         return ok
 
     return largest_batch(logged, upper, stop=stop)
+
+
+class Part(Sink):
+    """Every row to `sink`; progress reported as the share [start, start + share] of the
+    whole (one stage of a longer run)."""
+
+    def __init__(self, sink: Sink, start: float, share: float) -> None:
+        self.sink, self.start, self.share = sink, start, share
+
+    def emit(self, channel: str, row: dict) -> None:
+        self.sink.emit(channel, row)
+
+    def progress(self, fraction: float, text: str = "") -> None:
+        self.sink.progress(self.start + self.share * fraction, text)
+
+
+def measure_noise(
+    setup: Setup,
+    data: TensorData,
+    config: noise.Config,
+    sink: Sink,
+    stop: threading.Event | None = None,
+    *,
+    share: float = 1.0,
+) -> RunResult:
+    """The noise meter's measuring run (`lrbs.methods.noise`): the setup's fresh model trained
+    at `config.batch_size` for `config.steps`, B_simple measured every `config.every` steps:
+    one "rows" row per measurement, the loop's "events", and one "runs" row (phase "measure")
+    as it ends. Its progress is the first `share` of the whole. A ConfigError before any
+    training where a batch is larger than the training set."""
+    config.check_data(data.n_train)
+    meter = noise.periodic_meter(
+        setup.fresh_model(data), data, config, lambda r: sink.emit("rows", r)
+    )
+    columns = {
+        "phase": "measure",
+        "n_train": data.n_train,
+        "dataset": setup.data_name,
+        "model": setup.model_name,
+    }
+    plan = Planned(
+        meter.model, noise.measure_train_config(config), {"stop_rule": meter.observe}, columns
+    )
+    ran = run_series([noise.MEASURE], lambda _: plan, data, Part(sink, 0.0, share), stop)
+    return ran[noise.MEASURE]

@@ -15,7 +15,7 @@ streaming each finished trial as a row, so the run history keeps the finished tr
 the study is stopped or interrupted.
 
 The study's storage and its worker processes are lrbs.methods.study's (shared with the LR x
-batch map); the trials' table and the Result are in lrbs.experiments.autotune_result; the
+batch map); the trials' table and the Result are in lrbs.experiments.autotune.result; the
 `autotune` command's actions in lrbs.cli.autotune.
 """
 
@@ -35,7 +35,7 @@ from lrbs.core.data import load
 from lrbs.core.errors import ConfigError, positive_int, positive_number, require
 from lrbs.core.loop import OPTIMIZERS, Budget, OptimSpec, TrainConfig, train
 from lrbs.core.setup import Setup, load_tensors
-from lrbs.experiments.autotune_result import (  # noqa: F401 (the experiment's public names)
+from lrbs.experiments.autotune.result import (  # noqa: F401 (the experiment's public names)
     CURVE_COLUMNS,
     TRIAL_COLUMNS,
     Best,

@@ -4,7 +4,7 @@ A grid of cells, each a (batch size, learning rate, seed): batch sizes are power
 given list), and each batch gets its own log-spaced rates centred where the scaling rules point
 from a base rate at a base batch. Every cell trains from the seed's initial weights at an equal
 budget (equal updates, equal epochs, or until a target loss), so only the rate and the batch
-differ. From the cells (lrbs.experiments.critical_batch):
+differ. From the cells (lrbs.methods.critical_batch):
 - the ridge (the best rate per batch, with the band of rates within noise of it over seeds);
 - the exponent alpha of lr_opt ~ B^alpha where a power law holds, with its interval, beside the
   rules' 1 (linear) and 0.5 (square root), and the batch where the ridge bends away;
@@ -17,7 +17,7 @@ pays), or as an Optuna study with a grid sampler on the auto-tune storage, share
 processes: `python -m lrbs autotune worker --study NAME --storage URL` on any machine runs
 cells of a map study until every cell has run exactly once (the storage and the worker
 processes are lrbs.methods.study's, shared with auto-tune). The Result, the fits read from the
-cells, is in lrbs.experiments.lr_batch_map_result.
+cells, is in lrbs.experiments.lr_batch_map.result.
 """
 
 from __future__ import annotations
@@ -35,11 +35,13 @@ from lrbs.core.kept import load_data
 from lrbs.core.loop import Budget, Event, OptimSpec, RunResult, TrainConfig, train
 from lrbs.core.optim import optim_at
 from lrbs.core.setup import Setup
-from lrbs.experiments import critical_batch as cb
-from lrbs.experiments.lr_batch_map_result import CELL_COLUMNS, CURVE_COLUMNS, Result  # noqa: F401
+from lrbs.experiments.lr_batch_map.result import CELL_COLUMNS, CURVE_COLUMNS, Result  # noqa: F401
+from lrbs.methods import critical_batch as cb
+from lrbs.methods import noise
 from lrbs.methods import study as studies
 from lrbs.methods.memory import largest_batch, make_fits, optimizer_states
 from lrbs.methods.scaling import parse_batches, resolve_batches
+from lrbs.runs import instruments
 from lrbs.runs.experiment import collect
 from lrbs.runs.sink import Sink
 
@@ -493,7 +495,7 @@ def run(
     )
     t0 = time.perf_counter()
     if config.noise_steps and not (stop is not None and stop.is_set()):
-        measure_noise(setup, config, batches, sink, stop)
+        measure_noise(setup, data, config, batches, sink, stop)
     status = "finished"
     if config.workers:
         status = run_workers(setup, config, cells, sink, stop)
@@ -518,11 +520,12 @@ def largest_fitting(setup: Setup, data: TensorData, config: Config, stop=None) -
     return largest_batch(fits, upper, start=config.batch_min, stop=stop).largest
 
 
-def measure_noise(setup: Setup, config: Config, batches, sink: Sink, stop) -> None:
-    """B_simple = tr(Sigma)/|G|^2 from the noise meter, at the base batch and rate, between the
-    map's smallest and largest batches; its measurements go to the "noise" channel."""
-    from lrbs.experiments import noise_scale as ns
-
+def measure_noise(
+    setup: Setup, data: TensorData, config: Config, batches, sink: Sink, stop
+) -> None:
+    """B_simple = tr(Sigma)/|G|^2 from the noise meter's measuring run
+    (`lrbs.runs.instruments.measure_noise`), at the base batch and rate, between the map's
+    smallest and largest batches; its measurements go to the "noise" channel."""
     small, big = min(batches), max(batches)
     if small == big:
         return
@@ -532,7 +535,7 @@ def measure_noise(setup: Setup, config: Config, batches, sink: Sink, stop) -> No
             if channel == "rows":
                 sink.emit("noise", row)
 
-    ncfg = ns.Config(
+    ncfg = noise.Config(
         batch_small=small,
         batch_big=big,
         every=max(1, config.noise_steps // 20),
@@ -542,6 +545,6 @@ def measure_noise(setup: Setup, config: Config, batches, sink: Sink, stop) -> No
         seed=config.seed,
     )
     try:
-        ns.run(setup, ncfg, Noise(), stop)
+        instruments.measure_noise(setup, data, ncfg, Noise(), stop)
     except LrbsError as exc:
         log.warning("no B_simple: %s", exc)

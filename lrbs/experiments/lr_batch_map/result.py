@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from lrbs.core.errors import LrbsError
-from lrbs.experiments import critical_batch as cb
+from lrbs.methods import critical_batch as cb
 from lrbs.methods.noise import last_quarter
 from lrbs.runs import experiment
 
