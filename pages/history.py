@@ -12,8 +12,9 @@ import streamlit as st
 from lrbs.charts import history as history_charts
 from lrbs.core.errors import LrbsError
 from lrbs.monitor.core import KIND as MONITOR_KIND
-from pages.common.history import history_sidebar, monitor_view, open_store, store_path
+from pages.common.history import history_sidebar, open_store, store_path
 from pages.common.live import csv_download
+from pages.common.monitor_view import monitor_view
 from pages.common.state import check_url, page_start, url_job, url_note
 
 page_start()

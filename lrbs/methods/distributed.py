@@ -15,6 +15,7 @@ batches and returns the same largest one.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -23,17 +24,57 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from lrbs.core.errors import ConfigError, require
 from lrbs.core.optim import SweptOptim
 from lrbs.methods.memory import ProbeResult
 from lrbs.methods.memory import largest_batch as local_largest_batch
 from lrbs.methods.range_test import torch_range_test
-from lrbs.monitor.ddp import collective_device, distributed, is_ddp, mean_over_ranks
 
 # lr_finder.Config's settings that mean the same on the DDP path
 TEST_SETTINGS = ("ramp", "beta", "debias", "stop_factor")
 IGNORED = ("seed", "device")  # the loader's order and the model's device are the user's
+
+
+def is_ddp(model: Any) -> bool:
+    return isinstance(model, DistributedDataParallel)
+
+
+def distributed() -> bool:
+    """Whether torch.distributed is initialised with more than one process."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def collective_device() -> torch.device:
+    """Where a small collective's tensor lives: the current GPU for NCCL, else the CPU."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def mean_over_ranks(values: list[float]) -> list[float]:
+    """Each value averaged over the ranks (a NaN on any rank gives NaN: a divergence anywhere
+    is one everywhere)."""
+    if not values or not distributed():
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=collective_device())
+    dist.all_reduce(t)
+    return (t / dist.get_world_size()).tolist()
+
+
+def shared_value(value: float | None, op: str = "max") -> float | None:
+    """One number every rank agrees on: the max (or "min") over the ranks of those that have
+    one (None where no rank has)."""
+    if not distributed():
+        return value
+    none = -math.inf if op == "max" else math.inf
+    t = torch.tensor([none if value is None else float(value)], dtype=torch.float64)
+    reduce = dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.MIN
+    t = t.to(collective_device())
+    dist.all_reduce(t, op=reduce)
+    out = float(t.item())
+    return None if math.isinf(out) else out
 
 
 def applies(model: Any) -> bool:

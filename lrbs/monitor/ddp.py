@@ -22,27 +22,23 @@ successive-step estimator instead (with a warning).
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
-from torch.nn.parallel import DistributedDataParallel
 
 from lrbs.core.errors import ConfigError, positive_int
+from lrbs.methods.distributed import (  # noqa: F401 (the monitor's names for them)
+    collective_device,
+    distributed,
+    is_ddp,
+    mean_over_ranks,
+    shared_value,
+)
 
 HOOK_ATTR = "_lrbs_norm_hook"  # the hook kept on the DDP model: one per model, however many taps
-
-
-def is_ddp(model: Any) -> bool:
-    return isinstance(model, DistributedDataParallel)
-
-
-def distributed() -> bool:
-    """Whether torch.distributed is initialised with more than one process."""
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def _square(t: torch.Tensor) -> torch.Tensor:
@@ -131,37 +127,3 @@ class DDPNoiseTap:
         local, reduced = norms
         dist.all_reduce(local, group=self.group)
         return local / self.world, big / self.world, reduced, big
-
-
-# ---------------------------------------------------------------------------- agreement
-
-
-def collective_device() -> torch.device:
-    """Where a small collective's tensor lives: the current GPU for NCCL, else the CPU."""
-    if dist.get_backend() == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
-
-
-def mean_over_ranks(values: list[float]) -> list[float]:
-    """Each value averaged over the ranks (a NaN on any rank gives NaN: a divergence anywhere
-    is one everywhere)."""
-    if not values or not distributed():
-        return list(values)
-    t = torch.tensor(values, dtype=torch.float64, device=collective_device())
-    dist.all_reduce(t)
-    return (t / dist.get_world_size()).tolist()
-
-
-def shared_value(value: float | None, op: str = "max") -> float | None:
-    """One number every rank agrees on: the max (or "min") over the ranks of those that have
-    one (None where no rank has)."""
-    if not distributed():
-        return value
-    none = -math.inf if op == "max" else math.inf
-    t = torch.tensor([none if value is None else float(value)], dtype=torch.float64)
-    reduce = dist.ReduceOp.MAX if op == "max" else dist.ReduceOp.MIN
-    t = t.to(collective_device())
-    dist.all_reduce(t, op=reduce)
-    out = float(t.item())
-    return None if math.isinf(out) else out
