@@ -19,10 +19,12 @@ import numpy as np
 import pandas as pd
 
 from lrbs.core.data import DataSpec, availability
+from lrbs.core.kept import load_data
 from lrbs.core.loop import Budget
 from lrbs.core.setup import Setup
 from lrbs.experiments import recommend, sweeps
 from lrbs.experiments.sweeps import SweptOptim
+from lrbs.methods import horizon
 
 HERE = Path(__file__).resolve().parent
 # 11 rates, x2 apart, spanning three decades around where these models train
@@ -33,6 +35,7 @@ GRIDS = {
 # the longest training per dataset (updates at batch 64) and the checkpoints scored
 LONGEST = {"mnist1d": 2400, "digits": 1200, "covertype-synthetic": 4800, "fashion-mnist": 9600}
 
+
 def swept(longest: int) -> tuple[int, int]:
     """The sweep lengths a rate is carried from: 1/16 and 1/8 of the longest training (on the
     checkpoints, of which the shorter sweep holds recommend's LAW_POINTS)."""
@@ -42,6 +45,7 @@ def swept(longest: int) -> tuple[int, int]:
 
 def checkpoint_every(longest: int) -> int:
     return longest // (16 * LAW)
+
 
 BATCH = 64
 LAW = recommend.LAW_POINTS
@@ -95,16 +99,21 @@ def noise_at(c: pd.DataFrame, step: int, lr: float) -> float:
 def table(c: pd.DataFrame, name: str, opt: str, longest: int) -> list[dict]:
     rows = []
     steps = sorted(c.step.unique())
-    for t0 in swept(longest):
+    epoch = load_data(Setup(DataSpec(name))).n_train / BATCH  # updates of one epoch
+    # the swept lengths, and on a set whose epoch is longer than those, shorter sweeps too (a
+    # quick budget on a busy machine sweeps 100 updates)
+    short = [s for s in (steps[0], 2 * steps[0]) if s < min(swept(longest)) and s < epoch]
+    for t0 in (*short, *swept(longest)):
         b0, _ = best_at(c, t0)
         # the sweep's own checkpoints (a quarter on), as recommend scores them
         inside = c[(c.step <= t0)]
         exponent = recommend.horizon_exponent(
             recommend.measured_exponent(recommend.checkpoint_bests(inside, t0))
         )
-        for t in (s for s in steps if s in {2 * t0, 4 * t0, 8 * t0, 16 * t0}):
+        for t in (s for s in steps if s in {2 * t0, 4 * t0, 8 * t0, 16 * t0, 32 * t0, 64 * t0}):
             bt, mean = best_at(c, t)
-            carried = b0 * recommend.carry_factor(t0, t, exponent)
+            start = horizon.carried_from(t0, t, epoch)
+            carried = b0 * recommend.carry_factor(start, t, exponent)
             best_loss = float(mean[np.isfinite(mean)].min())
             rows.append(
                 {
@@ -117,6 +126,7 @@ def table(c: pd.DataFrame, name: str, opt: str, longest: int) -> list[dict]:
                     "measured_exponent": float(np.log(bt / b0) / np.log(t / t0)),
                     "rule_exponent": exponent,
                     "rule_lr": carried,
+                    "rule_from": start,
                     "rule_times_off": float(max(carried / bt, bt / carried)),
                     "rule_loss_cost": loss_of(mean, carried) - best_loss,
                     "kept_times_off": float(max(b0 / bt, bt / b0)),
@@ -162,6 +172,9 @@ def main() -> None:
     p.add_argument("--datasets", nargs="+", default=list(LONGEST))
     p.add_argument("--optimizers", nargs="+", default=list(GRIDS))
     p.add_argument("--seeds", type=int, default=2)
+    p.add_argument(
+        "--from-curves", action="store_true", help="rebuild the table from the saved curves"
+    )
     a = p.parse_args()
     here, rows, out = availability(), [], HERE / "horizon.csv"
     for name in a.datasets:
@@ -170,8 +183,14 @@ def main() -> None:
             continue
         for opt in a.optimizers:
             t = time.perf_counter()
-            c = curves(name, opt, a.seeds, LONGEST[name])
-            c.to_csv(HERE / f"horizon_curves_{name}_{opt}.csv", index=False)
+            saved = HERE / f"horizon_curves_{name}_{opt}.csv"
+            if a.from_curves:
+                if not saved.exists():
+                    continue
+                c = pd.read_csv(saved)
+            else:
+                c = curves(name, opt, a.seeds, LONGEST[name])
+                c.to_csv(saved, index=False)
             rows += table(c, name, opt, LONGEST[name])
             print(f"{name} {opt}: {time.perf_counter() - t:.0f} s", flush=True)
             pd.DataFrame(rows).to_csv(out, index=False)

@@ -190,6 +190,7 @@ def evidence(result: recommend.Result, running: bool) -> None:
                     result.confirmed.lr,
                     result.effort.sweep_steps,
                     result.horizon_steps,
+                    result.carry_start,
                 )
                 live_chart(st, law_chart, running)
             if result.done("sweep"):

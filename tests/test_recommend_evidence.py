@@ -250,3 +250,21 @@ def test_a_carried_rate_is_trained_at_the_cards_batch_and_must_still_fall(monkey
     # no such run (an older run's rows): nothing is claimed
     r = carried(monkeypatch, None, [])
     assert r.held() is None and "hold" not in r.card()
+
+
+def test_a_sweep_shorter_than_an_epoch_is_carried_from_one_epoch(monkeypatch):
+    """Within the first epoch the best rate barely moves (bench/horizon.py): a sweep of 400
+    updates, one epoch 800, a planned 1,600 carries by (1600 / 800)^-0.5, not (1600 / 400)^-0.5."""
+    from lrbs.methods.horizon import carried_from
+
+    assert carried_from(400, 1600, 800) == 800 and carried_from(400, 1600, None) == 400
+    assert carried_from(400, 600, 800) == 600  # never past the planned training: no carry
+    assert carried_from(1000, 1600, 800) == 1000  # a sweep past one epoch carries from its end
+    r = carried(monkeypatch, {}, [1.6, 1.3, 1.15, 1.1, 1.08, 1.05])
+    rows = dict(r.rows)
+    rows["plan"] = [rows["plan"][0] | {"train_epochs": 2.0}]  # 1,600 updates = 2 epochs
+    r = recommend.Result(Config(), rows)
+    assert r.epoch_steps == 800 and r.carry_start == 800
+    assert r.carry_factor == pytest.approx(2**-0.5)
+    assert r.card()["horizon_rule"]["from_steps"] == 800
+    assert "from one epoch (800 updates" in r.horizon_text()

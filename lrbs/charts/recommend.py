@@ -123,18 +123,25 @@ def throughput_chart(table: pd.DataFrame) -> alt.Chart:
 
 
 def horizon_chart(
-    points: pd.DataFrame, exponent: float, confirmed: float, swept: int, planned: int
+    points: pd.DataFrame,
+    exponent: float,
+    confirmed: float,
+    swept: int,
+    planned: int,
+    start: float | None = None,
 ) -> alt.LayerChart:
     """The best rate at each checkpoint of the sweep (log-log) and the rule lr ~ t^exponent
-    through the confirmed rate at the sweep's end, carried to the planned training's length
-    (the card's rate at the base batch, a diamond)."""
+    through the confirmed rate, flat up to `start` (the sweep's end, or one epoch), carried to
+    the planned training's length (the card's rate at the base batch, a diamond)."""
+    start = float(start or swept)
     first = float(points.step.min()) if not points.empty else swept / 4
     steps = np.geomspace(min(first, swept), float(planned), 40)
-    line = pd.DataFrame({"step": steps, "lr": confirmed * (steps / swept) ** exponent})
+    rule = confirmed * (np.maximum(steps, start) / start) ** exponent
+    line = pd.DataFrame({"step": steps, "lr": rule})
     end = pd.DataFrame(
         {
             "step": [float(planned)],
-            "lr": [confirmed * (planned / swept) ** exponent],
+            "lr": [confirmed * (planned / start) ** exponent],
             "what": ["the planned training"],
         }
     )

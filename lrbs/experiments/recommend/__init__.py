@@ -32,7 +32,8 @@ training (`train_epochs`, TRAIN_EPOCHS unless given; 0 asks for the sweep's own 
 sweep trains each rate for that length when the budget allows it; when it does not, the sweep
 trains as long as it can, scores every run at LAW_POINTS common checkpoints and carries the
 confirmed rate to the planned length by the square-root rule (HORIZON_EXPONENT), or by the fall
-the checkpoints measured where it is steeper (horizon_exponent): lrbs.methods.horizon.
+the checkpoints measured where it is steeper (horizon_exponent), from the sweep's end or from
+one epoch where the sweep was shorter (carried_from): lrbs.methods.horizon.
 
 The modules: `plan` (the budget's plan and the settings), `rules` (the pure rules), `steps` and
 `pipeline` (the steps and `run`), `result` (the evidence) and `card` (the Result: the card and

@@ -186,6 +186,7 @@ class Result(Evidence):
                 {
                     "exponent": self.exponent,
                     "factor": carry,
+                    "from_steps": self.carry_start,
                     "measured_exponent": self.measured_exponent,
                 }
                 if self.carried
@@ -243,10 +244,17 @@ class Result(Evidence):
             if seen is not None
             else ""
         )
+        start = self.carry_start
+        epoch = (
+            f" from one epoch ({start:,.0f} updates: within the first epoch the best rate barely "
+            "moves)"
+            if start > h
+            else ""
+        )
         return (
             f"swept at {h:,} updates at batch {base} (the budget's longest) and carried to the "
-            f"planned {planned:,} by {self.rule_name()}, lr ~ t^{self.exponent:.2f}{inside}: "
-            f"x{self.carry_factor:.3g}"
+            f"planned {planned:,}{epoch} by {self.rule_name()}, lr ~ t^{self.exponent:.2f}"
+            f"{inside}: x{self.carry_factor:.3g}"
         )
 
     def explain(self) -> str:

@@ -182,7 +182,18 @@ class Evidence(experiment.Result):
         """What the confirmed rate is multiplied by for the planned training (1: swept at it)."""
         if not self.carried:
             return 1.0
-        return horizon.carry_factor(self.effort.sweep_steps, self.horizon_steps, self.exponent)
+        return horizon.carry_factor(self.carry_start, self.horizon_steps, self.exponent)
+
+    @property
+    def epoch_steps(self) -> float | None:
+        """Updates of one epoch at the base batch (None without a planned training)."""
+        epochs = self.budget_plan.get("train_epochs")
+        return self.horizon_steps / epochs if epochs else None
+
+    @property
+    def carry_start(self) -> float:
+        """Where the carry starts: the sweep's length, or one epoch (horizon.carried_from)."""
+        return horizon.carried_from(self.effort.sweep_steps, self.horizon_steps, self.epoch_steps)
 
     def overfitting(self) -> tuple[float, float] | None:
         """(lowest, last) mean validation loss of the confirmed rate over the sweep's
