@@ -405,6 +405,26 @@ def test_growing_sampler_against_a_hand_count():
         GrowingBatchSampler(object(), 2)
 
 
+def grown_run(make, sampler, epochs: int, **options):
+    """A linear model on 1,000 samples, the monitor driving `sampler` (max batch 64) on a tap
+    that reads B_simple = 1000: (epoch, batch, lr at the step) per step, and the summary."""
+    x, y = regression(1000)
+    model = linear()
+    opt = make(model.parameters())
+    mon = lrbs.monitor(model, opt, db=False, sampler=sampler, max_batch=64, **options)
+    mon.use_tap(FixedTap(1.0, 1000.0))
+    seen = []
+    for epoch in range(epochs):
+        for idx in sampler:
+            seen.append((epoch, len(idx), opt.param_groups[0]["lr"]))
+            opt.zero_grad()
+            loss = mse(model(x[idx]), y[idx])
+            loss.backward()
+            opt.step()
+            mon.step(loss, batch_size=len(idx))
+    return seen, mon.close()
+
+
 @pytest.mark.parametrize(
     ("make", "factor"),
     [
@@ -416,22 +436,8 @@ def test_the_monitor_grows_the_sampler_at_the_epoch_boundary(make, factor):
     """N = 1000, batch 8, B_simple = 1000: the advice at step 20 asks for min(1000, N/10) =
     100, the sampler grows to max_batch 64 at epoch 2, and the rate x the rule's factor for 8x
     from that epoch's first step on; at 64 the monitor advises 2 accumulated micro-batches."""
-    x, y = regression(1000)
-    model = linear()
-    opt = make(model.parameters())
     sampler = GrowingBatchSampler(1000, 8, seed=0)
-    mon = lrbs.monitor(model, opt, db=False, sampler=sampler, max_batch=64)
-    mon.use_tap(FixedTap(1.0, 1000.0))
-    seen = []  # (epoch, batch, lr at the step)
-    for epoch in range(3):
-        for idx in sampler:
-            seen.append((epoch, len(idx), opt.param_groups[0]["lr"]))
-            opt.zero_grad()
-            loss = mse(model(x[idx]), y[idx])
-            loss.backward()
-            opt.step()
-            mon.step(loss, batch_size=len(idx))
-    s = mon.close()
+    seen, s = grown_run(make, sampler, epochs=3)
     first = [b for e, b, _ in seen if e == 0]
     assert first == [8] * 125
     assert [b for e, b, _ in seen if e == 1] == [64] * 15 + [40]
@@ -445,26 +451,12 @@ def test_the_monitor_grows_the_sampler_at_the_epoch_boundary(make, factor):
 
 def test_grow_rate_keep_grows_the_batch_and_holds_the_rate():
     """grow_rate="keep": the same growth, every group's rate as it was (the noise falls)."""
-    x, y = regression(1000)
-    model = linear()
-    opt = torch.optim.SGD(model.parameters(), lr=0.01)
-    sampler = GrowingBatchSampler(1000, 8, seed=0)
-    mon = lrbs.monitor(model, opt, db=False, sampler=sampler, max_batch=64, grow_rate="keep")
-    mon.use_tap(FixedTap(1.0, 1000.0))
-    seen = []
-    for epoch in range(2):
-        for idx in sampler:
-            seen.append((epoch, len(idx), opt.param_groups[0]["lr"]))
-            opt.zero_grad()
-            loss = mse(model(x[idx]), y[idx])
-            loss.backward()
-            opt.step()
-            mon.step(loss, batch_size=len(idx))
-    s = mon.close()
+    sgd = lambda p: torch.optim.SGD(p, lr=0.01)  # noqa: E731
+    seen, s = grown_run(sgd, GrowingBatchSampler(1000, 8, seed=0), epochs=2, grow_rate="keep")
     assert [b for e, b, _ in seen if e == 1][0] == 64 and {lr for _, _, lr in seen} == {0.01}
     assert s["advice"][0]["new_lr"] == 0.01
     with pytest.raises(ConfigError, match="grow_rate"):
-        lrbs.monitor(model, opt, db=False, grow_rate="double")
+        lrbs.monitor(linear(), sgd(linear().parameters()), db=False, grow_rate="double")
 
 
 # ---------------------------------------------------------------------------- the example

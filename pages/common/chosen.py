@@ -14,6 +14,7 @@ from typing import Any
 
 import streamlit as st
 
+from lrbs.methods.range_test import lr_range_around
 from pages.common.state import default
 
 KEYS = {"lr": ("chosen_lr", "chosen_lr_source"), "batch": ("chosen_batch", "chosen_batch_source")}
@@ -76,5 +77,4 @@ def caption(*pairs: tuple[str, str | None], target=None) -> None:
 
 def lr_range(centre: float, decades: float = 1.0) -> tuple[float, float]:
     """`decades` of learning rate centred (geometrically) on `centre`, rounded to 3 digits."""
-    half = 10 ** (decades / 2)
-    return float(f"{centre / half:.3g}"), float(f"{centre * half:.3g}")
+    return lr_range_around(centre, decades, digits=3)
