@@ -392,3 +392,17 @@ def test_cli_history_refuses_a_foreign_file(capsys, tmp_path):
     # an experiment still runs; only its history entry is lost, with a warning
     assert main(["gd1d", "--db", str(bad), "--json"]) == 0
     assert "not saved in the run history" in capsys.readouterr().err
+
+
+def test_help_names_each_value_after_its_flag_not_an_internal_dest():
+    """`--lr LR`, not argparse's default metavar (the internal dest, `CFG__CONFIG__...`)."""
+    from lrbs.cli.main import build_parser
+
+    parser = build_parser()
+    subs = next(a for a in parser._actions if a.choices and hasattr(a.choices, "items"))
+    for name, sub in subs.choices.items():
+        text = sub.format_help()
+        assert "CFG__" not in text and "cfg__" not in text, name
+    lr = subs.choices["recommend"].format_help()
+    assert "--batch-size BATCH_SIZE" in lr
+    assert "--optimizer {" in lr  # choices still listed

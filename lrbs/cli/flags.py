@@ -81,6 +81,8 @@ def add(parser: argparse.ArgumentParser, cls: type, path: tuple[str, ...] = (), 
                 kwargs["type"] = _scalar_type(inner)
         else:
             kwargs["type"] = _scalar_type(tp)
+        if "choices" not in kwargs and "metavar" not in kwargs and tp is not bool:
+            kwargs["metavar"] = flags[0].lstrip("-").replace("-", "_").upper()
         group.add_argument(*flags, **kwargs)
     return parser
 

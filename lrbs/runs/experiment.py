@@ -144,7 +144,7 @@ def execute(
         if recorder is not None:
             recorder.finish("interrupted", {"message": "interrupted"})
         raise
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # sys.exit in a user's loss: their line, not an exit
         if is_out_of_memory(exc):  # one clear line, on every device, for every view
             release_memory()
             exc = LrbsError("out of memory: try a smaller batch size or model")
