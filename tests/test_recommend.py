@@ -515,3 +515,27 @@ def test_the_cli_prints_the_card_as_json(capsys, tmp_path):
     assert "torch.optim.Adam(" in card["snippet"] and card["schedule"]["name"] == "warm-up + cosine"
     table = pd.read_csv(out_csv)
     assert {"lr", "mean", "std", "best", "in_band"} <= set(table.columns)
+
+
+def test_the_runs_re_score_no_more_training_samples_than_the_validation_set_holds(monkeypatch):
+    """The training loss is only drawn beside the validation loss: re-scoring 4,096 training
+    samples at every evaluation was most of the pipeline on a slow model. Digits holds 360
+    validation samples and 1,437 training ones; every re-scoring (the plan's timed evaluation,
+    the sweep's, the confirming runs') takes at most the 360."""
+    from lrbs.core import loop
+    from lrbs.experiments.recommend import plan
+
+    sizes, real = [], loop.evaluate_data
+
+    def counted(model, data, which="val", idx=None):
+        if which == "train":
+            sizes.append((len(idx), data.n_val, data.n_train))
+        return real(model, data, which, idx)
+
+    monkeypatch.setattr(loop, "evaluate_data", counted)
+    monkeypatch.setattr(plan, "evaluate_data", counted)
+    r = recommend.run(SETUP, replace(SMALL, train_epochs=3.0))
+    assert r.card()["lr"] is not None
+    assert len(sizes) > 10  # the plan, each sweep run, the confirming runs
+    n_val, n_train = sizes[0][1:]
+    assert n_val < n_train and {s for s, _, _ in sizes} == {n_val}

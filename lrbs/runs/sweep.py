@@ -59,6 +59,9 @@ class Config:
         help="evaluate every N updates, at the same steps in every run, instead of at epoch "
         "ends (default: epoch ends, a few a second at most)",
     )
+    train_eval_size: int = option(
+        4096, low=1, cli=False, help="training samples re-scored at each evaluation"
+    )
 
     def __post_init__(self) -> None:
         check(self)
@@ -94,6 +97,7 @@ class Config:
             eval_every=self.eval_every,
             eval_each_epoch=self.eval_every is None,
             min_eval_seconds=0.25,  # short epochs: evaluate a few times a second, not each one
+            train_eval_size=self.train_eval_size,
         )
 
 

@@ -22,6 +22,7 @@ from lrbs.experiments.recommend.plan import (
     Config,
     Effort,
     plan_budget,
+    score_size,
 )
 from lrbs.experiments.recommend.rules import candidate_batches, optimizer_family, sweep_grid
 from lrbs.experiments.recommend.steps import SPANS, STEPS, Stage
@@ -79,6 +80,7 @@ class _Pipeline:
                 seed=seed,
                 stacked=self.config.stacked,
                 eval_every=every,
+                train_eval_size=score_size(self.data),
             )
             part = (k / e.sweep_seeds, (k + 1) / e.sweep_seeds)
             stage = self.stage("sweep", {"seed": seed}, part)
@@ -158,6 +160,7 @@ class _Pipeline:
                 seed=self.setup.seed,
                 log_every=10,
                 min_eval_seconds=0.25,
+                train_eval_size=score_size(self.data),
             )
             columns = {
                 "batch": plan["batch"],
@@ -192,6 +195,7 @@ class _Pipeline:
                 log_every=10,
                 eval_every=max(1, steps // HOLD_EVALUATIONS),
                 eval_each_epoch=False,
+                train_eval_size=score_size(self.data),
             )
             columns = {"batch": f["batch"], "lr": f["lr"], "base_batch": base}
             columns |= {"target_loss": now.confirmed.loss, "sweep_samples": self.sweep_samples}
