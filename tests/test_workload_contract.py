@@ -273,7 +273,9 @@ def test_a_function_that_exits(tmp_path, capsys, where):
 def test_a_loss_that_exits_mid_training_is_one_line_not_an_exit(tmp_path, capsys):
     """The check's few calls pass; the exit comes later, inside the loop. It used to end the
     CLI with the file's own status (3) and nothing on stderr."""
-    body = CLASSES_4 + """
+    body = (
+        CLASSES_4
+        + """
 def model():
     return nn.Linear(4, 4)
 
@@ -287,6 +289,7 @@ def loss():
         return nn.functional.cross_entropy(out, y)
     return f
 """
+    )
     err = cli(capsys, write(tmp_path, body), "--iterations", "40")
     assert err[0].startswith("error: training failed in wl.py, line "), err
     assert err[0].endswith("it called sys.exit(3); a workload returns or raises, it never exits")
