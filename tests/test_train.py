@@ -1,3 +1,4 @@
+import copy
 import math
 import threading
 
@@ -111,6 +112,29 @@ def test_dropout_is_seeded_per_run():
         for _ in range(2)
     )
     assert train_losses(a) == train_losses(b)
+
+
+def test_a_users_own_torch_dropout_is_seeded_per_run_and_the_callers_rng_kept():
+    """A model built from plain torch (nn.Dropout draws from torch's global RNG, not the
+    run's generator), its weights the same each time, the rest of the process drawing from the
+    global RNG between runs: the same seed trains the same curve, another seed another, and
+    the caller's global RNG is where it was."""
+    data = blobs(features=10)
+    torch.manual_seed(0)
+    users = torch.nn.Sequential(
+        torch.nn.Linear(10, 32), torch.nn.ReLU(), torch.nn.Dropout(0.5), torch.nn.Linear(32, 3)
+    )
+    runs = []
+    for s in (1, 1, 2):
+        runs.append(train(copy.deepcopy(users), data, cfg(seed=s, log_every=1)))
+        torch.rand(5)
+    assert train_losses(runs[0]) == train_losses(runs[1])
+    assert train_losses(runs[0]) != train_losses(runs[2])
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    train(copy.deepcopy(users), data, cfg(seed=1))
+    assert torch.equal(torch.rand(3), expected)
 
 
 def test_same_seed_gives_bit_equal_initial_weights(data):

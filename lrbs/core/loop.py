@@ -13,6 +13,8 @@ first loss read), ends the run as `diverged`, which is a result like any other.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import math
 import threading
@@ -314,6 +316,31 @@ def make_step(model: nn.Module, opt: torch.optim.Optimizer, data) -> Callable:
     return accumulated
 
 
+@contextlib.contextmanager
+def seeded_global_rng(device: torch.device, seed: int):
+    """Torch's global RNG seeded from the run's seed while it trains, the caller's state back
+    afterwards: a model that draws from it (a user's own nn.Dropout, noise in its forward)
+    then trains the same for the same seed. Offset from the seed so that its stream is not the
+    one the run's own generator draws the batches from."""
+    cuda = device.type == "cuda"
+    with torch.random.fork_rng(devices=[device] if cuda else []):
+        torch.default_generator.manual_seed(seed + 0x5EED)
+        if cuda:
+            with torch.cuda.device(device):
+                torch.cuda.manual_seed(seed + 0x5EED)
+        yield
+
+
+def _seeded(fn: Callable[..., RunResult]) -> Callable[..., RunResult]:
+    @functools.wraps(fn)
+    def run(model: nn.Module, data: TensorData | StreamData, cfg: TrainConfig, **kw):
+        with seeded_global_rng(data.device, cfg.seed):
+            return fn(model, data, cfg, **kw)
+
+    return run
+
+
+@_seeded
 def train(
     model: nn.Module,
     data: TensorData | StreamData,
