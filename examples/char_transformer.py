@@ -14,11 +14,11 @@ width 64, 4 heads, GELU) with a causal mask, a final LayerNorm and a linear head
 and embeddings, none on biases and LayerNorm gains.
 
 Cost: 120,000 parameters; a step at batch 32 is about 0.13 CPU-seconds. The range test
-suggests about 0.012 (valley), and 150 steps at batch 32 from there reach a validation loss
+suggests about 0.015 (valley), and 150 steps at batch 32 from there reach a validation loss
 near 2.2 (from ln 128 = 4.85); the README has the table at a third and three times that rate.
 
     python -m lrbs lr-find --workload examples/char_transformer.py --json
-    python -m lrbs train --workload examples/char_transformer.py --lr 0.012 --steps 150
+    python -m lrbs train --workload examples/char_transformer.py --lr 0.015 --steps 150
 """
 
 import functools
