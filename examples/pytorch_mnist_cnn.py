@@ -1,4 +1,4 @@
-"""A network lrbs did not write: the CNN of PyTorch's own MNIST example, with its optimizer and loss.
+"""A network lrbs did not write: the CNN of PyTorch's MNIST example, its optimizer and loss.
 
 The model, the optimizer and the loss are those of `mnist/main.py` in the pytorch/examples
 repository, written out here as a user would bring them: two 3x3 convolutions (32 and 64
