@@ -60,7 +60,10 @@ class Config:
         "ends (default: epoch ends, a few a second at most)",
     )
     train_eval_size: int = option(
-        4096, low=1, cli=False, help="training samples re-scored at each evaluation"
+        TrainConfig.train_eval_size,
+        low=1,
+        cli=False,
+        help="training samples re-scored at each evaluation",
     )
 
     def __post_init__(self) -> None:
